@@ -1,0 +1,110 @@
+"""The in-memory contract between BIDS ingest and sharding.
+
+Ingest (``shards.bids`` + ``shards.preprocess``) turns one BIDS run into a
+:class:`Recording`; the shard writer cuts it into contiguous segments. Nothing
+downstream reads BIDS files again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Recording:
+    """One synchronised electrophysiology + BOLD run of one subject.
+
+    Attributes
+    ----------
+    subject, session, task, run : str
+        BIDS entities without prefixes (``"01"``, ``"1"``, ``"rest"``, ``"1"``);
+        session/run may be ``""`` when the dataset has none.
+    ephys : ndarray, shape (n_channels, n_times), float32
+        Preprocessed sensor data in microvolts (EEG) or femtotesla (MEG), time zero at
+        the onset of the first BOLD volume.
+    sfreq : float
+        Sampling rate of ``ephys`` in Hz.
+    ch_names : list of str
+        Canonical channel names (see :mod:`brainxl.channels`), one per row of ``ephys``.
+    ch_types : list of str
+        ``"eeg"`` or ``"mag"``/``"grad"`` per channel.
+    bold : ndarray, shape (n_rois, n_trs), float32
+        BOLD per ROI/parcel; column k is the volume acquired at ``k * tr`` seconds.
+    tr : float
+        Repetition time in seconds.
+    roi_names : list of str
+        One name per row of ``bold``.
+    lead_in : float
+        Seconds of ``ephys`` available before the first volume (may be 0); ``ephys``
+        then starts at ``-lead_in`` seconds, i.e. sample ``i`` is at
+        ``i / sfreq - lead_in``.
+    parcels : ndarray, shape (n_parcels, n_times), float32 or None
+        Source-reconstructed parcel time series on the same time grid as ``ephys``.
+    parcel_names : list of str
+        One name per row of ``parcels``.
+    source_files : dict of str to str
+        Which files this recording came from (``{"ephys": path, "bold": path}``).
+    assumptions : list of str
+        Everything inferred rather than read (e.g. "synchronised at run start: no
+        volume triggers found").
+    extra : dict
+        Anything else worth carrying into the sample metadata (JSON-serialisable).
+    """
+
+    subject: str
+    session: str
+    task: str
+    run: str
+    ephys: np.ndarray
+    sfreq: float
+    ch_names: list[str]
+    ch_types: list[str]
+    bold: np.ndarray
+    tr: float
+    roi_names: list[str]
+    lead_in: float = 0.0
+    parcels: np.ndarray | None = None
+    parcel_names: list[str] = field(default_factory=list)
+    source_files: dict[str, str] = field(default_factory=dict)
+    assumptions: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Dot-free identifier ``sub-01_ses-1_task-rest_run-1`` (empty entities omitted)."""
+        parts = [f"sub-{self.subject}"]
+        if self.session:
+            parts.append(f"ses-{self.session}")
+        parts.append(f"task-{self.task}")
+        if self.run:
+            parts.append(f"run-{self.run}")
+        return "_".join(parts).replace(".", "")
+
+    def validate(self) -> None:
+        """Check shapes, dtypes and finiteness; raise ValueError naming the source file."""
+        src = self.source_files.get("ephys", self.key)
+        if self.ephys.ndim != 2 or self.ephys.shape[0] != len(self.ch_names):
+            raise ValueError(
+                f"{src}: ephys has shape {self.ephys.shape} but {len(self.ch_names)} channel names"
+            )
+        if self.bold.ndim != 2 or self.bold.shape[0] != len(self.roi_names):
+            raise ValueError(
+                f"{self.source_files.get('bold', self.key)}: bold has shape {self.bold.shape} "
+                f"but {len(self.roi_names)} ROI names"
+            )
+        if not np.isfinite(self.ephys).all():
+            raise ValueError(f"{src}: electrophysiology contains NaN or infinite values")
+        if not np.isfinite(self.bold).all():
+            raise ValueError(
+                f"{self.source_files.get('bold', self.key)}: BOLD contains NaN or infinite values"
+            )
+        needed = (self.bold.shape[1] - 1) * self.tr + self.lead_in
+        have = self.ephys.shape[1] / self.sfreq
+        if have + 1.0 / self.sfreq < needed:
+            raise ValueError(
+                f"{src}: electrophysiology covers {have:.1f} s but the BOLD run needs "
+                f"{needed:.1f} s; trim the BOLD run or supply the full recording"
+            )
