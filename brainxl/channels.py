@@ -3,7 +3,10 @@
 A model's spatial embedding has one row per vocabulary entry, so a model trained on one
 montage accepts any other whose channels map onto the vocabulary. The vocabulary holds
 the 10-05 electrode names (MNE's ``standard_1005``), the bipolar pairs of the 10-20
-double-banana montage (as in TUH recordings) and the 306 Neuromag MEG sensors. Names are
+double-banana montage (as in TUH recordings), the 306 Neuromag MEG sensors, then the
+extra positions of ``easycap-M1`` and ``spherical_1005``. Rows are only ever appended,
+so trained embeddings stay valid. Numbered montages (EGI ``E1``, BioSemi-128 ``A1``...)
+must be renamed to 10-05 names in the data config. Names are
 matched case-insensitively after stripping common prefixes/suffixes (``EEG Fp1-REF``).
 Old 10-20 names (T3/T4/T5/T6) map onto their 10-10 successors (T7/T8/P7/P8).
 """
