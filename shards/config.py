@@ -24,6 +24,7 @@ class PreprocessConfig:
     rename_channels: dict[str, str] = field(default_factory=dict)
     drop_channels: list[str] = field(default_factory=list)
     on_bad_channel: str = "error"  # "error" | "drop": NaN or flat channels
+    reference: str = ""  # "" = as recorded | "average" (EEG only)
 
 
 @dataclass
@@ -32,8 +33,13 @@ class BoldConfig:
 
     source: str = "auto"  # "auto" | "roi_tsv" | "nifti"
     derivatives: str = ""  # derivatives pipeline folder holding *_timeseries.tsv ("" = any)
-    atlas: str = ""  # atlas NIfTI for source="nifti" (labels 1..R)
+    # atlas NIfTI (labels 1..R) on the BOLD grid; relative to the BIDS root, may hold
+    # {subject}/{session}/{task}/{run}
+    atlas: str = ""
     atlas_labels: str = ""  # optional TSV: index, name
+    desc: str = ""  # desc- entity of the ROI TSV to use ("" = the one without a known
+    # ground-truth desc such as noisefree/clean/true)
+    roi_atlas: str = ""  # atlas- entity of the ROI TSV to use ("" = any)
 
 
 @dataclass
@@ -42,6 +48,7 @@ class SyncConfig:
 
     volume_marker: str = r"(?i)^(volume|v|r128|response/r128|tr|mri)\b.*"
     lead_in: float = 16.0  # seconds of electrophysiology kept before the first volume
+    tolerance: float = 0.05  # allowed relative deviation of trigger spacing from the TR
 
 
 @dataclass
@@ -52,8 +59,13 @@ class SourceConfig:
     keep_sensors: bool = True  # store sensor data beside the parcels
     method: str = "eLORETA"  # "MNE" | "dSPM" | "sLORETA" | "eLORETA"
     snr: float = 3.0
-    forward: str = ""  # forward solution file pattern; "" = simulator's derivatives
+    # forward solution (*-fwd.fif), relative to the BIDS root, may hold {subject} etc.;
+    # "" = the simulator's derivatives/brainxl-sim/sub-XX/eeg/sub-XX_desc-headmodel_fwd.fif
+    forward: str = ""
     parcellation: str = ""  # TSV mapping source index -> parcel; "" = simulator's
+    parcel_names: str = ""  # TSV index,name naming a parcel_index table; "" = simulator's
+    noise_cov: str = "adhoc"  # "adhoc" | "empirical" (from the run itself)
+    parcel_mode: str = "auto"  # "auto" | "mean_flip" (fixed orientation) | "pca"
 
 
 @dataclass
@@ -66,6 +78,9 @@ class IngestConfig:
     source: SourceConfig = field(default_factory=SourceConfig)
     subjects: list[str] = field(default_factory=list)  # empty = all
     tasks: list[str] = field(default_factory=list)  # empty = all
+    # BLAS threads per ingest process: the shard writer runs subjects in parallel worker
+    # processes, and oversubscribed BLAS made source reconstruction 5-10x slower here
+    blas_threads: int = 1
 
 
 @dataclass
@@ -75,6 +90,9 @@ class ShardingConfig:
     segment_trs: int = 32  # TRs per stored segment
     max_shard_bytes: int = 256 * 1024 * 1024
     workers: int = 2
+    # seconds of electrophysiology kept before each segment's first TR: >= window_s + lag_s
+    lead_in_s: float = 20.0
+    bold_lead_trs: int = 7  # earlier BOLD frames kept per segment: >= n_targets - 1
 
 
 @dataclass
@@ -90,3 +108,6 @@ class ReaderConfig:
     on_error: str = "fail"  # "fail" | "skip": corrupt/truncated shards
     include_subjects: list[str] = field(default_factory=list)
     exclude_subjects: list[str] = field(default_factory=list)
+    # glibc only: keep freed batch-sized memory in the malloc heap (mallopt), so batches
+    # reuse pages instead of faulting in fresh ones; process-wide, off = libc defaults
+    heap_reuse: bool = True
