@@ -1,0 +1,164 @@
+"""``brainxl shard``: BIDS dataset -> per-subject WebDataset shards + manifest, or verify them.
+
+Usage::
+
+    brainxl shard BIDS_DIR OUT [--workers N] [--config data.yaml] [--segment-trs K]
+                  [--source-recon] [--verify]
+    brainxl shard --verify OUT
+
+The YAML config holds ``ingest:`` (``shards.config.IngestConfig``) and ``sharding:``
+(``shards.config.ShardingConfig``) blocks, optionally under a top-level ``data:`` key;
+a ``reader:`` block is accepted and ignored here. Unknown keys fail, naming the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shards.config import IngestConfig, ReaderConfig, ShardingConfig
+
+HELP = "Cut a BIDS dataset into WebDataset shards with a manifest (or --verify them)."
+
+
+@dataclass
+class ShardFileConfig:
+    """The parts of a data YAML that ``brainxl shard`` reads."""
+
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``shard`` arguments."""
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="BIDS_DIR OUT, or OUT with --verify"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="parallel subjects")
+    parser.add_argument("--config", type=Path, default=None, help="data YAML (ingest/sharding)")
+    parser.add_argument("--segment-trs", type=int, default=None, help="TRs per stored segment")
+    parser.add_argument(
+        "--source-recon", action="store_true", help="also store source-reconstructed parcels"
+    )
+    parser.add_argument(
+        "--verify", action="store_true", help="re-read every shard against the manifest"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def load_config(path: Path | None) -> ShardFileConfig:
+    """Merge a data YAML onto the defaults (OmegaConf structured config).
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the unknown or mistyped key.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    base = OmegaConf.structured(ShardFileConfig)
+    if path is None:
+        return OmegaConf.to_object(base)  # type: ignore[return-value]
+    if not path.is_file():
+        raise ValueError(f"{path}: config file not found; fix --config")
+    try:
+        loaded = OmegaConf.load(path)
+        if "data" in loaded and len(loaded) == 1:
+            loaded = loaded.data
+        for k in list(loaded.keys()):  # keys owned by other commands (model/train) are not ours
+            if k not in ("ingest", "sharding", "reader"):
+                raise ValueError(
+                    f"{path}: unknown key '{k}'; valid top-level keys are ingest, sharding, reader"
+                )
+        merged = OmegaConf.merge(base, loaded)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or ""
+        raise ValueError(
+            f"{path}: invalid key '{key}': {err.msg if hasattr(err, 'msg') else err}"
+        ) from None
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def print_summary(manifest: dict[str, Any], out: Any = None) -> None:
+    """Print one row per subject plus the total: runs, samples, TRs, hours, bytes."""
+    out = out or sys.stdout
+    head = f"{'subject':<10}{'runs':>6}{'samples':>9}{'TRs':>8}{'hours':>8}{'shards':>8}{'MB':>10}"
+    print(head, file=out)
+    for s, f in sorted(manifest["subjects"].items()):
+        mb = sum(x["bytes"] for x in f["shards"]) / 1e6
+        print(
+            f"{'sub-' + s:<10}{len(f['runs']):>6}{f['n_samples']:>9}{f['n_trs']:>8}"
+            f"{f['hours']:>8.2f}{len(f['shards']):>8}{mb:>10.1f}",
+            file=out,
+        )
+    t = manifest["totals"]
+    print(
+        f"{'total':<10}{t['n_runs']:>6}{t['n_samples']:>9}{t['n_trs']:>8}{t['hours']:>8.2f}"
+        f"{t['n_shards']:>8}{t['bytes'] / 1e6:>10.1f}",
+        file=out,
+    )
+    print(
+        f"sfreq {manifest['sfreq']} Hz, TR {manifest['tr'] or manifest['trs']} s, "
+        f"{len(manifest['ch_names'] or [])} channels, {len(manifest['roi_names'])} ROIs, "
+        f"{len(manifest['parcel_names'])} parcels",
+        file=out,
+    )
+
+
+def _verify(out: Path) -> int:
+    from shards.verify import verify_shards
+
+    problems = verify_shards(out)
+    if problems:
+        for p in problems:
+            print(f"BAD {p}", file=sys.stderr)
+        print(
+            f"{len(problems)} bad file(s) under {out}; re-run `brainxl shard` to rewrite them",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{out}: all shards match the manifest")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Shard (and optionally verify) or only verify; return the exit code."""
+    from dataclasses import asdict
+
+    if len(args.paths) == 1:
+        if not args.verify:
+            print("brainxl shard: need BIDS_DIR OUT (or --verify OUT)", file=sys.stderr)
+            return 2
+        return _verify(Path(args.paths[0]))
+    if len(args.paths) != 2:
+        print("brainxl shard: expected BIDS_DIR OUT", file=sys.stderr)
+        return 2
+    bids, out = Path(args.paths[0]), Path(args.paths[1])
+    try:
+        conf = load_config(args.config)
+    except ValueError as err:
+        print(f"brainxl shard: {err}", file=sys.stderr)
+        return 2
+    if args.workers is not None:
+        conf.sharding.workers = args.workers
+    if args.segment_trs is not None:
+        conf.sharding.segment_trs = args.segment_trs
+    if args.source_recon:
+        conf.ingest.source.enabled = True
+    from shards.writer import shard_bids
+
+    try:
+        manifest = shard_bids(bids, out, conf.ingest, conf.sharding, progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"brainxl shard: {err}", file=sys.stderr)
+        return 1
+    print_summary(manifest)
+    print(f"wrote {out / 'manifest.json'}  (sharding: {asdict(conf.sharding)})")
+    if args.verify:
+        return _verify(out)
+    return 0

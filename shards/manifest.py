@@ -1,0 +1,200 @@
+"""The dataset manifest: per-subject fragments combined into ``OUT/manifest.json``.
+
+Layout of a shard folder::
+
+    OUT/manifest.json                    the whole dataset (written last, atomically)
+    OUT/sub-01/sub-01-000000.tar         shards of one subject
+    OUT/sub-01/subject.json              that subject's fragment (written after its shards)
+
+A fragment records the subject's runs, shards (path relative to OUT, bytes, sha256, sample
+count and a descriptor per sample so a reader can count windows without opening a tar),
+channel/ROI/parcel names, sampling rate, TR and normalisation sums
+(:mod:`shards.stats`). The manifest holds every fragment under ``subjects`` plus the
+dataset-wide values; subjects must agree on sfreq, ROI and parcel names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+FRAGMENT_NAME = "subject.json"
+FORMAT_NAME = "brainxl-shards"
+FORMAT_VERSION = 1
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def subject_dir(root: str | Path, subject: str) -> Path:
+    """Folder of one subject's shards: ``root/sub-<subject>``."""
+    return Path(root) / f"sub-{subject}"
+
+
+def read_fragment(root: str | Path, subject: str) -> dict[str, Any] | None:
+    """Return a subject's fragment if it exists and parses, else None."""
+    path = subject_dir(root, subject) / FRAGMENT_NAME
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """Load ``root/manifest.json``.
+
+    Parameters
+    ----------
+    root : path
+        A folder written by ``brainxl shard`` (or the manifest file itself).
+
+    Returns
+    -------
+    manifest : dict
+        See the module docstring.
+    """
+    path = Path(root)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: no shard manifest; run `brainxl shard BIDS_DIR {path.parent}` first"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); re-run `brainxl shard`") from None
+    if manifest.get("format") != FORMAT_NAME or "subjects" not in manifest:
+        raise ValueError(f"{path}: not a brainxl shard manifest; re-run `brainxl shard`")
+    if manifest.get("version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: manifest version {manifest['version']} is newer than this brainxl "
+            f"understands ({FORMAT_VERSION}); upgrade brainxl"
+        )
+    return manifest
+
+
+def _agree(fragments: Sequence[Mapping[str, Any]], field: str) -> tuple[bool, Any]:
+    values = [f[field] for f in fragments]
+    return all(v == values[0] for v in values), values[0] if values else None
+
+
+def build_manifest(
+    fragments: Iterable[Mapping[str, Any]],
+    *,
+    source: str = "",
+    settings: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Combine subject fragments into a manifest, checking that they can train together.
+
+    Parameters
+    ----------
+    fragments : iterable of dict
+        One per subject (from :func:`shards.writer.write_subject`).
+    source : str
+        The BIDS folder the shards came from.
+    settings : dict, optional
+        The sharding and ingest settings, stored for provenance.
+
+    Returns
+    -------
+    manifest : dict
+
+    Raises
+    ------
+    ValueError
+        If subjects disagree on the sampling rate or the ROI/parcel names.
+    """
+    frags = sorted(fragments, key=lambda f: f["subject"])
+    if not frags:
+        raise ValueError(f"{source}: no subjects were sharded; check the BIDS folder and filters")
+    for field, fix in (
+        ("sfreq", "set preprocess.sfreq so every subject is resampled to one rate"),
+        ("roi_names", "use one atlas (bold.atlas / bold.desc) for every subject"),
+        ("parcel_names", "use one parcellation (source.parcellation) for every subject"),
+    ):
+        same, _ = _agree(frags, field)
+        if not same:
+            groups: dict[str, list[str]] = {}
+            for f in frags:
+                groups.setdefault(json.dumps(f[field])[:60], []).append(f["subject"])
+            raise ValueError(
+                f"{source}: subjects disagree on {field} ({list(groups.values())}); {fix}"
+            )
+    same_ch, ch_names = _agree(frags, "ch_names")
+    trs = sorted({float(f["tr"]) for f in frags})
+    total = {
+        "n_subjects": len(frags),
+        "n_runs": sum(len(f["runs"]) for f in frags),
+        "n_samples": sum(f["n_samples"] for f in frags),
+        "n_trs": sum(f["n_trs"] for f in frags),
+        "hours": sum(f["hours"] for f in frags),
+        "bytes": sum(s["bytes"] for f in frags for s in f["shards"]),
+        "n_shards": sum(len(f["shards"]) for f in frags),
+    }
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "settings": dict(settings or {}),
+        "sfreq": frags[0]["sfreq"],
+        "tr": trs[0] if len(trs) == 1 else None,
+        "trs": trs,
+        "ch_names": ch_names if same_ch else None,
+        "roi_names": frags[0]["roi_names"],
+        "parcel_names": frags[0]["parcel_names"],
+        "totals": total,
+        "subjects": {f["subject"]: dict(f) for f in frags},
+    }
+
+
+def select_subjects(
+    manifest: Mapping[str, Any],
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    where: str = "the manifest",
+) -> list[str]:
+    """Subjects of the manifest after include/exclude lists (labels with or without ``sub-``).
+
+    Raises
+    ------
+    ValueError
+        If a listed subject is unknown or nothing is left.
+    """
+    known = sorted(manifest["subjects"])
+
+    def norm(names: Sequence[str]) -> list[str]:
+        out = [n[4:] if n.startswith("sub-") else n for n in names]
+        bad = [n for n in out if n not in manifest["subjects"]]
+        if bad:
+            raise ValueError(
+                f"{where}: subjects {bad} are not in the shards (known: {known}); "
+                "fix include_subjects/exclude_subjects"
+            )
+        return out
+
+    inc, exc = norm(include), set(norm(exclude))
+    chosen = [s for s in (inc or known) if s not in exc]
+    if not chosen:
+        raise ValueError(f"{where}: include/exclude lists leave no subjects")
+    return chosen

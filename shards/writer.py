@@ -1,0 +1,414 @@
+"""Write recordings into per-subject WebDataset tar shards plus the dataset manifest.
+
+Each sample (one :class:`~shards.segments.Segment`) is stored as the members
+``<key>.ephys.npy``, ``<key>.bold.npy``, optional ``<key>.parcels.npy`` and
+``<key>.meta.json`` (raw ``np.save`` bytes, float32). A shard is written to
+``<name>.tar.tmp`` and renamed when complete; the subject's fragment (``subject.json``) is
+written atomically after all its shards, so a re-run skips finished subjects and an
+interrupted run never leaves a partial ``.tar`` visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from shards import npy
+from shards.config import IngestConfig, ShardingConfig
+from shards.manifest import (
+    FRAGMENT_NAME,
+    MANIFEST_NAME,
+    build_manifest,
+    read_fragment,
+    subject_dir,
+    write_json_atomic,
+)
+from shards.recording import Recording
+from shards.segments import segment_recording
+from shards.stats import recording_sums
+
+Loader = Callable[[str], Sequence[Recording]]
+
+
+class _HashingFile:
+    """A write-only file wrapper that hashes and counts what goes through it."""
+
+    def __init__(self, f: io.BufferedWriter) -> None:
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+class _ShardSink:
+    """Rolls samples into ``sub-XX-NNNNNN.tar`` files of at most ``max_bytes`` each."""
+
+    def __init__(self, folder: Path, subject: str, max_bytes: int) -> None:
+        self.folder, self.subject, self.max_bytes = folder, subject, max_bytes
+        self.entries: list[dict[str, Any]] = []
+        self._file: io.BufferedWriter | None = None
+        self._hash: _HashingFile | None = None
+        self._tar: Any = None
+        self._samples: list[dict[str, Any]] = []
+        self._bytes = 0
+
+    def _path(self, i: int) -> Path:
+        return self.folder / f"sub-{self.subject}-{i:06d}.tar"
+
+    def _open(self) -> None:
+        import webdataset as wds
+
+        tmp = self._path(len(self.entries)).with_suffix(".tar.tmp")
+        self._file = open(tmp, "wb")  # noqa: SIM115 - closed in _close
+        self._hash = _HashingFile(self._file)
+        # int mtime: byte-identical shards for identical input and no pax headers
+        self._tar = wds.TarWriter(self._hash, encoder=False, mtime=0, user="", group="")
+        self._samples, self._bytes = [], 0
+
+    def _close(self) -> None:
+        assert self._tar is not None and self._file is not None and self._hash is not None
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        final = self._path(len(self.entries))
+        os.replace(final.with_suffix(".tar.tmp"), final)
+        self.entries.append(
+            {
+                "path": f"sub-{self.subject}/{final.name}",
+                "bytes": self._hash.size,
+                "sha256": self._hash.sha.hexdigest(),
+                "n_samples": len(self._samples),
+                "samples": self._samples,
+            }
+        )
+        self._tar = self._file = self._hash = None
+
+    def write(self, members: dict[str, bytes], descriptor: dict[str, Any]) -> None:
+        size = sum(len(v) + 1024 for k, v in members.items() if not k.startswith("__"))
+        if self._tar is not None and self._samples and self._bytes + size > self.max_bytes:
+            self._close()
+        if self._tar is None:
+            self._open()
+        self._tar.write(members)
+        self._samples.append(descriptor)
+        self._bytes += size
+
+    def finish(self) -> list[dict[str, Any]]:
+        if self._tar is not None:
+            self._close()
+        return self.entries
+
+    def abort(self) -> None:
+        if self._file is not None:
+            # finish the tar stream first, or its finaliser writes to a closed file; the
+            # tmp file is deleted below either way
+            with contextlib.suppress(Exception):
+                self._tar.close()
+            self._file.close()
+            self._path(len(self.entries)).with_suffix(".tar.tmp").unlink(missing_ok=True)
+            self._tar = self._file = self._hash = None
+
+
+def _check_consistent(recs: Sequence[Recording], subject: str) -> None:
+    first = recs[0]
+    for rec in recs[1:]:
+        for field in ("sfreq", "ch_names", "roi_names", "parcel_names"):
+            if getattr(rec, field) != getattr(first, field):
+                raise ValueError(
+                    f"{rec.source_files.get('ephys', rec.key)}: {field} differs from "
+                    f"{first.source_files.get('ephys', first.key)} of the same subject "
+                    f"sub-{subject}; preprocess both to the same {field}"
+                )
+        if (rec.parcels is None) != (first.parcels is None):
+            raise ValueError(
+                f"{rec.source_files.get('ephys', rec.key)}: some runs of sub-{subject} have "
+                "parcels and others do not"
+            )
+
+
+def clean_stale(folder: Path) -> list[Path]:
+    """Delete ``*.tar.tmp`` and half-written JSON left by an interrupted run; return them."""
+    stale = [*folder.glob("*.tar.tmp"), *folder.glob(".*.tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def write_subject(
+    recordings: Sequence[Recording],
+    root: str | Path,
+    cfg: ShardingConfig,
+    settings: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write one subject's shards and fragment.
+
+    Parameters
+    ----------
+    recordings : sequence of Recording
+        All runs of one subject (validated here).
+    root : path
+        The shard root; shards go to ``root/sub-<subject>/``.
+    cfg : ShardingConfig
+    settings : dict, optional
+        Settings recorded in the fragment; a re-run redoes the subject when they differ.
+
+    Returns
+    -------
+    fragment : dict
+        What was written to ``root/sub-<subject>/subject.json``.
+    """
+    if not recordings:
+        raise ValueError(f"{root}: write_subject got no recordings")
+    subject = recordings[0].subject
+    if any(r.subject != subject for r in recordings):
+        raise ValueError(f"{root}: write_subject got recordings of several subjects")
+    for rec in recordings:
+        rec.validate()
+    _check_consistent(recordings, subject)
+    folder = subject_dir(root, subject)
+    folder.mkdir(parents=True, exist_ok=True)
+    clean_stale(folder)
+    sink = _ShardSink(folder, subject, cfg.max_shard_bytes)
+    runs = []
+    try:
+        for rec in recordings:
+            n_seg = 0
+            for seg in segment_recording(rec, cfg.segment_trs, cfg.lead_in_s, cfg.bold_lead_trs):
+                members = {
+                    "__key__": seg.key,
+                    "ephys.npy": npy.encode(seg.ephys),
+                    "bold.npy": npy.encode(seg.bold),
+                    "meta.json": json.dumps(seg.meta).encode(),
+                }
+                if seg.parcels is not None:
+                    members["parcels.npy"] = npy.encode(seg.parcels)
+                desc = {
+                    k: seg.meta[k]
+                    for k in (
+                        "key",
+                        "first_tr",
+                        "n_trs",
+                        "bold_first_tr",
+                        "tr",
+                        "sfreq",
+                        "ephys_offset",
+                        "n_ephys",
+                    )
+                }
+                sink.write(members, desc)
+                n_seg += 1
+            runs.append(
+                {
+                    "recording": rec.key,
+                    "session": rec.session,
+                    "task": rec.task,
+                    "run": rec.run,
+                    "n_trs": int(rec.bold.shape[1]),
+                    "n_segments": n_seg,
+                    "duration_s": float(rec.bold.shape[1] * rec.tr),
+                    "lead_in": float(rec.lead_in),
+                    "tr": float(rec.tr),
+                    "source_files": dict(rec.source_files),
+                    "assumptions": list(rec.assumptions),
+                }
+            )
+        shards = sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+    keep = {Path(s["path"]).name for s in shards}
+    for old in folder.glob("*.tar"):  # shards of an earlier, different run of this subject
+        if old.name not in keep:
+            old.unlink()
+    first = recordings[0]
+    trs = sorted({float(r.tr) for r in recordings})
+    fragment = {
+        "subject": subject,
+        "sessions": sorted({r.session for r in recordings if r.session}),
+        "tasks": sorted({r.task for r in recordings}),
+        "runs": runs,
+        "sfreq": float(first.sfreq),
+        "tr": trs[0] if len(trs) == 1 else trs,
+        "ch_names": list(first.ch_names),
+        "ch_types": list(first.ch_types),
+        "roi_names": list(first.roi_names),
+        "parcel_names": list(first.parcel_names) if first.parcels is not None else [],
+        "shards": shards,
+        "n_samples": sum(s["n_samples"] for s in shards),
+        "n_trs": sum(r["n_trs"] for r in runs),
+        "hours": sum(r["duration_s"] for r in runs) / 3600.0,
+        "stats": recording_sums(recordings),
+        "settings": dict(settings or {}),
+    }
+    write_json_atomic(folder / FRAGMENT_NAME, fragment)
+    return fragment
+
+
+def _is_complete(root: Path, subject: str, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    frag = read_fragment(root, subject)
+    if frag is None or frag.get("settings") != json.loads(json.dumps(dict(settings))):
+        return None
+    for s in frag["shards"]:
+        p = root / s["path"]
+        if not p.is_file() or p.stat().st_size != s["bytes"]:
+            return None
+    return frag
+
+
+def _shard_one(
+    loader: Loader, subject: str, root: str, cfg: ShardingConfig, settings: dict[str, Any]
+) -> dict[str, Any]:
+    recs = list(loader(subject))
+    if not recs:
+        raise ValueError(f"sub-{subject}: no usable runs were found")
+    return write_subject(recs, root, cfg, settings)
+
+
+def shard_dataset(
+    root: str | Path,
+    subjects: Iterable[str],
+    loader: Loader,
+    cfg: ShardingConfig,
+    *,
+    source: str = "",
+    settings: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Shard every subject (in parallel) and write ``root/manifest.json``.
+
+    Parameters
+    ----------
+    root : path
+        Output folder.
+    subjects : iterable of str
+        Subject labels without ``sub-``.
+    loader : callable
+        ``loader(subject) -> list[Recording]``; must be picklable when ``cfg.workers > 1``
+        (a module-level function or a ``functools.partial`` of one).
+    cfg : ShardingConfig
+    source : str
+        Recorded in the manifest (the BIDS folder).
+    settings : dict, optional
+        Extra settings (e.g. the ingest config) recorded in fragments and manifest; a
+        subject whose fragment has other settings is re-done.
+    progress : bool
+        Show a tqdm progress bar on stderr.
+
+    Returns
+    -------
+    manifest : dict
+
+    Raises
+    ------
+    ValueError
+        Naming every subject that failed; finished subjects stay and are skipped next time.
+    """
+    from tqdm import tqdm
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for folder in [root, *root.glob("sub-*/")]:  # leftovers of an interrupted run
+        clean_stale(folder)
+    subjects = list(dict.fromkeys(subjects))
+    if not subjects:
+        raise ValueError(f"{source or root}: no subjects to shard")
+    full_settings = {"sharding": asdict(cfg), **dict(settings or {})}
+    full_settings["sharding"].pop("workers", None)  # parallelism does not change the data
+    fragments: dict[str, dict[str, Any]] = {}
+    todo = []
+    for s in subjects:
+        done = _is_complete(root, s, full_settings)
+        if done is not None:
+            fragments[s] = done
+        else:
+            todo.append(s)
+    errors: dict[str, str] = {}
+    bar = tqdm(
+        total=len(subjects),
+        initial=len(fragments),
+        desc="sharding",
+        unit="subject",
+        disable=not progress,
+        file=sys.stderr,
+    )
+    if cfg.workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=min(cfg.workers, len(todo))) as pool:
+            futures = {
+                pool.submit(_shard_one, loader, s, str(root), cfg, full_settings): s for s in todo
+            }
+            for fut in as_completed(futures):
+                s = futures[fut]
+                try:
+                    fragments[s] = fut.result()
+                except Exception as err:  # collected and reported together below
+                    errors[s] = f"{type(err).__name__}: {err}"
+                bar.update(1)
+    else:
+        for s in todo:
+            try:
+                fragments[s] = _shard_one(loader, s, str(root), cfg, full_settings)
+            except Exception as err:
+                errors[s] = f"{type(err).__name__}: {err}"
+            bar.update(1)
+    bar.close()
+    if errors:
+        lines = "\n".join(f"  sub-{s}: {m}" for s, m in sorted(errors.items()))
+        raise ValueError(
+            f"{source or root}: {len(errors)} subject(s) failed (finished subjects are kept "
+            f"and skipped on re-run; fix these and run again):\n{lines}"
+        )
+    manifest = build_manifest(
+        [fragments[s] for s in subjects], source=source, settings=full_settings
+    )
+    write_json_atomic(root / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def shard_bids(
+    bids_root: str | Path,
+    out: str | Path,
+    ingest: IngestConfig | None = None,
+    cfg: ShardingConfig | None = None,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Shard a BIDS dataset (``shards.bids`` ingest) into ``out``; see :func:`shard_dataset`."""
+    from functools import partial
+
+    from shards.bids import list_subjects, load_subject
+
+    ingest = ingest or IngestConfig()
+    cfg = cfg or ShardingConfig()
+    subjects = list_subjects(Path(bids_root), ingest)
+    return shard_dataset(
+        out,
+        subjects,
+        partial(_load_bids_subject, str(bids_root), ingest, load_subject),
+        cfg,
+        source=str(bids_root),
+        settings={"ingest": asdict(ingest)},
+        progress=progress,
+    )
+
+
+def _load_bids_subject(
+    bids_root: str, ingest: IngestConfig, load: Callable[..., Sequence[Recording]], subject: str
+) -> Sequence[Recording]:
+    return load(Path(bids_root), subject, ingest)
