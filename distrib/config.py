@@ -1,0 +1,391 @@
+"""The run schema: typed dataclasses, YAML files merged onto them, dotted overrides.
+
+``load_config("configs/neurobolt-debug.yaml", ["train.lr=3e-4"])`` returns a validated
+:class:`RunConfig`. An unknown key or a value of the wrong type raises
+:class:`ConfigError` naming the key, the closest valid key and the file. A run's identity
+(:func:`run_id`) is a hash of its semantic keys, so the same command finds the same run
+folder and resumes it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from shards.config import ReaderConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not match the schema."""
+
+
+@dataclass
+class ModelConfig:
+    """Which registered model to build (``brainxl.models.registry``)."""
+
+    name: str = "neurobolt"  # registry name: neurobolt | samba-eeg2fmri | samba-fmri2eeg
+    flavor: str = "debug"  # scale: debug | base | large | huge
+    overrides: dict[str, Any] = field(default_factory=dict)  # non-scale keyword arguments
+
+
+@dataclass
+class DataConfig:
+    """Where the shards are and how one LOSO fold splits the subjects."""
+
+    shards: str = "data/shards"  # folder holding manifest.json and the tar shards
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    test_subject: str = ""  # LOSO test subject ("" = no test subject)
+    val_subjects: list[str] = field(default_factory=list)  # held-out TRAINING-fold subjects
+    n_val_subjects: int = 1  # how many to hold out when val_subjects is empty
+    epoch_windows: int = 0  # windows per rank per epoch (0 = the reader's default)
+    num_workers: int = 0  # DataLoader workers per rank
+
+
+@dataclass
+class LossConfig:
+    """Translation objective (``brainxl.objectives``)."""
+
+    name: str = "mse"  # mse | pearson | cosine | samba
+    mse_weight: float = 1.0  # samba: weight of the MSE term
+    pearson_weight: float = 1.0  # samba: weight of (1 - Pearson r)
+    wavelet_weight: float = 0.5  # samba: weight of the wavelet skip loss
+    wavelet: str = "haar"  # samba: wavelet of the skip loss
+    wavelet_levels: int = 3
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, precision, parallelism, validation and checkpointing."""
+
+    steps: int = 1000  # optimizer steps (used when epochs == 0)
+    epochs: int = 0  # > 0: steps = epochs * batches per epoch / grad_accum
+    batch_size: int = 16  # micro-batch per rank
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | constant
+    min_lr: float = 0.0
+    grad_accum: int = 1
+    clip: float = 1.0  # gradient norm clip (0 = off)
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    zero_stage: int = 0  # 0 = data parallel, 1/2/3 = ZeRO
+    offload_optimizer: bool = False  # ZeRO >= 1: optimizer state and step on the CPU
+    activation_checkpointing: bool = False
+    val_every: int = 100  # steps between validations (0 = never)
+    patience: int = 0  # validations without improvement before stopping (0 = off)
+    ckpt_every: int = 100  # steps between checkpoints (0 = only at the end)
+    keep_last: int = 2  # checkpoints kept (>= 1)
+    log_every: int = 10  # steps between progress lines
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+@dataclass
+class RunSection:
+    """Where runs live and whether a repeated command resumes."""
+
+    root: str = "runs"
+    resume: bool = True
+    name: str = ""  # "" = derived from the run hash
+
+
+@dataclass
+class LoggingConfig:
+    """Metric sinks; W&B is offline unless ``WANDB_MODE`` or ``wandb`` says otherwise."""
+
+    wandb: str = "offline"  # offline | online | disabled
+    project: str = "brainxl"
+    group: str = ""  # "" = experiment name
+    console: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs (the YAML files fill this in)."""
+
+    experiment: str = "default"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunSection = field(default_factory=RunSection)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    cluster: dict[str, Any] = field(default_factory=dict)  # read by launch/slurm.py
+
+
+# Sections and keys that do not change what is computed: they are left out of the run hash.
+NON_SEMANTIC = ("run", "logging", "cluster", "data.num_workers", "train.log_every")
+
+_CHOICES = {
+    "train.schedule": ("cosine", "constant"),
+    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.loss.name": ("mse", "pearson", "cosine", "samba"),
+    "logging.wandb": ("offline", "online", "disabled"),
+    "data.reader.modality": ("sensors", "parcels"),
+    "data.reader.on_error": ("fail", "skip"),
+}
+
+
+def _all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for f in fields(cls):
+        key = f"{prefix}{f.name}"
+        keys.append(key)
+        ftype = f.default_factory if f.default_factory is not MISSING else None
+        if ftype is not None and is_dataclass(ftype):
+            keys.extend(_all_keys(ftype, key + "."))
+    return keys
+
+
+def _closest(key: str) -> str:
+    keys = _all_keys()
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+    if not close:
+        leaf = key.rsplit(".", 1)[-1]
+        close = [k for k in keys if k.rsplit(".", 1)[-1] == leaf][:1]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _wrap(err: Exception, source: str) -> ConfigError:
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
+    key = getattr(err, "full_key", None) or ""
+    where = f" in {source}" if source else ""
+    if isinstance(err, ConfigKeyError):
+        return ConfigError(
+            f"unknown config key {key!r}{_closest(key)}{where}; valid keys are listed "
+            f"in distrib/config.py"
+        )
+    if isinstance(err, ValidationError):
+        msg = str(err).splitlines()[0]
+        return ConfigError(f"wrong type for config key {key!r}{where}: {msg}")
+    return ConfigError(f"invalid configuration{where}: {err}")
+
+
+def resolve_config_path(path_or_name: str | os.PathLike) -> Path:
+    """Find a config file by path or by name under ``configs/`` (``.yaml`` optional)."""
+    p = Path(path_or_name)
+    candidates = [p, p.with_suffix(".yaml"), CONFIG_DIR / p, (CONFIG_DIR / p).with_suffix(".yaml")]
+    for c in candidates:
+        if c.is_file():
+            return c
+    shipped = sorted(str(x.relative_to(CONFIG_DIR)) for x in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(
+        f"config file {str(path_or_name)!r} not found; give a path or one of: {', '.join(shipped)}"
+    )
+
+
+def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> Any:
+    """Load ``path``; a top-level ``base: other.yaml`` is loaded first and merged under it."""
+    from omegaconf import OmegaConf
+
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path} includes itself through 'base'")
+    try:
+        node = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and friends
+        raise ConfigError(f"cannot parse {path}: {err}; fix the YAML syntax") from err
+    if node is None or not OmegaConf.is_dict(node):
+        raise ConfigError(f"{path} must hold a mapping of config keys")
+    base = node.pop("base", None)
+    if base is None:
+        return node
+    base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
+    if not base_path.is_file():
+        base_path = resolve_config_path(base)
+    return OmegaConf.merge(_load_yaml(base_path, (*seen, path.resolve())), node)
+
+
+def _field_type(key: str) -> str:
+    cls: Any = RunConfig
+    ftype = ""
+    for part in key.split("."):
+        if not is_dataclass(cls):
+            return ""
+        match = [f for f in fields(cls) if f.name == part]
+        if not match:
+            return ""
+        ftype = str(match[0].type)
+        cls = match[0].default_factory if match[0].default_factory is not MISSING else None
+    return ftype
+
+
+def _quote_digits(item: str) -> str:
+    """Keep ``data.test_subject=04`` a string (YAML would read 4)."""
+    key, _, value = item.partition("=")
+    ftype = _field_type(key.strip())
+    if ftype == "str" and re.fullmatch(r"\d+", value.strip()):
+        return f"{key}='{value.strip()}'"
+    if ftype == "list[str]" and re.fullmatch(r"\[[\w\s,'\"-]*\]", value.strip()):
+        parts = [p.strip().strip("'\"") for p in value.strip()[1:-1].split(",") if p.strip()]
+        return f"{key}=[{', '.join(repr(p) for p in parts)}]"
+    return item
+
+
+def _check_choices(cfg: RunConfig, source: str) -> None:
+    for key, allowed in _CHOICES.items():
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"config key {key!r} is {value!r}{hint} in {source}; allowed: {', '.join(allowed)}"
+            )
+    t = cfg.train
+    checks = [
+        (t.zero_stage in (0, 1, 2, 3), "train.zero_stage must be 0, 1, 2 or 3"),
+        (t.batch_size >= 1, "train.batch_size must be >= 1"),
+        (t.grad_accum >= 1, "train.grad_accum must be >= 1"),
+        (t.keep_last >= 1, "train.keep_last must be >= 1"),
+        (t.steps >= 1 or t.epochs >= 1, "train.steps or train.epochs must be >= 1"),
+        (len(t.betas) == 2, "train.betas must hold two numbers"),
+        (
+            not (t.offload_optimizer and t.zero_stage == 0),
+            "train.offload_optimizer needs zero_stage >= 1",
+        ),
+        (
+            cfg.data.test_subject not in cfg.data.val_subjects,
+            "data.test_subject is also in data.val_subjects",
+        ),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(f"{msg} (in {source})")
+
+
+def load_config(
+    path_or_name: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> RunConfig:
+    """Build a :class:`RunConfig` from the schema, a YAML file and dotted overrides.
+
+    Parameters
+    ----------
+    path_or_name : str or path or None
+        A YAML file, or a name under ``configs/`` (``"neurobolt-debug"``); ``None`` gives
+        the schema defaults.
+    overrides : list of str
+        ``key=value`` items, e.g. ``["train.lr=3e-4", "data.test_subject=sub-01"]``.
+
+    Returns
+    -------
+    cfg : RunConfig
+        The validated configuration.
+
+    Raises
+    ------
+    ConfigError
+        Unknown key, wrong type or invalid value, naming the key and the source.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    schema = OmegaConf.structured(RunConfig)
+    source = "the schema defaults"
+    if path_or_name is not None:
+        path = resolve_config_path(path_or_name)
+        source = str(path)
+        try:
+            schema = OmegaConf.merge(schema, _load_yaml(path))
+        except OmegaConfBaseException as err:
+            raise _wrap(err, source) from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.lr=3e-4)")
+        item = _quote_digits(item)
+        try:
+            schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as err:
+            raise _wrap(err, f"command-line override {item!r}") from None
+        except Exception as err:  # yaml.YAMLError: a value that is not valid YAML
+            msg = str(err).splitlines()[0]
+            raise ConfigError(
+                f"cannot parse the value of override {item!r} ({msg}); quote it for the shell"
+            ) from None
+    try:
+        cfg = OmegaConf.to_object(schema)
+    except OmegaConfBaseException as err:
+        raise _wrap(err, source) from None
+    assert isinstance(cfg, RunConfig)
+    _check_choices(cfg, source if not overrides else f"{source} + overrides")
+    return cfg
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Plain nested dict of ``cfg`` (JSON/YAML serialisable)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    """The resolved configuration as YAML text (what ``config.yaml`` holds)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def semantic_dict(cfg: RunConfig) -> dict[str, Any]:
+    """``cfg`` without the keys in :data:`NON_SEMANTIC` (what identifies a run)."""
+    d = to_dict(cfg)
+    for key in NON_SEMANTIC:
+        *parents, leaf = key.split(".")
+        node = d
+        for p in parents:
+            node = node[p]
+        node.pop(leaf, None)
+    return d
+
+
+def run_id(cfg: RunConfig) -> str:
+    """Hash (12 hex digits) of the semantic keys: same science, same run."""
+    blob = json.dumps(semantic_dict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def fold_name(cfg: RunConfig) -> str:
+    """Name of the LOSO fold (``test-sub-01``) or ``all`` without a test subject."""
+    return f"test-{cfg.data.test_subject}" if cfg.data.test_subject else "all"
+
+
+def run_dir(cfg: RunConfig) -> Path:
+    """``<run.root>/<experiment>/<fold>-<run_id>`` (or ``run.name`` when given)."""
+    name = cfg.run.name or f"{fold_name(cfg)}-{run_id(cfg)}"
+    return Path(cfg.run.root) / cfg.experiment / name
+
+
+def version_info() -> dict[str, str]:
+    """Versions of brainxl and its runtime, saved with every run and checkpoint."""
+    import importlib.metadata as md
+    import platform
+
+    info = {"python": platform.python_version()}
+    for pkg in ("brainxl", "torch", "deepspeed", "numpy"):
+        try:
+            info[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            info[pkg] = "unknown"
+    return info
+
+
+def save_run_config(cfg: RunConfig, folder: str | os.PathLike) -> None:
+    """Write ``config.yaml`` (resolved) and ``version.json`` into ``folder`` atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in (
+        ("config.yaml", to_yaml(cfg)),
+        ("version.json", json.dumps({**version_info(), "run_id": run_id(cfg)}, indent=2)),
+    ):
+        tmp = folder / f".{name}.tmp{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, folder / name)

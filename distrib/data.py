@@ -1,0 +1,302 @@
+"""Glue between the shard reader and the training loop: LOSO folds and batch sources.
+
+One fold: the test subject is held out entirely, ``val_subjects`` (training-fold subjects)
+drive early stopping, the rest train. Normalisation statistics come from the training
+subjects only, and neither the train nor the validation source ever opens the test
+subject's shards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+
+class BatchSource(Protocol):
+    """What the loop needs from a data stream (one per rank).
+
+    Every rank yields the same number of batches per epoch; each batch is a dict of
+    collated tensors (``ephys`` (B, C, W), ``bold`` (B, R) or (B, R, n_targets), ...).
+    """
+
+    ch_names: list[str]
+    roi_names: list[str]
+    sfreq: float
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def batches_per_epoch(self) -> int: ...
+
+    def skip(self, n_batches: int) -> None:
+        """Start the next iteration of the current epoch at batch ``n_batches``."""
+        ...
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class FoldSplit:
+    """Subjects (labels without ``sub-``) of one LOSO fold."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+
+@dataclass
+class Fold:
+    """The three streams of one fold plus what they were built from."""
+
+    split: FoldSplit
+    train: BatchSource
+    val: BatchSource | None
+    test: BatchSource | None
+    norm: Any = None  # shards.stats.NormStats of the training subjects
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _label(s: str) -> str:
+    s = str(s)
+    return s[4:] if s.startswith("sub-") else s
+
+
+def _match(name: str, subjects: Sequence[str]) -> str:
+    """``name`` as spelled in ``subjects``: ``sub-`` optional, and YAML's ``04 -> 4`` undone."""
+    label = _label(name)
+    if label in subjects or not label.isdigit():
+        return label
+    same = [s for s in subjects if s.isdigit() and int(s) == int(label)]
+    return same[0] if len(same) == 1 else label
+
+
+def split_fold(
+    subjects: Sequence[str],
+    test_subject: str = "",
+    val_subjects: Sequence[str] = (),
+    n_val: int = 1,
+    seed: int = 0,
+) -> FoldSplit:
+    """Split subjects into train / validation / test for one LOSO fold.
+
+    Parameters
+    ----------
+    subjects : sequence of str
+        Every subject available (labels with or without ``sub-``).
+    test_subject : str
+        Held-out test subject ("" = none).
+    val_subjects : sequence of str
+        Validation subjects; when empty, ``n_val`` are drawn deterministically (from
+        ``seed`` and the test subject) among the training subjects, leaving at least one
+        subject to train on.
+    n_val : int
+        Number of validation subjects to draw.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    split : FoldSplit
+    """
+    subs = sorted({_label(s) for s in subjects})
+    test = _match(test_subject, subs) if test_subject else ""
+    if test and test not in subs:
+        raise ValueError(
+            f"data.test_subject {test_subject!r} is not in the shards (subjects: {subs}); "
+            "fix data.test_subject"
+        )
+    rest = [s for s in subs if s != test]
+    if val_subjects:
+        val = [_match(v, subs) for v in val_subjects]
+        bad = [v for v in val if v not in rest]
+        if bad:
+            raise ValueError(
+                f"data.val_subjects {bad} are not training-fold subjects (available: {rest}); "
+                "fix data.val_subjects"
+            )
+    else:
+        k = min(max(n_val, 0), len(rest) - 1)
+        val = sorted(random.Random(f"{seed}-{test}").sample(rest, k)) if k > 0 else []
+    train = [s for s in rest if s not in val]
+    if not train:
+        raise ValueError("no training subject left after the test and validation subjects")
+    return FoldSplit(tuple(train), tuple(val), (test,) if test else ())
+
+
+class ReaderSource:
+    """A :class:`BatchSource` over ``shards.reader.WindowDataset`` + ``make_loader``."""
+
+    def __init__(
+        self, dataset: Any, batch_size: int, num_workers: int = 0, tr: float | None = None
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.ch_names = list(dataset.ch_names)
+        self.roi_names = list(dataset.roi_names)
+        self.sfreq = float(dataset.sfreq)
+        self.parcel_names = list(getattr(dataset, "parcel_names", []))
+        self.tr = tr
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def batches_per_epoch(self) -> int:
+        return int(self.dataset.batches_per_epoch())
+
+    def skip(self, n_batches: int) -> None:
+        self.dataset.load_state_dict({"epoch": self.dataset.epoch, "batches_consumed": n_batches})
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from shards.reader import make_loader
+
+        yield from make_loader(self.dataset, self.batch_size, self.num_workers)
+
+
+class MemorySource:
+    """In-memory :class:`BatchSource` (tests, benchmarks): equal batches on every rank.
+
+    Parameters
+    ----------
+    samples : list of dict
+        Per-window dicts of numpy arrays / scalars, as the reader yields them.
+    batch_size : int
+    rank, world_size : int
+    seed : int
+        Shuffle seed; the order depends on ``(seed, epoch)`` only.
+    shuffle : bool
+    ch_names, roi_names : list of str
+    sfreq : float
+    """
+
+    def __init__(
+        self,
+        samples: list[dict[str, Any]],
+        batch_size: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        ch_names: Sequence[str] = (),
+        roi_names: Sequence[str] = (),
+        sfreq: float = 200.0,
+    ) -> None:
+        self.samples = samples
+        self.batch_size = batch_size
+        self.rank, self.world_size, self.seed, self.shuffle = rank, world_size, seed, shuffle
+        self.ch_names, self.roi_names, self.sfreq = list(ch_names), list(roi_names), sfreq
+        self.epoch = 0
+        self._skip = 0
+        if self.batches_per_epoch() < 1:
+            raise ValueError(
+                f"{len(samples)} windows cannot fill one batch of {batch_size} on each of "
+                f"{world_size} ranks; lower train.batch_size"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._skip = 0
+
+    def skip(self, n_batches: int) -> None:
+        self._skip = n_batches
+
+    def batches_per_epoch(self) -> int:
+        return len(self.samples) // (self.batch_size * self.world_size)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        order = np.arange(len(self.samples))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(order)
+        n = self.batches_per_epoch() * self.batch_size
+        mine = order[self.rank :: self.world_size][:n]
+        start, self._skip = self._skip * self.batch_size, 0
+        for i in range(start, n, self.batch_size):
+            yield collate([self.samples[j] for j in mine[i : i + self.batch_size]])
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack per-window dicts into a batch (arrays -> tensors, strings -> lists)."""
+    out: dict[str, Any] = {}
+    for k in items[0]:
+        vals = [it[k] for it in items]
+        if isinstance(vals[0], np.ndarray | torch.Tensor):
+            out[k] = torch.stack([torch.as_tensor(v) for v in vals])
+        elif isinstance(vals[0], int | float | np.number):
+            out[k] = torch.as_tensor(vals)
+        else:
+            out[k] = vals
+    return out
+
+
+def _reader_cfg(base: Any, subjects: Sequence[str], shuffle: bool, batch_size: int) -> Any:
+    return dataclasses.replace(
+        base,
+        batch_size=batch_size,
+        include_subjects=list(subjects),
+        exclude_subjects=[],
+        shuffle_buffer=base.shuffle_buffer if shuffle else 0,
+    )
+
+
+def build_fold(cfg: Any, rank: int, world_size: int) -> Fold:
+    """Open the shard streams of the fold described by ``cfg`` (a ``RunConfig``).
+
+    The manifest gives the subjects; :func:`split_fold` splits them; the normalisation
+    statistics and every stream are restricted to the relevant subjects.
+    """
+    from shards.manifest import read_manifest
+    from shards.reader import WindowDataset
+    from shards.stats import fold_statistics
+
+    d = cfg.data
+    manifest = read_manifest(d.shards)
+    split = split_fold(
+        list(manifest["subjects"]), d.test_subject, d.val_subjects, d.n_val_subjects, cfg.seed
+    )
+    norm = fold_statistics(manifest, split.train)
+    bs = cfg.train.batch_size
+
+    def source(subjects: Sequence[str], shuffle: bool, epoch_windows: int | None) -> ReaderSource:
+        ds = WindowDataset(
+            d.shards,
+            _reader_cfg(d.reader, subjects, shuffle, bs),
+            rank=rank,
+            world_size=world_size,
+            seed=cfg.seed,
+            epoch_windows=epoch_windows,
+            norm=norm,
+        )
+        return ReaderSource(ds, bs, d.num_workers, manifest.get("tr"))
+
+    train = source(split.train, True, d.epoch_windows or None)
+    val = source(split.val, False, None) if split.val else None
+    test = source(split.test, False, None) if split.test else None
+    return Fold(split, train, val, test, norm, {"manifest": str(d.shards)})
+
+
+def subject_source(
+    cfg: Any, subjects: Sequence[str], norm: Any, *, rank: int = 0, world_size: int = 1
+) -> ReaderSource:
+    """An unshuffled stream over ``subjects`` normalised with ``norm`` (evaluation)."""
+    from shards.manifest import read_manifest
+    from shards.reader import WindowDataset
+
+    d = cfg.data
+    manifest = read_manifest(d.shards)
+    subs = sorted(manifest["subjects"])
+    chosen = [_match(s, subs) for s in subjects]
+    ds = WindowDataset(
+        d.shards,
+        _reader_cfg(d.reader, chosen, False, cfg.train.batch_size),
+        rank=rank,
+        world_size=world_size,
+        seed=cfg.seed,
+        norm=norm,
+    )
+    return ReaderSource(ds, cfg.train.batch_size, d.num_workers, manifest.get("tr"))

@@ -1,0 +1,197 @@
+"""DeepSpeed from our config: process group, ds_config, LR schedule, engine.
+
+ZeRO stage 0 is plain data parallelism; 1/2/3 partition optimizer state, gradients and
+parameters. The CPU accelerator (gloo) is used when no GPU is present, NCCL otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from distrib.env import DistEnv
+
+
+def init_distributed(env: DistEnv) -> str:
+    """Initialise ``torch.distributed`` through DeepSpeed; returns the backend used."""
+    import deepspeed
+    import torch.distributed as dist
+
+    env.export()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(env.local_rank)
+    return backend
+
+
+def lr_lambda(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    """LR multiplier at optimizer step ``step``: linear warm-up, then cosine or constant."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _Schedule:
+    """Picklable LR lambda (LambdaLR keeps callable objects' ``__dict__`` in its state)."""
+
+    def __init__(self, warmup: int, total: int, schedule: str, min_ratio: float) -> None:
+        self.warmup, self.total, self.schedule, self.min_ratio = warmup, total, schedule, min_ratio
+
+    def __call__(self, step: int) -> float:
+        return lr_lambda(step, self.warmup, self.total, self.schedule, self.min_ratio)
+
+
+def check_precision(precision: str) -> None:
+    """Fail early for a precision the accelerator cannot run."""
+    from deepspeed.accelerator import get_accelerator
+
+    acc = get_accelerator()
+    if precision == "fp16" and (acc.device_name() == "cpu" or not acc.is_fp16_supported()):
+        raise ValueError(
+            f"train.precision=fp16 is not supported by the {acc.device_name()} accelerator; "
+            "use train.precision=bf16 or fp32"
+        )
+    if precision == "bf16" and not acc.is_bf16_supported():
+        raise ValueError(
+            f"train.precision=bf16 is not supported by the {acc.device_name()} accelerator; "
+            "use train.precision=fp32"
+        )
+
+
+def ds_config(train: Any, world_size: int, *, load_universal: bool = False) -> dict[str, Any]:
+    """The DeepSpeed config dict for a ``TrainConfig``.
+
+    Parameters
+    ----------
+    train : TrainConfig
+    world_size : int
+        Data-parallel size (``train_batch_size = batch_size * grad_accum * world_size``).
+    load_universal : bool
+        Resume from a universal checkpoint (world size changed).
+    """
+    zero: dict[str, Any] = {"stage": train.zero_stage}
+    if train.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if train.zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = False
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": train.batch_size,
+        "gradient_accumulation_steps": train.grad_accum,
+        "train_batch_size": train.batch_size * train.grad_accum * world_size,
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": train.lr,
+                "betas": list(train.betas),
+                "eps": train.eps,
+                "weight_decay": train.weight_decay,
+                # FusedAdam needs CUDA; torch's AdamW runs on every accelerator.
+                "torch_adam": not torch.cuda.is_available(),
+            },
+        },
+        "zero_optimization": zero,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+        "zero_allow_untested_optimizer": True,
+    }
+    if train.clip > 0:
+        cfg["gradient_clipping"] = train.clip
+    if train.precision == "bf16":
+        # fp32 weights and optimizer, bf16 compute and gradient communication: DeepSpeed's
+        # torch.autocast integration (works with every ZeRO stage and with model code that
+        # mixes fp32 ops such as STFTs and functional layer norms).
+        cfg["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    elif train.precision == "fp16":
+        cfg["fp16"] = {"enabled": True, "initial_scale_power": 16}
+    if load_universal:
+        cfg["checkpoint"] = {"load_universal": True}
+    return cfg
+
+
+def create_engine(
+    model: nn.Module,
+    train: Any,
+    world_size: int,
+    total_steps: int,
+    *,
+    load_universal: bool = False,
+) -> Any:
+    """Wrap ``model`` in a DeepSpeed engine with AdamW and our warm-up/cosine schedule.
+
+    Returns
+    -------
+    engine : deepspeed.DeepSpeedEngine
+        ``engine.lr_scheduler`` steps once per optimizer step.
+    """
+    import deepspeed
+    from torch.optim.lr_scheduler import LambdaLR
+
+    check_precision(train.precision)
+    min_ratio = train.min_lr / train.lr if train.lr > 0 else 0.0
+    sched = _Schedule(train.warmup_steps, total_steps, train.schedule, min_ratio)
+    os.environ.setdefault("DS_SKIP_CUDA_CHECK", "1")
+    if train.zero_stage == 3:
+        register_leaf_params_external(model)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        lr_scheduler=lambda opt: LambdaLR(opt, sched),
+        config=ds_config(train, world_size, load_universal=load_universal),
+    )
+    return engine
+
+
+def register_leaf_params_external(model: nn.Module) -> int:
+    """ZeRO-3: gather the parameters of leaf children (Linear, LayerNorm...) when their
+    parent's forward starts.
+
+    ZeRO-3 gathers a module's parameters when *its own* forward runs. Models that read a
+    child's weights directly (``F.linear(x, self.fc1.weight)``, fused norm+linear
+    functions) would otherwise see empty partitions. Returns the number registered.
+    """
+    from deepspeed.runtime.zero.partition_parameters import register_external_parameter
+
+    n = 0
+    for parent in model.modules():
+        for child in parent.children():
+            if next(child.children(), None) is not None:
+                continue  # only leaves: deeper modules gather their own
+            for p in child.parameters(recurse=False):
+                register_external_parameter(parent, p)
+                n += 1
+    return n
+
+
+def module_dtype(engine: Any) -> torch.dtype:
+    """Dtype of the engine's weights (fp16 mode only; bf16 uses autocast on fp32 weights)."""
+    if engine.bfloat16_enabled():
+        return torch.bfloat16
+    if engine.fp16_enabled():
+        return torch.float16
+    return torch.float32
+
+
+def consolidated_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
+    """Full fp32 weights on rank 0 (None elsewhere); gathers ZeRO-3 partitions.
+
+    Must be called on every rank.
+    """
+    import deepspeed
+    import torch.distributed as dist
+
+    module = engine.module
+    params = list(module.parameters())
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        if rank != 0:
+            return None
+        return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}

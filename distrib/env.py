@@ -1,0 +1,172 @@
+"""Rank, world size and rendezvous from whatever launched this process.
+
+Checked in order: torchrun, the DeepSpeed launcher, SLURM ``srun``, submitit, a plain
+``RANK``/``WORLD_SIZE`` environment (``launch.local``); a single process otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in the job.
+
+    Attributes
+    ----------
+    rank, world_size, local_rank, local_world_size : int
+        Global and node-local position.
+    master_addr : str
+        Host of rank 0.
+    master_port : int
+        Rendezvous port.
+    source : str
+        ``"torchrun"``, ``"deepspeed"``, ``"slurm"``, ``"submitit"``, ``"env"`` or ``"single"``.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    source: str = "single"
+
+    @property
+    def is_main(self) -> bool:
+        """True on global rank 0."""
+        return self.rank == 0
+
+    @property
+    def in_launcher(self) -> bool:
+        """True when some launcher started this process (any source but ``single``)."""
+        return self.source != "single"
+
+    def export(self, environ: dict[str, str] | None = None) -> None:
+        """Write the torch.distributed variables (RANK, WORLD_SIZE, ...) into ``environ``."""
+        env = os.environ if environ is None else environ
+        env.update(
+            RANK=str(self.rank),
+            WORLD_SIZE=str(self.world_size),
+            LOCAL_RANK=str(self.local_rank),
+            LOCAL_WORLD_SIZE=str(self.local_world_size),
+            MASTER_ADDR=self.master_addr,
+            MASTER_PORT=str(self.master_port),
+        )
+
+
+def expand_hostlist(hostlist: str) -> list[str]:
+    """Expand a SLURM node list (``"gpu[01-03,07],cpu1"``) into host names.
+
+    Tries ``scontrol show hostnames`` first and parses the list itself otherwise.
+    """
+    if shutil.which("scontrol"):
+        try:
+            out = subprocess.run(
+                ["scontrol", "show", "hostnames", hostlist],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.split()
+            if out:
+                return out
+        except (subprocess.SubprocessError, OSError):
+            pass
+    hosts: list[str] = []
+    for item in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", hostlist):
+        m = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", item)
+        if not m:
+            hosts.append(item)
+            continue
+        prefix, ranges, suffix = m.groups()
+        for part in ranges.split(","):
+            lo, _, hi = part.partition("-")
+            if not hi:
+                hosts.append(f"{prefix}{lo}{suffix}")
+                continue
+            for i in range(int(lo), int(hi) + 1):
+                hosts.append(f"{prefix}{str(i).zfill(len(lo))}{suffix}")
+    return hosts
+
+
+def _int(env: Mapping[str, str], *names: str, default: int | None = None) -> int:
+    for n in names:
+        if env.get(n, "") != "":
+            return int(env[n])
+    if default is None:
+        raise KeyError(names[0])
+    return default
+
+
+def _from_torch_vars(env: Mapping[str, str], source: str) -> DistEnv:
+    world = _int(env, "WORLD_SIZE")
+    return DistEnv(
+        rank=_int(env, "RANK"),
+        world_size=world,
+        local_rank=_int(env, "LOCAL_RANK", default=0),
+        local_world_size=_int(env, "LOCAL_WORLD_SIZE", "LOCAL_SIZE", default=world),
+        master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+        master_port=_int(env, "MASTER_PORT", default=29500),
+        source=source,
+    )
+
+
+def detect_env(environ: Mapping[str, str] | None = None) -> DistEnv:
+    """Return the :class:`DistEnv` of this process.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        Environment to read (default ``os.environ``); tests pass a dict.
+    """
+    env = os.environ if environ is None else environ
+    has_torch_vars = all(k in env for k in ("RANK", "WORLD_SIZE"))
+    if has_torch_vars and ("TORCHELASTIC_RUN_ID" in env or "TORCHELASTIC_RESTART_COUNT" in env):
+        return _from_torch_vars(env, "torchrun")
+    if has_torch_vars and (
+        "CROSS_RANK" in env or "DS_ACCELERATOR" in env or "PDSH_RCMD_TYPE" in env
+    ):
+        return _from_torch_vars(env, "deepspeed")
+    if "SLURM_PROCID" in env and ("SLURM_STEP_ID" in env or "SLURM_STEPID" in env):
+        ntasks = _int(env, "SLURM_NTASKS", "SLURM_NPROCS", default=1)
+        nodes = expand_hostlist(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", ""))
+        job = _int(env, "SLURM_JOB_ID", "SLURM_JOBID", default=0)
+        per_node = re.match(r"\d+", env.get("SLURM_NTASKS_PER_NODE", ""))
+        local = int(per_node.group()) if per_node else max(ntasks // max(len(nodes), 1), 1)
+        return DistEnv(
+            rank=_int(env, "SLURM_PROCID"),
+            world_size=ntasks,
+            local_rank=_int(env, "SLURM_LOCALID", default=0),
+            local_world_size=local,
+            master_addr=env.get("MASTER_ADDR") or (nodes[0] if nodes else "127.0.0.1"),
+            master_port=_int(env, "MASTER_PORT", default=20000 + job % 20000),
+            source="slurm",
+        )
+    if "SUBMITIT_EXECUTOR" in env or "SUBMITIT_FOLDER" in env:
+        try:
+            import submitit
+
+            je = submitit.JobEnvironment()
+            return DistEnv(
+                rank=je.global_rank,
+                world_size=je.num_tasks,
+                local_rank=je.local_rank,
+                local_world_size=max(je.num_tasks // max(je.num_nodes, 1), 1),
+                master_addr=env.get("MASTER_ADDR") or je.hostnames[0],
+                master_port=_int(
+                    env, "MASTER_PORT", default=20000 + int(je.job_id.split("_")[0]) % 20000
+                ),
+                source="submitit",
+            )
+        except (RuntimeError, ValueError, ImportError):
+            pass
+    if has_torch_vars:
+        return _from_torch_vars(env, "env")
+    return DistEnv()

@@ -1,0 +1,403 @@
+"""The one training loop: fit, validate, early-stop, checkpoint, resume, test.
+
+Runs in every rank process. The data position is counted in micro-batches from the start
+of the current epoch; together with the saved RNG states it makes a resumed run continue
+exactly where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distrib import checkpoint as ckpt
+from distrib.config import RunConfig, fold_name, run_id, to_yaml, version_info
+from distrib.data import BatchSource, Fold
+from distrib.engine import consolidated_state_dict, create_engine, module_dtype
+from distrib.env import DistEnv
+from distrib.evaluation import series as _as_series
+from distrib.reporting import Reporter
+from distrib.tasks import build_model_and_adapter, enable_activation_checkpointing
+
+
+@dataclass
+class LoopState:
+    """Everything about the loop's progress that a checkpoint must restore."""
+
+    step: int = 0
+    epoch: int = 0
+    micro_in_epoch: int = 0  # micro-batches consumed in the current epoch
+    samples: int = 0  # samples seen (all ranks)
+    best_val: float = math.inf
+    best_step: int = -1
+    bad_validations: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["best_val"] = None if math.isinf(self.best_val) else self.best_val
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> LoopState:
+        d = dict(d)
+        d["best_val"] = math.inf if d.get("best_val") is None else d["best_val"]
+        return cls(**d)
+
+
+def _all_reduce_(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def data_info(source: BatchSource, cfg: RunConfig) -> dict[str, Any]:
+    """Shapes of the training stream that model builders may take (``n_chans``...)."""
+    r = cfg.data.reader
+    return {
+        "ch_names": list(source.ch_names),
+        "roi_names": list(source.roi_names),
+        "sfreq": float(source.sfreq),
+        "n_chans": len(source.ch_names),
+        "n_rois": len(source.roi_names),
+        "n_outputs": len(source.roi_names),
+        "n_times": int(round(r.window_s * source.sfreq)),
+        "window_s": int(r.window_s) if float(r.window_s).is_integer() else r.window_s,
+        "n_targets": r.n_targets,
+        "n_frames": r.n_targets,
+        "n_eeg": len(getattr(source, "parcel_names", []) or [])
+        if r.modality == "parcels"
+        else len(source.ch_names),
+        "n_fmri": len(source.roi_names),
+        "tr": getattr(source, "tr", None),
+        "modality": r.modality,
+    }
+
+
+class Trainer:
+    """Fit one configured model on one fold, on every rank of the job.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    env : DistEnv
+    fold : Fold
+        The rank's train / validation / test streams.
+    run_dir : path
+    report : Reporter
+    """
+
+    def __init__(
+        self, cfg: RunConfig, env: DistEnv, fold: Fold, run_dir: Path, report: Reporter
+    ) -> None:
+        self.cfg, self.env, self.fold, self.run_dir, self.report = cfg, env, fold, run_dir, report
+        self.ckpt_dir = run_dir / "checkpoints"
+        t = cfg.train
+        bpe = fold.train.batches_per_epoch()
+        if bpe < 1:
+            raise ValueError(
+                "the training stream yields no batch per epoch; add data or lower train.batch_size"
+            )
+        self.batches_per_epoch = bpe
+        self.total_steps = t.steps if t.epochs <= 0 else max(t.epochs * bpe // t.grad_accum, 1)
+        self.state = LoopState()
+        self.objective = _objective(cfg)
+
+        torch.manual_seed(cfg.seed)
+        model, self.adapter = build_model_and_adapter(cfg.model, data_info(fold.train, cfg))
+        if t.activation_checkpointing:
+            enable_activation_checkpointing(model)
+        resume_tag = ckpt.read_latest(self.ckpt_dir) if cfg.run.resume else None
+        universal = False
+        if resume_tag is not None:
+            meta = ckpt.read_meta(self.ckpt_dir, resume_tag)
+            if meta["world_size"] != env.world_size and meta["zero_stage"] > 0:
+                resume_tag = ckpt.to_universal(self.ckpt_dir, resume_tag, rank=env.rank)
+                universal = True
+        self.engine = create_engine(
+            model, t, env.world_size, self.total_steps, load_universal=universal
+        )
+        # Low precision: weights in bf16/fp16 (DeepSpeed), inputs stay fp32 and autocast
+        # casts per op, so model code that builds fp32 tensors (STFT windows...) still works.
+        self.dtype = torch.float32
+        self.low_precision = module_dtype(self.engine) != torch.float32
+        if resume_tag is not None:
+            self._resume(resume_tag)
+
+    # ----------------------------------------------------------------- checkpoints
+    def _resume(self, tag: str) -> None:
+        base_tag = tag.removesuffix("_universal")
+        load_path, _ = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag)
+        if load_path is None:
+            raise RuntimeError(f"DeepSpeed could not load checkpoint {self.ckpt_dir / tag}")
+        meta = ckpt.read_meta(self.ckpt_dir, base_tag)
+        self.state = LoopState.from_json(meta["trainer"])
+        rank_state = None
+        if meta["world_size"] == self.env.world_size:
+            rank_state = ckpt.load_rank_state(self.ckpt_dir, base_tag, self.env.rank)
+        if rank_state is not None:
+            ckpt.set_rng_state(rank_state["rng"])
+        else:  # another world size: the data position is re-derived, RNGs re-seeded
+            self.state.micro_in_epoch = self._rescale_position(meta)
+            torch.manual_seed(self.cfg.seed * 1000 + self.state.step * 7 + self.env.rank)
+            np.random.seed((self.cfg.seed, self.state.step, self.env.rank))
+        self.report.truncate_after(self.state.step)
+        self.report(
+            {
+                "split": "resume",
+                "step": self.state.step,
+                "from_world_size": meta["world_size"],
+                "world_size": self.env.world_size,
+            }
+        )
+
+    def _rescale_position(self, meta: dict[str, Any]) -> int:
+        old = meta["trainer"]["micro_in_epoch"] * meta["world_size"]
+        pos = old // self.env.world_size
+        return min(pos, self.batches_per_epoch)
+
+    def save(self) -> str:
+        """Checkpoint the current step on every rank (collective)."""
+        files = {
+            "config.yaml": to_yaml(self.cfg),
+            "version.json": json.dumps({**version_info(), "run_id": run_id(self.cfg)}),
+        }
+        return ckpt.save(
+            self.engine,
+            self.ckpt_dir,
+            self.state.step,
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+            trainer_state=self.state.to_json(),
+            rank_state={"rng": ckpt.rng_state()},
+            keep_last=self.cfg.train.keep_last,
+            config_files=files,
+        )
+
+    # ----------------------------------------------------------------- the loop
+    def _forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        inputs = self.adapter.inputs(batch, self.dtype, self.engine.device)
+        if not self.low_precision:
+            return self.engine(**inputs)
+        dev = torch.device(self.engine.device).type
+        with torch.autocast(dev, dtype=module_dtype(self.engine)):
+            return self.engine(**inputs)
+
+    def _stream(self):
+        """Micro-batches from the saved position on, epoch after epoch, forever."""
+        while True:
+            self.fold.train.set_epoch(self.state.epoch)
+            if self.state.micro_in_epoch < self.batches_per_epoch:
+                self.fold.train.skip(self.state.micro_in_epoch)
+                yield from self.fold.train
+            self.state.epoch += 1
+            self.state.micro_in_epoch = 0
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps`` (or early stop), then test; returns the final metrics."""
+        t = self.cfg.train
+        accum, world = t.grad_accum, self.env.world_size
+        self.engine.train()
+        stream = self._stream()
+        busy = window = 0.0  # seconds in training steps: in total, since the last log line
+        done = window_steps = 0
+        while self.state.step < self.total_steps and not self.state.stopped_early:
+            t_step = time.perf_counter()
+            losses = []
+            for _ in range(accum):
+                batch = next(stream)
+                pred = self._forward(batch)
+                loss, _ = self.objective(
+                    pred.float(), self.adapter.target(batch, self.engine.device)
+                )
+                self.engine.backward(loss)
+                self.engine.step()
+                self.state.micro_in_epoch += 1
+                losses.append(loss.detach().float())
+            self.state.step += 1
+            self.state.samples += t.batch_size * accum * world
+            step = self.state.step
+            dt = time.perf_counter() - t_step
+            busy, window, done, window_steps = busy + dt, window + dt, done + 1, window_steps + 1
+            if step % t.log_every == 0 or step == self.total_steps:
+                mean_loss = _all_reduce_(torch.stack(losses).mean().reshape(1))[0] / world
+                rate = window_steps * t.batch_size * accum * world / max(window, 1e-9)
+                eta = (self.total_steps - step) * busy / done  # validation time not included
+                window = window_steps = 0
+                self.report(
+                    {
+                        "split": "train",
+                        "step": step,
+                        "total_steps": self.total_steps,
+                        "epoch": self.state.epoch,
+                        "loss": float(mean_loss),
+                        "lr": float(self.engine.get_lr()[0]),
+                        "samples_per_s": rate,
+                        "eta_s": eta,
+                    }
+                )
+            if t.val_every and step % t.val_every == 0 and self.fold.val is not None:
+                self._validate_and_maybe_stop()
+            if t.ckpt_every and step % t.ckpt_every == 0:
+                self.save()
+        if ckpt.read_latest(self.ckpt_dir) != ckpt.tag_for(self.state.step):
+            self.save()
+        return self.finish()
+
+    def _validate_and_maybe_stop(self) -> None:
+        t = self.cfg.train
+        m = self.evaluate_source(self.fold.val)
+        self.state.history.append({"step": self.state.step, **m})
+        if m["loss"] < self.state.best_val:
+            self.state.best_val, self.state.best_step, self.state.bad_validations = (
+                m["loss"],
+                self.state.step,
+                0,
+            )
+        else:
+            self.state.bad_validations += 1
+            if t.patience and self.state.bad_validations >= t.patience:
+                self.state.stopped_early = True
+        self.report(
+            {
+                "split": "val",
+                "step": self.state.step,
+                **m,
+                "best_loss": self.state.best_val,
+                "stopped_early": int(self.state.stopped_early),
+            }
+        )
+
+    @torch.no_grad()
+    def evaluate_source(self, source: BatchSource) -> dict[str, Any]:
+        """Loss and mean per-series Pearson r over a stream (all ranks together)."""
+        self.engine.eval()
+        source.set_epoch(0)
+        sums: torch.Tensor | None = None
+        loss_sum = torch.zeros(2, dtype=torch.float64)
+        for batch in source:
+            pred = self._forward(batch)
+            pred = pred.float()
+            true = self.adapter.target(batch, self.engine.device)
+            loss, _ = self.objective(pred, true)
+            loss_sum += torch.tensor([float(loss) * len(pred), len(pred)], dtype=torch.float64)
+            p, y = _as_series(pred).double().cpu(), _as_series(true).double().cpu()
+            part = torch.stack(
+                [
+                    p.sum(0),
+                    y.sum(0),
+                    (p * p).sum(0),
+                    (y * y).sum(0),
+                    (p * y).sum(0),
+                    torch.full_like(p[0], len(p)),
+                ]
+            )
+            sums = part if sums is None else sums + part
+        self.engine.train()
+        if sums is None:
+            raise ValueError("an evaluation stream yielded no batch; check the subjects' shards")
+        _all_reduce_(sums)
+        _all_reduce_(loss_sum)
+        sp, sy, spp, syy, spy, n = sums
+        cov = spy / n - sp / n * sy / n
+        var_p, var_y = spp / n - (sp / n) ** 2, syy / n - (sy / n) ** 2
+        r = cov / torch.sqrt(var_p.clamp_min(1e-12) * var_y.clamp_min(1e-12))
+        out: dict[str, Any] = {
+            "loss": float(loss_sum[0] / loss_sum[1]),
+            "pearson_r": float(r.mean()),
+            "n_windows": int(loss_sum[1]),
+        }
+        return out
+
+    def test(self, weights: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+        """Score the LOSO test subject on rank 0 with a plain copy of the final weights.
+
+        Every test window is predicted once (as ``brainxl evaluate`` does); writes
+        ``<run_dir>/test/predictions-<subject>.npz`` and ``metrics-<subject>.json``.
+        """
+        if self.env.rank != 0:
+            return {}
+        from distrib.evaluation import score_subjects
+
+        torch.manual_seed(self.cfg.seed)
+        model, adapter = build_model_and_adapter(
+            self.cfg.model, data_info(self.fold.train, self.cfg)
+        )
+        model.load_state_dict(weights)
+        (res,) = score_subjects(
+            self.cfg,
+            model,
+            adapter,
+            list(self.fold.split.test),
+            self.fold.norm,
+            self.run_dir / "test",
+        )
+        return {
+            "subject": res.subject,
+            "mean_r": res.mean_r,
+            "mean_rho": res.mean_rho,
+            "mean_cos": res.mean_cos,
+            "n_times": res.n_times,
+        }
+
+    def finish(self) -> dict[str, Any]:
+        """Test (if there is a test subject), save final weights and metrics."""
+        final: dict[str, Any] = {
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "stopped_early": self.state.stopped_early,
+            "best_val_loss": None if math.isinf(self.state.best_val) else self.state.best_val,
+            "best_step": self.state.best_step,
+            "run_dir": str(self.run_dir),
+            "run_id": run_id(self.cfg),
+            "fold": fold_name(self.cfg),
+            "split": {
+                "train": list(self.fold.split.train),
+                "val": list(self.fold.split.val),
+                "test": list(self.fold.split.test),
+            },
+        }
+        weights = consolidated_state_dict(self.engine)
+        if self.fold.test is not None:
+            test = self.test(weights)
+            final["test"] = test
+            self.report(
+                {
+                    "split": "test",
+                    "step": self.state.step,
+                    **{k: v for k, v in test.items() if isinstance(v, int | float)},
+                }
+            )
+        if self.env.rank == 0:
+            tmp = self.run_dir / ".final_model.pt.tmp"
+            torch.save(weights, tmp)
+            os.replace(tmp, self.run_dir / "final_model.pt")
+            tmp = self.run_dir / ".final_metrics.json.tmp"
+            tmp.write_text(json.dumps(final, indent=2, default=float))
+            os.replace(tmp, self.run_dir / "final_metrics.json")
+        return final
+
+
+def _objective(cfg: RunConfig):
+    from brainxl.objectives import build_objective
+
+    lc = cfg.train.loss
+    return build_objective(
+        lc.name,
+        mse_weight=lc.mse_weight,
+        pearson_weight=lc.pearson_weight,
+        wavelet_weight=lc.wavelet_weight,
+        wavelet=lc.wavelet,
+        wavelet_levels=lc.wavelet_levels,
+    )

@@ -1,0 +1,202 @@
+"""``brainxl evaluate RUN_OR_CKPT``: score a trained model on held-out subjects, write a report.
+
+RUN_OR_CKPT is a run folder (uses ``final_model.pt``, else the latest checkpoint) or a
+checkpoint folder (``<run>/checkpoints/step00000500``). Runs in one process without
+DeepSpeed; normalisation uses the run's training subjects only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+HELP = "Evaluate a run or checkpoint on its LOSO test subject (or others) and write a report."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", help="run folder or checkpoint folder")
+    parser.add_argument(
+        "--subjects",
+        default="test",
+        help="'test' (the fold's test subject), 'val', or a comma list (01,02)",
+    )
+    parser.add_argument("--no-report", action="store_true", help="skip plots and report files")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the ridge baseline")
+    parser.add_argument(
+        "--bids", default=None, help="simulated BIDS dataset: score against its noise ceiling"
+    )
+
+
+def locate(target: str | Path) -> tuple[Path, Path | None, str | None]:
+    """``(run_dir, checkpoint_dir, tag)`` of a run or checkpoint folder (tag None: final)."""
+    from distrib.checkpoint import META, read_latest
+
+    p = Path(target)
+    if (p / META).is_file():
+        return p.parent.parent, p.parent, p.name
+    if (p / "config.yaml").is_file():
+        if (p / "final_model.pt").is_file():
+            return p, None, None
+        tag = read_latest(p / "checkpoints")
+        if tag is None:
+            raise ValueError(f"{p}: no final_model.pt and no complete checkpoint; train it first")
+        return p, p / "checkpoints", tag
+    raise ValueError(f"{p}: neither a run folder (config.yaml) nor a checkpoint ({META})")
+
+
+def load_weights(run_dir: Path, ckpt_dir: Path | None, tag: str | None) -> dict[str, Any]:
+    """fp32 weights of the final model or of checkpoint ``tag`` (any ZeRO stage)."""
+    import torch
+
+    if ckpt_dir is None:
+        return torch.load(run_dir / "final_model.pt", map_location="cpu", weights_only=True)
+    from distrib.checkpoint import read_meta
+
+    if read_meta(ckpt_dir, tag)["zero_stage"] == 0:
+        state = torch.load(
+            ckpt_dir / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
+        )
+        return {k: v.float() for k, v in state["module"].items()}
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
+
+
+def _ridge_baseline(cfg: Any, fold: Any, chosen: list[str], ceilings: dict[str, Any]) -> Any:
+    """The band-power ridge baseline fitted on the fold's training subjects (raw µV)."""
+    from brainxl.baselines import run_ridge_baseline
+    from distrib.data import subject_source
+
+    train = subject_source(cfg, list(fold.split.train), None)
+    test = subject_source(cfg, chosen, None)
+    n_seg = max(1, int(cfg.data.reader.window_s // 4))
+    return run_ridge_baseline(
+        train, test, train.sfreq, train.roi_names, n_segments=n_seg, noise_ceilings=ceilings or None
+    ).summary
+
+
+def evaluate(
+    target: str | Path,
+    subjects: str = "test",
+    report: bool = True,
+    bids_root: str | Path | None = None,
+    baseline: bool = True,
+) -> dict[str, Any]:
+    """Score the model of ``target`` on ``subjects`` and write a report.
+
+    Parameters
+    ----------
+    target : path
+        Run or checkpoint folder.
+    subjects : str
+        ``"test"``, ``"val"`` or a comma list.
+    report : bool
+        Write plots and ``<run>/report/``.
+    bids_root : path, optional
+        The simulated BIDS dataset: adds each subject's noise ceiling.
+    baseline : bool
+        Also fit the band-power ridge baseline (EEG -> fMRI on sensors only).
+
+    Returns
+    -------
+    result : dict
+        ``subjects``, ``mean_r``, ``per_subject``, ``baseline_mean_r``,
+        ``fraction_of_ceiling`` (None when unknown), ``run_dir``, ``weights``.
+    """
+    import numpy as np
+    import torch
+
+    from brainxl import metrics as bm
+    from distrib.config import load_config, to_dict
+    from distrib.data import build_fold
+    from distrib.evaluation import score_subjects, series
+    from distrib.tasks import build_model_and_adapter
+    from distrib.trainer import data_info
+
+    run_dir, ckpt_dir, tag = locate(target)
+    cfg = load_config(run_dir / "config.yaml")
+    fold = build_fold(cfg, 0, 1)
+    if subjects == "test":
+        chosen = list(fold.split.test)
+    elif subjects == "val":
+        chosen = list(fold.split.val)
+    else:
+        chosen = [s.strip() for s in subjects.split(",") if s.strip()]
+    if not chosen:
+        raise ValueError(f"{run_dir}: no subjects to evaluate (--subjects {subjects!r})")
+    torch.manual_seed(cfg.seed)
+    model, adapter = build_model_and_adapter(cfg.model, data_info(fold.train, cfg))
+    model.load_state_dict(load_weights(run_dir, ckpt_dir, tag))
+    model.eval()
+    ceilings: dict[str, Any] = {}
+    if bids_root is not None:
+        for s in chosen:
+            ceilings[s] = bm.load_noise_ceiling(bids_root, s)
+    results = score_subjects(
+        cfg,
+        model,
+        adapter,
+        chosen,
+        fold.norm,
+        run_dir / "evaluation" / (tag or "final"),
+        ceilings,
+    )
+    summary = bm.summarize(results)
+    base = None
+    if baseline and adapter.task == "eeg2fmri" and cfg.data.reader.modality == "sensors":
+        base = _ridge_baseline(cfg, fold, chosen, ceilings)
+    out = run_dir / "evaluation"
+    out.mkdir(exist_ok=True)
+    bm.to_json(summary, out / f"summary-{tag or 'final'}.json")
+    if report:
+        from brainxl import plots
+        from brainxl.report import write_report
+
+        figs = {"per_subject": plots.plot_per_subject(summary)}
+        npz = np.load(run_dir / "evaluation" / (tag or "final") / f"predictions-{chosen[0]}.npz")
+        figs["pred_vs_true"] = plots.plot_pred_vs_true(
+            series(npz["pred"]), series(npz["true"]), list(npz["names"])
+        )
+        jl = run_dir / "metrics.jsonl"
+        if jl.is_file():
+            recs = [json.loads(line) for line in jl.read_text().splitlines() if line.strip()]
+            recs = [r for r in recs if r.get("split") in ("train", "val")]
+            if recs:
+                figs["training_curves"] = plots.plot_training_curves(recs)
+        write_report(
+            run_dir,
+            summary,
+            figs,
+            to_dict(cfg),
+            baseline=base,
+            title=f"{cfg.experiment} ({', '.join(chosen)})",
+        )
+    return {
+        "subjects": chosen,
+        "mean_r": float(np.nanmean([r.mean_r for r in results])),
+        "per_subject": {r.subject: r.mean_r for r in results},
+        "baseline_mean_r": None if base is None else float(base.mean_r),
+        "fraction_of_ceiling": None
+        if summary.fraction_of_ceiling is None
+        else float(summary.fraction_of_ceiling.mean),
+        "run_dir": str(run_dir),
+        "weights": tag or "final",
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        result = evaluate(
+            args.target,
+            args.subjects,
+            report=not args.no_report,
+            bids_root=args.bids,
+            baseline=not args.no_baseline,
+        )
+    except ValueError as err:
+        print(f"error: {err}")
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,47 @@
+"""``brainxl train CONFIG [key=value ...] [--nproc N]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "Train a model from a config (resumes the same run when repeated)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML file or name under configs/ (e.g. neurobolt-debug)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="local ranks to start (ignored inside torchrun/SLURM/submitit)",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config and run folder, then exit",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from distrib.config import ConfigError, load_config, run_dir, to_yaml
+
+    config, overrides = args.config, list(args.overrides)
+    if "=" in config:  # no config file: schema defaults plus overrides
+        config, overrides = None, [config, *overrides]
+    try:
+        cfg = load_config(config, overrides)
+    except ConfigError as err:
+        print(f"error: {err}")
+        return 2
+    if args.print_config:
+        print(to_yaml(cfg))
+        print(f"# run folder: {run_dir(cfg)}")
+        return 0
+    from launch.local import launch_local
+
+    result = launch_local(cfg, args.nproc)
+    summary = {k: v for k, v in result.items() if k in ("step", "best_val_loss", "test", "run_dir")}
+    print(json.dumps(summary, indent=2, default=float))
+    return 0

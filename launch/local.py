@@ -1,0 +1,113 @@
+"""Start N local rank processes (no torchrun line needed), or join an existing launcher.
+
+Each rank is ``python -m distrib.entry <run_dir>/config.yaml`` with RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR and MASTER_PORT set. Rank 0 writes to this terminal; the other
+ranks to ``<run_dir>/logs/rank<k>.log``. If one rank fails, the others are stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from distrib.config import RunConfig, run_dir, save_run_config
+
+
+def free_port() -> int:
+    """An unused TCP port on localhost."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
+    """Train ``cfg`` on ``nproc`` local ranks; returns rank 0's final metrics.
+
+    Inside torchrun, SLURM, submitit or the DeepSpeed launcher the current process joins
+    that job instead (``nproc`` is ignored).
+
+    Raises
+    ------
+    RuntimeError
+        If a rank exits with an error (the message holds the tail of its log).
+    """
+    from distrib.env import detect_env
+
+    if nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {nproc}")
+    env = detect_env()
+    if env.in_launcher or nproc == 1:
+        from distrib.entry import train
+
+        return train(cfg)
+    folder = run_dir(cfg)
+    save_run_config(cfg, folder)
+    logs = folder / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    procs: list[subprocess.Popen] = []
+    files = []
+    for rank in range(nproc):
+        penv = dict(os.environ)
+        penv.update(
+            RANK=str(rank),
+            WORLD_SIZE=str(nproc),
+            LOCAL_RANK=str(rank),
+            LOCAL_WORLD_SIZE=str(nproc),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+        )
+        penv.setdefault("OMP_NUM_THREADS", str(max((os.cpu_count() or 1) // nproc, 1)))
+        out = None
+        if rank > 0:
+            out = open(logs / f"rank{rank}.log", "w")  # noqa: SIM115 - closed below
+            files.append(out)
+        cmd = [sys.executable, "-m", "distrib.entry", str(folder / "config.yaml")]
+        procs.append(
+            subprocess.Popen(cmd, env=penv, stdout=out, stderr=subprocess.STDOUT if out else None)
+        )
+    failed: tuple[int, int] | None = None
+    try:
+        while any(p.poll() is None for p in procs):
+            for r, p in enumerate(procs):
+                if p.poll() not in (None, 0):
+                    failed = (r, p.returncode)
+                    break
+            if failed:
+                break
+            time.sleep(0.2)
+        if failed is None:
+            bad = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode != 0]
+            failed = bad[0] if bad else None
+    except KeyboardInterrupt:
+        failed = (-1, -signal.SIGINT)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for f in files:
+            f.close()
+    if failed is not None:
+        rank, code = failed
+        log = _tail(logs / f"rank{rank}.log") if rank > 0 else "(see the output above)"
+        raise RuntimeError(f"rank {rank} exited with code {code}; run folder {folder}\n{log}")
+    return json.loads((folder / "final_metrics.json").read_text())

@@ -1,0 +1,168 @@
+"""End-to-end training in 2 CPU processes (gloo): ZeRO 0/2/3, exact resume after kill -9,
+resume on another world size, checkpoint retention and the report files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from train_fixtures import overrides, write_shards
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_shards(tmp_path_factory.mktemp("train-int") / "shards")
+
+
+def _cmd(shards: Path, runs: Path, nproc: int, **kw: object) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "launch.cli",
+        "train",
+        *overrides(shards, runs, **kw),
+        "--nproc",
+        str(nproc),
+    ]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "RANK", "SLURM"))}
+    env.update(extra)
+    return env
+
+
+def _train(cmd: list[str], timeout: int = 240, **env: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=_env(**env), capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _run_dir(runs: Path) -> Path:
+    (folder,) = [p for p in (runs / "default").iterdir() if p.is_dir()]
+    return folder
+
+
+def _records(folder: Path, split: str) -> list[dict]:
+    recs = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    drop = {"time", "samples_per_s", "eta_s"}
+    return [{k: v for k, v in r.items() if k not in drop} for r in recs if r["split"] == split]
+
+
+def test_zero3_resume_after_kill_matches_uninterrupted(shards: Path, tmp_path: Path) -> None:
+    kw = {"train__zero_stage": 3, "train__steps": 8}
+    _train(_cmd(shards, tmp_path / "a", 2, **kw))
+    ref = _run_dir(tmp_path / "a")
+
+    cmd = _cmd(shards, tmp_path / "b", 2, **kw)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 200
+    latest = None
+    while time.time() < deadline and proc.poll() is None:
+        runs = tmp_path / "b" / "default"
+        found = list(runs.glob("*/checkpoints/latest")) if runs.exists() else []
+        if found and found[0].read_text().strip() == "step00000002":
+            latest = found[0]
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-training
+    proc.wait()
+    assert latest is not None, "the run ended before its first checkpoint could be killed"
+    folder = latest.parent.parent
+    assert not (folder / "final_metrics.json").exists()
+
+    _train(cmd)  # the same command again resumes
+    assert [r["step"] for r in _records(folder, "resume")] == [2]
+    a = torch.load(ref / "final_model.pt")
+    b = torch.load(folder / "final_model.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _records(ref, "train") == _records(folder, "train")
+    assert _records(ref, "val") == _records(folder, "val")
+    fa = json.loads((ref / "final_metrics.json").read_text())
+    fb = json.loads((folder / "final_metrics.json").read_text())
+    assert fa["test"] == fb["test"] and fb["step"] == 8
+
+
+def test_zero2_resumes_on_another_world_size(shards: Path, tmp_path: Path) -> None:
+    kw = {"train__zero_stage": 2, "train__steps": 4, "train__val_every": 0}
+    _train(_cmd(shards, tmp_path, 2, **kw))
+    folder = _run_dir(tmp_path)
+    ckpts = folder / "checkpoints"
+    # as if the job had died after the step-2 checkpoint
+    (folder / "final_metrics.json").unlink()
+    (ckpts / "latest").write_text("step00000002")
+
+    _train(_cmd(shards, tmp_path, 1, **kw))
+    (resume,) = _records(folder, "resume")
+    assert (resume["step"], resume["from_world_size"], resume["world_size"]) == (2, 2, 1)
+    assert (ckpts / "step00000002_universal" / "zero").is_dir()
+    assert json.loads((folder / "final_metrics.json").read_text())["step"] == 4
+    assert [r["step"] for r in _records(folder, "train")] == [1, 2, 3, 4]
+
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    saved = get_fp32_state_dict_from_zero_checkpoint(str(ckpts), tag="step00000002")
+    name = next(iter(saved))
+    uni = torch.load(ckpts / "step00000002_universal" / "zero" / name / "fp32.pt")
+    assert torch.equal(uni["param"].reshape(saved[name].shape), saved[name])
+
+
+def test_zero0_checkpoints_reports_and_rerun(shards: Path, tmp_path: Path) -> None:
+    kw = {
+        "train__zero_stage": 0,
+        "train__steps": 6,
+        "logging__console": True,
+        "logging__wandb": "offline",
+        "train__keep_last": 2,
+    }
+    out = _train(_cmd(shards, tmp_path, 2, **kw), WANDB_MODE="offline").stdout
+    assert "[train] step 6/6" in out and "samples/s" in out and "ETA" in out
+    folder = _run_dir(tmp_path)
+    ckpts = folder / "checkpoints"
+    assert (ckpts / "latest").read_text() == "step00000006"
+    assert sorted(p.name for p in ckpts.glob("step*")) == ["step00000004", "step00000006"]
+    tag = ckpts / "step00000006"
+    for name in (
+        "config.yaml",
+        "version.json",
+        "brainxl_meta.json",
+        "brainxl_rank000.pt",
+        "brainxl_rank001.pt",
+    ):
+        assert (tag / name).is_file(), name
+    meta = json.loads((tag / "brainxl_meta.json").read_text())
+    assert (meta["world_size"], meta["zero_stage"], meta["step"]) == (2, 0, 6)
+    assert (folder / "config.yaml").is_file() and (folder / "version.json").is_file()
+    train = _records(folder, "train")
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    assert all("loss" in r and "lr" in r for r in train)
+    assert [r["step"] for r in _records(folder, "val")] == [3, 6]
+    (test,) = _records(folder, "test")
+    assert -1 <= test["mean_r"] <= 1
+    assert list((folder / "wandb").glob("offline-run-*"))
+    final = json.loads((folder / "final_metrics.json").read_text())
+    assert final["split"] == {"train": ["01", "02"], "val": ["03"], "test": ["04"]}
+
+    again = _train(_cmd(shards, tmp_path, 2, **kw))  # same command: nothing left to do
+    assert "already complete" in again.stdout
