@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# Start a real single-machine SLURM cluster for tests and for trying brainxl out.
+#
+#   slurm/start-cluster.sh            # installs Debian packages if missing, then starts
+#   export SLURM_CONF=$PWD/.slurm-cluster/etc/slurm.conf
+#   sinfo; brainxl submit configs/... --cluster local
+#   slurm/stop-cluster.sh
+#
+# What runs (all as the current user, root on CI; everything bound to 127.0.0.1):
+#   munged (own key and socket), mariadbd (own datadir), slurmdbd (accounting, so sacct
+#   works), slurmctld, and two slurmd daemons `slurmd -N n1` / `slurmd -N n2` that act as
+#   two CPU nodes on this one machine. State, sockets and logs live under one folder:
+#   $BRAINXL_SLURM_DIR (default <repo>/.slurm-cluster). Idempotent: a second start while
+#   the cluster is up only waits for the nodes and prints the usage again.
+#
+# Environment:
+#   BRAINXL_SLURM_DIR      state folder (default <repo>/.slurm-cluster)
+#   BRAINXL_SLURM_PORT     base port (default 16810): ctld +7, dbd +9, n1 +11, n2 +12,
+#                          mariadb +0
+#   BRAINXL_SLURM_CPUS     CPUs per node (default 1)
+#   BRAINXL_SLURM_MEM_MB   RealMemory per node (default 4096)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DIR="${BRAINXL_SLURM_DIR:-$REPO/.slurm-cluster}"
+BASE="${BRAINXL_SLURM_PORT:-16810}"
+CPUS="${BRAINXL_SLURM_CPUS:-1}"
+MEM="${BRAINXL_SLURM_MEM_MB:-4096}"
+DB_PORT=$((BASE + 0))
+CTLD_PORT=$((BASE + 7))
+DBD_PORT=$((BASE + 9))
+N1_PORT=$((BASE + 11))
+N2_PORT=$((BASE + 12))
+HOST="$(hostname -s)"
+USER_NAME="$(id -un)"
+T0=$(date +%s)
+
+log() { printf '[start-cluster] %s\n' "$*"; }
+die() { printf '[start-cluster] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# --- 1. packages ------------------------------------------------------------------------
+PKGS=(slurmctld slurmd slurmdbd slurm-client munge mariadb-server)
+BINS=(slurmctld slurmd slurmdbd sbatch munged mariadbd)
+missing=0
+for b in "${BINS[@]}"; do
+    command -v "$b" >/dev/null 2>&1 || [ -x "/usr/sbin/$b" ] || missing=1
+done
+if [ "$missing" = 1 ]; then
+    [ "$(id -u)" = 0 ] || die "SLURM packages missing and not root: run 'sudo apt-get install ${PKGS[*]}'"
+    log "installing ${PKGS[*]} (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null
+fi
+export PATH="/usr/sbin:/usr/bin:$PATH"
+
+mkdir -p "$DIR"/{etc,run,log,state,spool/n1,spool/n2,munge,mysql}
+chmod 700 "$DIR/munge"
+DIR="$(cd "$DIR" && pwd)"
+CONF="$DIR/etc/slurm.conf"
+export SLURM_CONF="$CONF"
+MUNGE_SOCK="$DIR/munge/munge.socket"
+DB_SOCK="$DIR/run/mysqld.sock"
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# --- 2. munge -----------------------------------------------------------------------------
+if [ ! -f "$DIR/munge/munge.key" ]; then
+    dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1024 count=1 status=none
+fi
+chmod 400 "$DIR/munge/munge.key"
+if ! alive "$DIR/run/munged.pid"; then
+    log "starting munged"
+    munged --force --key-file="$DIR/munge/munge.key" --socket="$MUNGE_SOCK" \
+        --pid-file="$DIR/run/munged.pid" --log-file="$DIR/log/munged.log" \
+        --seed-file="$DIR/munge/munged.seed"
+fi
+
+# --- 3. MariaDB ---------------------------------------------------------------------------
+DB_DATA="$DIR/mysql/data"
+if [ ! -d "$DB_DATA/mysql" ]; then
+    log "initialising MariaDB in $DB_DATA"
+    mariadb-install-db --no-defaults --datadir="$DB_DATA" --user="$USER_NAME" \
+        --auth-root-authentication-method=normal --skip-test-db >"$DIR/log/mariadb-init.log" 2>&1 \
+        || die "mariadb-install-db failed, see $DIR/log/mariadb-init.log"
+fi
+if ! alive "$DIR/run/mariadb.pid"; then
+    log "starting mariadbd on 127.0.0.1:$DB_PORT"
+    nohup mariadbd --no-defaults --datadir="$DB_DATA" --user="$USER_NAME" \
+        --bind-address=127.0.0.1 --port="$DB_PORT" --socket="$DB_SOCK" \
+        --pid-file="$DIR/run/mariadb.pid" --log-error="$DIR/log/mariadb.log" \
+        --innodb-buffer-pool-size=64M --skip-name-resolve >/dev/null 2>&1 &
+    for _ in $(seq 1 60); do
+        mariadb --no-defaults --socket="$DB_SOCK" -uroot -e 'select 1' >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    mariadb --no-defaults --socket="$DB_SOCK" -uroot -e 'select 1' >/dev/null 2>&1 \
+        || die "MariaDB did not come up, see $DIR/log/mariadb.log"
+fi
+DB_PASS_FILE="$DIR/etc/db.pass"
+[ -f "$DB_PASS_FILE" ] || (umask 077 && head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$DB_PASS_FILE")
+DB_PASS="$(cat "$DB_PASS_FILE")"
+mariadb --no-defaults --socket="$DB_SOCK" -uroot <<SQL
+CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
+FLUSH PRIVILEGES;
+SQL
+
+# --- 4. configuration -------------------------------------------------------------------
+cat >"$DIR/etc/slurmdbd.conf" <<EOF
+# Generated by slurm/start-cluster.sh
+AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCK
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=$DBD_PORT
+SlurmUser=$USER_NAME
+PidFile=$DIR/run/slurmdbd.pid
+LogFile=$DIR/log/slurmdbd.log
+DebugLevel=info
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=$DB_PASS
+StorageLoc=slurm_acct_db
+EOF
+chmod 600 "$DIR/etc/slurmdbd.conf"
+
+cat >"$CONF" <<EOF
+# Generated by slurm/start-cluster.sh: two CPU nodes on one machine, loopback only.
+ClusterName=brainxl
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmctldPort=$CTLD_PORT
+SlurmUser=$USER_NAME
+SlurmdUser=$USER_NAME
+AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCK
+CredType=cred/munge
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool/%n
+SlurmctldPidFile=$DIR/run/slurmctld.pid
+SlurmdPidFile=$DIR/run/slurmd-%n.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd-%n.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=$DBD_PORT
+# the munge socket used for slurmdbd connections (not AuthInfo, see slurm.conf(5))
+AccountingStoragePass=$MUNGE_SOCK
+JobCompType=jobcomp/none
+MpiDefault=none
+SchedulerType=sched/backfill
+SchedulerParameters=bf_interval=5
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SlurmdParameters=config_overrides
+ReturnToService=2
+JobRequeue=1
+KillWait=3
+MinJobAge=60
+InactiveLimit=0
+SlurmctldTimeout=30
+SlurmdTimeout=60
+MessageTimeout=20
+MaxArraySize=1001
+PropagateResourceLimitsExcept=MEMLOCK
+NodeName=n1 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$N1_PORT CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
+NodeName=n2 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$N2_PORT CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
+PartitionName=debug Nodes=n[1-2] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+EOF
+
+# --- 5. daemons ---------------------------------------------------------------------------
+if ! alive "$DIR/run/slurmdbd.pid"; then
+    log "starting slurmdbd on 127.0.0.1:$DBD_PORT"
+    # slurmdbd reads slurmdbd.conf from the folder of $SLURM_CONF
+    SLURM_CONF="$CONF" slurmdbd \
+        || die "slurmdbd failed, see $DIR/log/slurmdbd.log"
+    for _ in $(seq 1 60); do
+        sacctmgr -i show cluster >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+fi
+if ! sacctmgr -n -P show cluster format=cluster 2>/dev/null | grep -qx brainxl; then
+    sacctmgr -i add cluster brainxl >/dev/null
+fi
+if ! alive "$DIR/run/slurmctld.pid"; then
+    log "starting slurmctld on 127.0.0.1:$CTLD_PORT"
+    slurmctld -f "$CONF" || die "slurmctld failed, see $DIR/log/slurmctld.log"
+fi
+for n in n1 n2; do
+    if ! alive "$DIR/run/slurmd-$n.pid"; then
+        log "starting slurmd -N $n"
+        slurmd -f "$CONF" -N "$n" || die "slurmd $n failed, see $DIR/log/slurmd-$n.log"
+    fi
+done
+
+# --- 6. wait until both nodes are idle ----------------------------------------------------
+ok=0
+for _ in $(seq 1 120); do
+    states="$(sinfo -h -N -o '%N %t' 2>/dev/null | sort -u || true)"
+    n_ok="$(printf '%s\n' "$states" | grep -cE '^n[12] (idle|mix|alloc)' || true)"
+    if [ "$n_ok" = 2 ]; then ok=1; break; fi
+    # a node that registered before the controller knew it may sit in down/unk: resume it
+    printf '%s\n' "$states" | grep -E '^n[12] (down|drain|unk)' | while read -r node _; do
+        scontrol update nodename="$node" state=resume >/dev/null 2>&1 || true
+    done
+    sleep 0.5
+done
+[ "$ok" = 1 ] || { sinfo -N -l || true; die "nodes did not become idle; logs in $DIR/log"; }
+
+echo "$CONF" >"$DIR/SLURM_CONF"
+log "cluster up in $(( $(date +%s) - T0 ))s (state and logs in $DIR)"
+sinfo
+cat <<EOF
+
+Use it from this shell with:
+  export SLURM_CONF=$CONF
+  sinfo; squeue; sacct
+  brainxl submit CONFIG --cluster local
+Stop it with: $REPO/slurm/stop-cluster.sh
+EOF

@@ -1,0 +1,364 @@
+"""Tests against the real single-machine SLURM cluster (``slurm/start-cluster.sh``).
+
+Two CPU nodes ``n1``/``n2`` with one core each; accounting through slurmdbd so submitit
+reads job states from ``sacct``. Run with ``pytest -m slurm`` after starting the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import train_fixtures
+import yaml
+
+from launch import cli, slurm
+
+pytestmark = pytest.mark.slurm
+REPO = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).parent / "golden"
+STEPS, CKPT_EVERY = 150, 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    conf = os.environ.get("SLURM_CONF") or str(REPO / ".slurm-cluster" / "etc" / "slurm.conf")
+    if not Path(conf).is_file() or not shutil.which("sinfo"):
+        pytest.skip("no SLURM test cluster: run slurm/start-cluster.sh and export SLURM_CONF")
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf
+    out = subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True, timeout=30
+    )
+    up = {ln.split()[0] for ln in out.stdout.splitlines() if re.search(r" (idle|mix|alloc)", ln)}
+    if out.returncode != 0 or not {"n1", "n2"} <= up:
+        pytest.skip(f"SLURM test cluster not up (sinfo: {out.stdout or out.stderr!r})")
+    yield conf
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old
+
+
+def _cfg(tmp_path: Path, overrides: list[str], experiment: str = "slurmtest"):
+    from distrib.config import load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(f"experiment: {experiment}\n")
+    return load_config(path, overrides)
+
+
+def _wait(job, timeout: float = 420.0) -> list:
+    t0 = time.time()
+    while not job.done():
+        if time.time() - t0 > timeout:
+            subprocess.run(["scancel", str(job.job_id)], check=False)
+            pytest.fail(f"job {job.job_id} did not finish in {timeout}s: {job.stdout()}")
+        time.sleep(1.0)
+    results = job.results()
+    slurm.wait_until_finished([str(job.job_id)])  # the epilogue: nodes free once it is done
+    return results
+
+
+# ---------------------------------------------------------------------- env + scripts
+def test_two_node_allreduce_status_logs(tmp_path: Path, capsys) -> None:
+    cfg = _cfg(tmp_path, [f"run.root={tmp_path / 'runs'}"])
+    profile = slurm.load_profile("local")
+    job, rdir = slurm.submit_run(cfg, profile, target="launch.slurm:allreduce_check")
+    results = _wait(job, 180)
+    assert [r["rank"] for r in results] == [0, 1]
+    assert results[0]["nodes"] == ["n1", "n2"]  # one rank on each node
+    assert results[0]["sum"] == results[0]["expected"] == 3.0
+
+    # what submitit submitted is exactly what --dry-run prints
+    submitted = (Path(job.paths.folder) / f"{job.job_id}_submission.sh").read_text()
+    cfg_file = tmp_path / "run.yaml"
+    assert (
+        cli.main(
+            [
+                "submit",
+                str(cfg_file),
+                f"run.root={tmp_path / 'runs'}",
+                "--cluster",
+                "local",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
+    dry = capsys.readouterr().out.split("# run folder:")[0]
+    assert submitted == dry
+
+    assert cli.main(["status", "--root", str(tmp_path / "runs")]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(str(job.job_id))]
+    assert line and "COMPLETED" in line[0] and str(rdir) in line[0]
+    assert cli.main(["logs", str(rdir), "-n", "100"]) == 0
+    assert "Job completed successfully" in capsys.readouterr().out
+
+
+def test_quoting_profile_runs_without_injection(tmp_path: Path) -> None:
+    raw = yaml.safe_load((GOLDEN / "quoting.yaml").read_text())
+    raw.pop("constraint")  # the test nodes have no features
+    raw["cpus_per_task"] = 1  # ... and one CPU each
+    raw["slurm_setup"].append('printf "NOTE=%s\\n" "$BRAINXL_NOTE"')
+    prof_file = tmp_path / "quoting.yaml"
+    prof_file.write_text(yaml.safe_dump(raw))
+    profile = slurm.load_profile(prof_file)
+    marker = Path("/tmp/brainxl-injected")
+    marker.unlink(missing_ok=True)
+    cfg = _cfg(tmp_path, [f"run.root={tmp_path / 'runs'}"])
+    job, _ = slurm.submit_run(cfg, profile, target="launch.slurm:allreduce_check")
+    info = subprocess.run(
+        ["scontrol", "show", "job", str(job.job_id)], capture_output=True, text=True
+    ).stdout
+    _wait(job, 180)
+    assert f"Comment={raw['additional_parameters']['comment']}" in info
+    log = Path(job.paths.stdout).read_text()
+    assert f"NOTE={raw['env']['BRAINXL_NOTE']}\n" in log
+    assert "setup with spaces and 'quotes'" in log
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return train_fixtures.write_shards(tmp_path_factory.mktemp("slurm-shards") / "shards")
+
+
+def _train_overrides(shards: Path, runs: Path, **extra) -> list[str]:
+    base = {
+        "train__steps": STEPS,
+        "train__ckpt_every": CKPT_EVERY,
+        "train__val_every": 0,
+        "train__log_every": 1,
+        "train__keep_last": 2,
+        "logging__console": True,
+    }
+    base.update(extra)
+    return train_fixtures.overrides(shards, runs, **base)
+
+
+@pytest.fixture(scope="module")
+def reference(shards: Path, tmp_path_factory) -> dict:
+    """The same config trained locally with 2 ranks, uninterrupted."""
+    from distrib.config import run_dir
+    from launch.local import launch_local
+
+    tmp = tmp_path_factory.mktemp("slurm-ref")
+    cfg = _cfg(tmp, _train_overrides(shards, tmp / "runs"))
+    final = launch_local(cfg, nproc=2)
+    return {"final": final, "dir": run_dir(cfg)}
+
+
+def _weights(run: Path) -> dict:
+    import torch
+
+    return torch.load(run / "final_model.pt", map_location="cpu", weights_only=True)
+
+
+def _assert_same_weights(a: Path, b: Path, exact: bool = True) -> None:
+    """Equal weights; ``exact=False`` allows float rounding (a resumed DeepSpeed run
+    differs from an uninterrupted one by ~1e-9 here)."""
+    import torch
+
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        if exact:
+            assert torch.equal(wa[k], wb[k]), f"weights differ at {k}"
+        else:
+            torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-7, msg=f"at {k}")
+
+
+def _numbers(d: dict) -> dict:
+    return {k: v for k, v in d.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def test_two_node_training_matches_local(
+    shards: Path, reference: dict, tmp_path: Path, capsys
+) -> None:
+    """`brainxl submit --cluster local`: one rank per node, same result as 2 local ranks."""
+    overrides = _train_overrides(shards, tmp_path / "runs")
+    _cfg(tmp_path, overrides)  # writes run.yaml
+    rc = cli.main(
+        ["submit", str(tmp_path / "run.yaml"), *overrides, "--cluster", "local", "--wait"]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rdir = Path(re.search(r"submitted \S+\s+(\S+)", out).group(1))
+    record = json.loads((rdir / slurm.JOB_RECORD).read_text())
+    final = json.loads((rdir / "final_metrics.json").read_text())
+    ref = reference["final"]
+    assert final["step"] == ref["step"] == STEPS
+    got, want = _numbers(final["test"]), _numbers(ref["test"])
+    assert got and got == pytest.approx(want, rel=1e-6)
+    _assert_same_weights(rdir, reference["dir"])
+    logs = [Path(record["stdout"].replace("_0_log", f"_{r}_log")).read_text() for r in (0, 1)]
+    assert "node=0(2)" in logs[0] and "global_rank=0(2)" in logs[0]
+    assert "node=1(2)" in logs[1] and "global_rank=1(2)" in logs[1]
+    sacct = subprocess.run(
+        ["sacct", "-n", "-P", "-o", "JobID,NodeList,State", "-j", record["job_id"]],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert f"{record['job_id']}|n[1-2]|COMPLETED" in sacct, sacct
+
+
+def _steps_redone(log: str) -> tuple[int, int]:
+    """(last step logged before the first resume, step resumed from)."""
+    before, _, after = log.partition("[resume] step ")
+    assert after, "the job did not resume from a checkpoint"
+    done = [int(m) for m in re.findall(r"\[train\] step (\d+)/", before)]
+    return max(done), int(re.match(r"\d+", after).group())
+
+
+def _wait_for_checkpoint(run: Path, step: int, job, timeout: float = 300.0) -> None:
+    t0 = time.time()
+    while True:
+        latest = run / "checkpoints" / "latest"
+        if latest.is_file():
+            m = re.search(r"(\d+)", latest.read_text())
+            if m and int(m.group(1)) >= step:
+                return
+        if job.done() or time.time() - t0 > timeout:
+            pytest.fail(f"no checkpoint at step >= {step} in {run}: {job.stdout()}")
+        time.sleep(0.2)
+
+
+def _release_requeued(job_id: str, timeout: float = 120.0) -> None:
+    """SLURM holds a requeued job ~2 min (BeginTime); make it eligible now."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True
+        ).stdout.split()
+        if out[:2] == ["PENDING", "BeginTime"]:
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+            return
+        time.sleep(0.3)
+    pytest.fail(f"job {job_id} was not requeued within {timeout}s")
+
+
+@pytest.mark.parametrize("how", ["requeue", "usr2"])
+def test_preempted_job_resumes_to_same_weights(
+    how: str, shards: Path, reference: dict, tmp_path: Path
+) -> None:
+    cfg = _cfg(tmp_path, _train_overrides(shards, tmp_path / "runs"))
+    job, rdir = slurm.submit_run(cfg, slurm.load_profile("local"))
+    _wait_for_checkpoint(rdir, CKPT_EVERY, job)
+    if how == "requeue":  # preemption by an admin or a higher-priority job
+        subprocess.run(["scontrol", "requeue", str(job.job_id)], check=True)
+    else:  # what SLURM sends signal_delay_s before the time limit
+        subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=True)
+    _release_requeued(str(job.job_id))
+    results = _wait(job)
+    assert results[0]["step"] == STEPS
+    log = Path(job.paths.stdout).read_text()
+    last, resumed = _steps_redone(log)
+    assert CKPT_EVERY <= resumed <= last < STEPS
+    assert last - resumed <= CKPT_EVERY, f"redid {last - resumed} optimizer steps"
+    if how == "usr2":  # submitit's handler in rank 0 requeued the job
+        both = log + Path(job.paths.stderr).read_text()
+        assert "Caught signal SIGUSR2" in both and "Calling checkpoint method" in both
+    _assert_same_weights(rdir, reference["dir"], exact=False)
+    acct = subprocess.run(
+        ["sacct", "-n", "-X", "-D", "-P", "-o", "JobID,State", "-j", str(job.job_id)],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "REQUEUED" in acct or "PREEMPTED" in acct or acct.count("\n") >= 2, acct
+
+
+def test_loso_array_and_collect(shards: Path, tmp_path: Path, capsys) -> None:
+    prof = yaml.safe_load((REPO / "configs" / "cluster" / "local.yaml").read_text())
+    prof["nodes"] = 1  # two folds in parallel, one per node
+    prof_file = tmp_path / "one-node.yaml"
+    prof_file.write_text(yaml.safe_dump(prof))
+    cfg_file = tmp_path / "loso.yaml"
+    cfg_file.write_text("experiment: loso\n")
+    runs = tmp_path / "runs"
+    overrides = [
+        o
+        for o in _train_overrides(shards, runs, train__steps=4, logging__console=False)
+        if not o.startswith(("data.test_subject=", "data.val_subjects="))
+    ]
+    rc = cli.main(
+        ["submit", str(cfg_file), *overrides, "--cluster", str(prof_file), "--loso"]
+        + ["--max-parallel", "2", "--wait"]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    subjects = sorted(json.loads((shards / "manifest.json").read_text())["subjects"])
+    assert out.count("submitted ") == len(subjects)
+    assert cli.main(["collect", str(runs / "loso")]) == 0
+    report = capsys.readouterr().out
+    assert f"{len(subjects)} fold(s), {len(subjects)} with results." in report
+    for s in subjects:
+        assert re.search(rf"\| test-{s}-[0-9a-f]{{12}} \| {s} \| -?\d\.\d{{3}} \|", report), report
+
+
+def test_plain_sbatch_template_matches_local(shards: Path, reference: dict, tmp_path: Path) -> None:
+    """slurm/templates/train-cpu.sbatch (no submitit) trains the same run on 2 nodes."""
+    from distrib.config import run_dir
+
+    overrides = _train_overrides(shards, tmp_path / "runs")
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text("experiment: slurmtest\n")
+    (tmp_path / "runs").mkdir()
+    env = {**os.environ, "BRAINXL_REPO": str(REPO), "BRAINXL_PYTHON": sys.executable}
+    out = subprocess.run(
+        ["sbatch", "--parsable", str(REPO / "slurm/templates/train-cpu.sbatch"), str(cfg_file)]
+        + overrides,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job_id = out.stdout.strip().split(";")[0]
+    t0 = time.time()
+    state = ""
+    while time.time() - t0 < 420:
+        state = slurm.job_states([job_id]).get(job_id, "")
+        if state and state not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED"):
+            break
+        time.sleep(1.0)
+    log = (tmp_path / "runs" / f"slurm-{job_id}.out").read_text()
+    assert state == "COMPLETED", log
+    assert "2 nodes, 2 ranks" in log
+    _assert_same_weights(run_dir(_cfg(tmp_path, overrides)), reference["dir"])
+
+
+def test_time_limit_requeues_are_bounded(shards: Path, tmp_path: Path) -> None:
+    """Each USR2 at a time limit uses one requeue; past ``max_requeues`` the job stops."""
+    prof = yaml.safe_load((REPO / "configs" / "cluster" / "local.yaml").read_text())
+    prof.update(nodes=1, max_requeues=1, time_min=2)  # 2 min: every USR2 counts as a timeout
+    prof_file = tmp_path / "bounded.yaml"
+    prof_file.write_text(yaml.safe_dump(prof))
+    cfg = _cfg(tmp_path, _train_overrides(shards, tmp_path / "runs", train__steps=2000))
+    job, rdir = slurm.submit_run(cfg, slurm.load_profile(prof_file))
+    log = Path(job.paths.stdout)
+
+    _wait_for_checkpoint(rdir, CKPT_EVERY, job)
+    subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=True)
+    _release_requeued(str(job.job_id))
+    t0 = time.time()
+    while "[resume] step" not in (log.read_text() if log.is_file() else ""):
+        assert time.time() - t0 < 120, "the requeued job did not resume"
+        time.sleep(0.3)
+    resumed = int(re.search(r"\[resume\] step (\d+)", log.read_text()).group(1))
+    _wait_for_checkpoint(rdir, resumed + CKPT_EVERY, job)
+    subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=True)
+    with pytest.raises(Exception, match="timed-out too many times"):
+        _wait(job, 180)
+    text = log.read_text()
+    assert text.count("[resume] step") == 1  # one requeue, then no more
+    assert text.count("Calling checkpoint method") == 2
+    assert not (rdir / "final_metrics.json").exists()  # stopped, not finished
