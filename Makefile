@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 STAMP := $(VENV)/.brainxl-installed
 QUICKSTART_DIR ?= data/quickstart
 
-.PHONY: venv quickstart test lint format test-slurm clean-quickstart
+.PHONY: venv quickstart test test-unit test-slurm lint format clean-quickstart
 
 venv: $(STAMP)
 
@@ -24,10 +24,14 @@ $(STAMP): pyproject.toml
 quickstart: venv
 	$(PY) -m launch quickstart --out $(QUICKSTART_DIR)
 
-test: venv
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+# Everything CI runs: lint, the default suite, then the SLURM tests on a local cluster.
+test: lint test-unit test-slurm
+
+test-unit: venv
 	$(PY) -m pytest -q
+
+test-slurm: venv
+	PY=$(abspath $(PY)) bash slurm/run-tests.sh
 
 lint: venv
 	$(PY) -m ruff check .

@@ -41,6 +41,7 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
     from distrib.reporting import make_reporter
     from distrib.trainer import Trainer
 
+    _stop_on_usr2()
     env = detect_env()
     folder = run_dir(cfg)
     done = folder / "final_metrics.json"
@@ -78,6 +79,19 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
     if env.is_main:
         print(f"run folder: {folder}")
     return result
+
+
+def _stop_on_usr2() -> None:
+    """Save-and-stop on USR2 unless a launcher (submitit's job) already handles it."""
+    import signal
+    import threading
+
+    from distrib import signals
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGUSR2) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGUSR2, lambda signum, frame: signals.request_stop("SIGUSR2"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

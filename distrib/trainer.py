@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from distrib import checkpoint as ckpt
+from distrib import signals
 from distrib.config import RunConfig, fold_name, run_id, to_yaml, version_info
 from distrib.data import BatchSource, Fold
 from distrib.engine import consolidated_state_dict, create_engine, module_dtype
@@ -251,9 +252,20 @@ class Trainer:
                 self._validate_and_maybe_stop()
             if t.ckpt_every and step % t.ckpt_every == 0:
                 self.save()
+            if self._stop_agreed():
+                if ckpt.read_latest(self.ckpt_dir) != ckpt.tag_for(step):
+                    self.save()
+                if self.env.is_main:
+                    print(f"stop requested: saved step {step}; the run resumes from here")
+                return {"stopped": True, "step": step, "run_dir": str(self.run_dir)}
         if ckpt.read_latest(self.ckpt_dir) != ckpt.tag_for(self.state.step):
             self.save()
         return self.finish()
+
+    def _stop_agreed(self) -> bool:
+        """True on every rank when any rank was asked to stop (see :mod:`distrib.signals`)."""
+        flag = torch.tensor([1.0 if signals.stop_requested() else 0.0])
+        return bool(_all_reduce_(flag)[0] > 0)
 
     def _validate_and_maybe_stop(self) -> None:
         t = self.cfg.train

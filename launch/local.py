@@ -81,6 +81,15 @@ def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
             subprocess.Popen(cmd, env=penv, stdout=out, stderr=subprocess.STDOUT if out else None)
         )
     failed: tuple[int, int] | None = None
+    forwarded: list[int] = []
+
+    def _forward(signum: int, frame: Any) -> None:
+        forwarded.append(signum)  # USR2 (time limit/preemption): every rank saves and stops
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = signal.signal(signal.SIGUSR2, _forward)
     try:
         while any(p.poll() is None for p in procs):
             for r, p in enumerate(procs):
@@ -96,6 +105,7 @@ def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
     except KeyboardInterrupt:
         failed = (-1, -signal.SIGINT)
     finally:
+        signal.signal(signal.SIGUSR2, previous)
         for p in procs:
             if p.poll() is None:
                 p.terminate()
@@ -110,4 +120,8 @@ def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
         rank, code = failed
         log = _tail(logs / f"rank{rank}.log") if rank > 0 else "(see the output above)"
         raise RuntimeError(f"rank {rank} exited with code {code}; run folder {folder}\n{log}")
-    return json.loads((folder / "final_metrics.json").read_text())
+    final = folder / "final_metrics.json"
+    if forwarded and not final.is_file():
+        print(f"stopped on signal {forwarded[0]}; the same command resumes run {folder}")
+        return {"stopped": True, "run_dir": str(folder)}
+    return json.loads(final.read_text())

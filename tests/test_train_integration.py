@@ -166,3 +166,36 @@ def test_zero0_checkpoints_reports_and_rerun(shards: Path, tmp_path: Path) -> No
 
     again = _train(_cmd(shards, tmp_path, 2, **kw))  # same command: nothing left to do
     assert "already complete" in again.stdout
+
+
+def test_usr2_saves_on_every_rank_stops_and_the_same_command_resumes(
+    shards: Path, tmp_path: Path
+) -> None:
+    kw = {"train__steps": 40, "train__ckpt_every": 1000, "train__val_every": 1000}
+    cmd = _cmd(shards, tmp_path, 2, **kw)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 200
+    jsonl = None
+    while time.time() < deadline and proc.poll() is None:
+        runs = list((tmp_path / "default").glob("*/metrics.jsonl"))
+        if runs and '"split": "train"' in runs[0].read_text():
+            jsonl = runs[0]
+            break
+        time.sleep(0.2)
+    assert jsonl is not None, "training never reported a step"
+    proc.send_signal(signal.SIGUSR2)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    folder = jsonl.parent
+    tag = (folder / "checkpoints" / "latest").read_text().strip()
+    step = json.loads((folder / "checkpoints" / tag / "brainxl_meta.json").read_text())["step"]
+    assert 0 < step < 40, "the signal must save the step it arrived at, not a periodic one"
+    assert not (folder / "final_metrics.json").exists()
+    ranks = sorted(p.name for p in (folder / "checkpoints" / tag).iterdir())
+    assert any("rank_00" in r or "mp_rank_00" in r for r in ranks)
+
+    again = _train(cmd)
+    final = json.loads((folder / "final_metrics.json").read_text())
+    assert final["step"] == 40, again.stdout[-2000:]
+    first = [r for r in _records(folder, "train") if r["step"] == step + 1]
+    assert len(first) == 1, "the resumed run continues after the saved step, redoing none"
