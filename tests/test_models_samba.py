@@ -1,0 +1,265 @@
+"""SAMBA in both directions: registry contract, causality, determinism, graphs, training."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from brainxl.models.graph import GATv2, fc_graph, neighbour_table, ring_graph
+from brainxl.models.registry import build_model, count_parameters, get_model_spec
+from brainxl.models.samba import SambaEEG2fMRI, SambaFMRI2EEG
+
+NAMES = ["samba-eeg2fmri", "samba-fmri2eeg"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_with_flavors_and_param_counts(name: str) -> None:
+    spec = get_model_spec(name)
+    assert spec.task == name.split("-")[1]
+    assert set(spec.flavors) == {"debug", "base", "large"}
+    for flavor, kw in spec.flavors.items():
+        model = build_model(name, flavor)
+        n, expected = count_parameters(model), kw["expected_params"]
+        assert abs(n - expected) <= 0.02 * expected, (flavor, n, expected)
+    inp, out = spec.describe_io("base")
+    eeg, fmri = ("200 parcels x 30 s @ 200 Hz", "500 parcels x 15 TRs")
+    assert (
+        (eeg in inp and fmri in out) if name.endswith("eeg2fmri") else (fmri in inp and eeg in out)
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_debug_forward_backward_all_parameters_train(name: str) -> None:
+    torch.manual_seed(0)
+    spec = get_model_spec(name)
+    model = build_model(name, "debug")
+    inputs = spec.example_inputs(model, 3)
+    pred, aux = model(**inputs, return_aux=True)
+    if name == "samba-eeg2fmri":
+        assert pred.shape == (3, model.n_fmri, model.n_frames)
+        w = aux["scale_weights"]
+        assert w.shape == (3, model.n_eeg, model.n_frames, 4)
+        torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+    else:
+        assert pred.shape == (3, model.n_eeg, model.n_frames * model.samples_per_tr)
+    loss, parts = model.loss(pred, torch.randn_like(pred), **aux)
+    assert torch.isfinite(loss) and "cosine" in parts
+    loss.backward()
+    named = dict(model.named_parameters())
+    assert "hrf.raw" in named and "hrf.raw" in model.state_dict()
+    missing = [k for k, p in named.items() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    zero = [k for k, p in named.items() if p.grad.abs().sum() == 0]
+    assert not zero, zero  # every parameter (HRF included) receives gradient
+    opt = torch.optim.Adam(model.parameters())
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == count_parameters(model)
+
+
+def test_eeg2fmri_is_causal_over_frames() -> None:
+    torch.manual_seed(0)
+    for temporal in ("lstm", "gru", "conv"):
+        model = build_model("samba-eeg2fmri", "debug", temporal=temporal).eval()
+        x = model.n_frames * model.samples_per_tr
+        x = torch.randn(2, model.n_eeg, x)
+        S = model.samples_per_tr
+        with torch.no_grad():
+            y = model(x)
+            x2 = x.clone()
+            x2[..., 2 * S :] += torch.randn_like(x2[..., 2 * S :])  # change chunk 2 only
+            y2 = model(x2)
+        torch.testing.assert_close(y2[..., :2], y[..., :2])
+        assert not torch.allclose(y2[..., 2], y[..., 2])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_evaluation_is_deterministic(name: str) -> None:
+    spec = get_model_spec(name)
+    model = build_model(name, "debug", dropout=0.5)
+    inputs = spec.example_inputs(model, 2)
+    model.train()
+    torch.manual_seed(1)
+    a = model(**inputs)
+    b = model(**inputs)
+    assert not torch.allclose(a, b)  # dropout active in training
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs), model(**inputs), rtol=0, atol=0)
+
+
+def test_wavelet_attention_depends_on_input() -> None:
+    model = build_model("samba-eeg2fmri", "debug").eval()
+    x = torch.randn(2, model.n_eeg, model.n_frames * model.samples_per_tr)
+    _, aux = model(x, return_aux=True)
+    w = aux["scale_weights"]
+    assert (w[0] - w[1]).abs().max() > 1e-4  # differs between windows
+    assert (w[:, 0] - w[:, 1]).abs().max() > 1e-4  # and between parcels
+
+
+def test_bad_shapes_raise() -> None:
+    model = build_model("samba-eeg2fmri", "debug")
+    with pytest.raises(ValueError, match="expects"):
+        model(torch.randn(1, model.n_eeg, model.samples_per_tr * 2 + 1))
+    with pytest.raises(ValueError, match="expects"):
+        model(torch.randn(1, model.n_eeg + 1, model.samples_per_tr))
+    rev = build_model("samba-fmri2eeg", "debug")
+    with pytest.raises(ValueError, match="expects"):
+        rev(torch.randn(1, rev.n_fmri + 2, 3))
+    with pytest.raises(ValueError, match="whole samples"):
+        SambaEEG2fMRI(n_eeg=4, n_fmri=4, sfreq=33.3, tr=2.0)
+
+
+def test_fc_graph_top_k_symmetric_from_training_series() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((2, 500))
+    # nodes 0-4 follow signal 0, nodes 5-9 signal 1
+    subj = [np.repeat(base, 5, axis=0) + 0.3 * rng.standard_normal((10, 500)) for _ in range(2)]
+    ei = fc_graph(subj, k=3)
+    assert ei.dtype == torch.long and ei.shape[0] == 2
+    pairs = set(map(tuple, ei.T.tolist()))
+    assert all((j, i) in pairs for i, j in pairs)  # symmetric
+    assert all(i != j for i, j in pairs)
+    assert all((i < 5) == (j < 5) for i, j in pairs)  # only within-cluster edges
+    deg = torch.bincount(ei[1], minlength=10)
+    assert deg.min() >= 3
+    assert torch.equal(fc_graph(subj[0], k=3), fc_graph([subj[0]], k=3))
+    with pytest.raises(ValueError, match="k must"):
+        fc_graph(subj, k=10)
+    bad = subj[0].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fc_graph([bad], k=2)
+    with pytest.raises(ValueError, match="n_nodes=10"):
+        fc_graph([subj[0], subj[1][:9]], k=2)
+
+
+def test_set_graphs_and_state_dict_roundtrip() -> None:
+    torch.manual_seed(0)
+    model = build_model("samba-eeg2fmri", "debug").eval()
+    rng = np.random.default_rng(0)
+    src = fc_graph(rng.standard_normal((model.n_eeg, 100)), k=5)
+    tgt = fc_graph(rng.standard_normal((model.n_fmri, 100)), k=6)
+    x = torch.randn(2, model.n_eeg, model.n_frames * model.samples_per_tr)
+    with torch.no_grad():
+        before = model(x)
+        model.set_graphs(src, tgt)
+        after = model(x)
+    assert not torch.allclose(before, after)
+    assert torch.equal(model.src_edge_index, src)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    fresh = build_model("samba-eeg2fmri", "debug").eval()  # default ring graphs, other E
+    assert fresh.tgt_edge_index.shape != tgt.shape
+    fresh.load_state_dict(torch.load(buf))
+    assert torch.equal(fresh.tgt_edge_index, tgt)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), after)
+    fresh.double()
+    assert fresh.src_edge_index.dtype == torch.long  # buffers move, ids stay integer
+    with pytest.raises(ValueError, match="node ids"):
+        model.set_graphs(torch.tensor([[0, model.n_eeg]]).T, None)
+    with pytest.raises(ValueError, match=r"\(2, E\)"):
+        model.set_graphs(torch.zeros(3, 4, dtype=torch.long), None)
+
+
+def test_ring_graph_default() -> None:
+    ei = ring_graph(10, 4)
+    deg = torch.bincount(ei[1], minlength=10)
+    assert torch.all(deg == 4)
+    assert ring_graph(3, 8).shape[1] == 6  # capped at a full graph
+
+
+def test_gatv2_equals_torch_geometric() -> None:
+    from torch_geometric.nn import GATv2Conv
+
+    torch.manual_seed(0)
+    n, dim, heads, G = 12, 16, 4, 3
+    ei = fc_graph(np.random.default_rng(0).standard_normal((n, 50)), k=3)
+    ours = GATv2(dim, heads)
+    ref = GATv2Conv(dim, dim // heads, heads=heads, add_self_loops=True)
+    with torch.no_grad():
+        ref.lin_l.weight.copy_(ours.lin_l.weight)
+        ref.lin_l.bias.copy_(ours.lin_l.bias)
+        ref.lin_r.weight.copy_(ours.lin_r.weight)
+        ref.lin_r.bias.copy_(ours.lin_r.bias)
+        ref.att.copy_(ours.att.unsqueeze(0))
+        ref.bias.copy_(ours.bias)
+    h = torch.randn(G, n, dim)
+    for n_buckets in (1, 3):
+        got = ours(h, neighbour_table(ei, n, n_buckets))
+        for g in range(G):
+            torch.testing.assert_close(got[g], ref(h[g], ei), atol=1e-5, rtol=1e-4)
+
+
+def test_fmri2eeg_skip_loss_and_upsampling_shape() -> None:
+    torch.manual_seed(0)
+    model = build_model("samba-fmri2eeg", "debug")
+    assert isinstance(model, SambaFMRI2EEG)
+    y = torch.randn(2, model.n_fmri, model.n_frames)
+    pred, aux = model(y, return_aux=True)
+    assert [c.shape[-1] for c in aux["coeffs"]] == model.lengths
+    target = torch.randn_like(pred)
+    loss_cos, parts = model.loss(pred, target)
+    assert set(parts) == {"cosine"}
+    loss_all, parts = model.loss(pred, target, **aux)
+    assert set(parts) == {"cosine", "skip"}
+    torch.testing.assert_close(loss_all, loss_cos + model.skip_weight * parts["skip"])
+    # skip targets are the DWT of the HRF-convolved target
+    tgt = model.skip_targets(target)
+    assert [t.shape for t in tgt] == [c.shape for c in aux["coeffs"]]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_debug_model_learns(name: str) -> None:
+    """A few Adam steps fit a fixed small batch (the loss falls clearly)."""
+    torch.manual_seed(0)
+    spec = get_model_spec(name)
+    model = build_model(name, "debug", dropout=0.0)
+    inputs = spec.example_inputs(model, 4)
+    with torch.no_grad():
+        target = torch.randn_like(model(**inputs))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        pred, aux = model(**inputs, return_aux=True)
+        loss, _ = model.loss(pred, target, **aux)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses[::10]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", NAMES)
+def test_cuda_bf16_step(name: str) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    spec = get_model_spec(name)
+    model = build_model(name, "debug").cuda()
+    inputs = {k: v.cuda() for k, v in spec.example_inputs(model, 2).items()}
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        pred, aux = model(**inputs, return_aux=True)
+        loss, _ = model.loss(pred, torch.randn_like(pred).float(), **aux)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.integration
+def test_benchmark_script_runs_at_debug_size(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_samba.py"
+    spec = importlib.util.spec_from_file_location("bench_samba", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--flavor", "debug", "--batch", "2", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "eeg2fmri  params=6,650 train" in out and "peak RSS" in out
+    assert "fmri2eeg  params=7,896 train" in out
