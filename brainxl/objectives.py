@@ -1,5 +1,8 @@
 """Translation objectives: MSE, Pearson-correlation, cosine and SAMBA's wavelet skip loss.
 
+SAMBA models bring their own objective (``model.loss``); :func:`uses_model_loss` says when
+the training loop uses it instead of :func:`build_objective`.
+
 Every loss takes ``pred`` and ``target`` of the same shape: ``(B, R)`` for one BOLD frame
 per ROI (NeuroBOLT), or ``(B, M, F)`` / ``(B, N, T)`` for sequences (SAMBA), where the last
 axis is time. Correlations are taken over time for sequences and over the batch for
@@ -118,6 +121,17 @@ def wavelet_skip_loss(
     return sum(F.mse_loss(a, b) for a, b in zip(cp, ct)) / len(cp)
 
 
+def uses_model_loss(name: str, model: object) -> bool:
+    """Whether ``train.loss.name`` asks for the model's own objective.
+
+    ``"samba"`` with a model that defines ``loss(pred, target, **aux)`` (the SAMBA models:
+    cosine similarity, plus the wavelet-coefficient skip loss of fMRI -> EEG, fed with
+    ``forward(..., return_aux=True)``'s extras) uses that loss, as the paper trains; for
+    other models ``"samba"`` is the composite of :func:`build_objective`.
+    """
+    return name == "samba" and callable(getattr(model, "loss", None))
+
+
 def build_objective(
     name: str,
     *,
@@ -133,7 +147,8 @@ def build_objective(
     ----------
     name : {"mse", "pearson", "cosine", "samba"}
         ``samba`` = ``mse_weight * MSE + pearson_weight * (1 - r) + wavelet_weight *
-        wavelet skip loss``.
+        wavelet skip loss`` (models with their own ``loss``, i.e. SAMBA, use that instead:
+        see :func:`uses_model_loss`).
 
     Returns
     -------
@@ -172,6 +187,7 @@ __all__ = [
     "mse_loss",
     "pearson_loss",
     "pearson_r",
+    "uses_model_loss",
     "wavelet_decompose",
     "wavelet_skip_loss",
 ]

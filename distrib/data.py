@@ -3,15 +3,18 @@
 One fold: the test subject is held out entirely, ``val_subjects`` (training-fold subjects)
 drive early stopping, the rest train. Normalisation statistics come from the training
 subjects only, and neither the train nor the validation source ever opens the test
-subject's shards.
+subject's shards. :func:`recording_timeseries` reads subjects' time series back from the
+shards (SAMBA's functional-connectivity graphs are built from the training subjects').
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -300,3 +303,129 @@ def subject_source(
         norm=norm,
     )
     return ReaderSource(ds, cfg.train.batch_size, d.num_workers, manifest.get("tr"))
+
+
+#: Electrophysiology rate (Hz) the functional-connectivity time series are subsampled to.
+GRAPH_EPHYS_HZ = 20.0
+#: Recording time read per subject for the functional-connectivity graphs (seconds).
+GRAPH_MAX_S = 600.0
+
+
+def recording_timeseries(
+    root: str | os.PathLike,
+    subjects: Sequence[str],
+    modalities: Sequence[str],
+    *,
+    norm: Any = None,
+    ephys_hz: float = GRAPH_EPHYS_HZ,
+    max_seconds: float = GRAPH_MAX_S,
+) -> dict[str, list[np.ndarray]]:
+    """Contiguous time series of the subjects' recordings, read back from their shards.
+
+    Segments overlap (each keeps a lead-in before its first TR); here every run sample is
+    taken once, so consecutive segments of a recording are stitched into one array (a new
+    array starts where the stored data has a gap). Electrophysiology is subsampled to about
+    ``ephys_hz`` by keeping every ``d``-th run sample, with no low-pass filter: the
+    zero-lag similarity :func:`brainxl.models.graph.fc_graph` computes is estimated without
+    bias from any subset of time points, aliasing does not change it, and it costs
+    ``d`` times less memory and time. Only the first ``max_seconds`` of each subject
+    (in shard order) are read.
+
+    Parameters
+    ----------
+    root : path
+        Shard folder (holds ``manifest.json``).
+    subjects : sequence of str
+        Subjects to read (labels without ``sub-``): the TRAINING subjects of a fold.
+    modalities : sequence of {"ephys", "parcels", "bold"}
+        Which members of the segments to read (the shards are read once for all).
+    norm : shards.stats.NormStats, optional
+        Applied per row (``(x - mean) / std``), as the reader does for the model inputs.
+    ephys_hz : float
+        Target rate of the electrophysiology subsampling (``<= 0``: keep every sample).
+    max_seconds : float
+        Recording time read per subject (``<= 0``: everything).
+
+    Returns
+    -------
+    dict of modality -> list of ndarray, each of shape (n_rows, n_times), float32
+        One array per contiguous stretch of a recording, subjects in the given order.
+    """
+    from shards.manifest import read_manifest
+    from shards.verify import check_sample, iter_tar_samples
+
+    bad = [m for m in modalities if m not in ("ephys", "parcels", "bold")]
+    if bad or not modalities:
+        raise ValueError(f"modalities must be among 'ephys', 'parcels', 'bold', got {modalities}")
+    root = Path(root)
+    manifest = read_manifest(root)
+    sfreq = float(manifest["sfreq"])
+    step = max(1, int(sfreq // ephys_hz)) if ephys_hz > 0 else 1
+    out: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
+    for subject in subjects:
+        if subject not in manifest["subjects"]:
+            raise ValueError(
+                f"{root / 'manifest.json'}: subject {subject!r} is not in the shards "
+                f"(known: {sorted(manifest['subjects'])})"
+            )
+        segments: dict[str, list[tuple[int, dict[str, Any], dict[str, Any]]]] = {}
+        seconds = 0.0
+        for entry in manifest["subjects"][subject]["shards"]:
+            if 0 < max_seconds <= seconds:
+                break
+            path = str(root / entry["path"])
+            for key, members in iter_tar_samples(path):
+                if 0 < max_seconds <= seconds:
+                    break
+                meta = check_sample(path, key, members)
+                data = {m: _decode_member(members, m, path, key) for m in modalities}
+                rec = meta.get("recording", key.rsplit("_seg-", 1)[0])
+                segments.setdefault(rec, []).append((int(meta["segment"]), meta, data))
+                seconds += float(meta["n_trs"]) * float(meta["tr"])
+        for segs in segments.values():
+            segs.sort(key=lambda s: s[0])
+            for m in modalities:
+                first = "bold_first_tr" if m == "bold" else "ephys_offset"
+                parts = [(int(meta[first]), data[m]) for _, meta, data in segs]
+                out[m].extend(_stitch(parts, 1 if m == "bold" else step))
+    if norm is not None:
+        for m in modalities:
+            stats = norm.get(m)
+            if stats is not None:
+                mean, std = stats
+                out[m] = [((x - mean[:, None]) / std[:, None]).astype(np.float32) for x in out[m]]
+    return out
+
+
+def _decode_member(members: dict[str, Any], modality: str, path: str, key: str) -> np.ndarray:
+    from shards import npy
+
+    name = f"{modality}.npy"
+    if name not in members:
+        raise ValueError(
+            f"{path}: sample {key} has no {name}; re-shard with the modality the model reads "
+            "(parcels need `brainxl shard --source-recon`)"
+        )
+    return npy.decode(members[name])
+
+
+def _stitch(parts: list[tuple[int, np.ndarray]], step: int) -> list[np.ndarray]:
+    """Join the segments ``(first run sample, data (n, L))`` of one recording, in order.
+
+    Keeps run samples ``r`` with ``r % step == 0``, each once; a gap starts a new array.
+    """
+    arrays: list[np.ndarray] = []
+    pieces: list[np.ndarray] = []
+    covered: int | None = None
+    for first, data in parts:
+        if covered is not None and first > covered:  # data missing in between: new stretch
+            arrays.append(np.concatenate(pieces, axis=1))
+            pieces, covered = [], None
+        start = 0 if covered is None else covered - first
+        start += (-(first + start)) % step
+        pieces.append(np.asarray(data[:, start::step], dtype=np.float32))
+        end = first + data.shape[1]
+        covered = end if covered is None else max(covered, end)
+    if pieces:
+        arrays.append(np.concatenate(pieces, axis=1))
+    return [a for a in arrays if a.shape[1] > 0]

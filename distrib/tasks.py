@@ -4,6 +4,10 @@ The registry's task decides the direction: ``eeg2fmri`` models read ``ephys`` (o
 ``parcels``) and predict ``bold``; ``fmri2eeg`` models read ``bold`` and predict the
 electrophysiology. ``model.name`` may also be ``"package.module:factory"`` for a user
 model (``factory(flavor=..., **overrides)``; its ``task`` attribute defaults to eeg2fmri).
+
+SAMBA models get functional-connectivity graphs (cosine similarity, top-``graph_k`` per
+node) over their input and output nodes from the fold's training subjects
+(:func:`install_fc_graphs`, called before the DeepSpeed engine is created).
 """
 
 from __future__ import annotations
@@ -209,3 +213,102 @@ def enable_activation_checkpointing(model: nn.Module) -> int:
             "train.activation_checkpointing=false"
         )
     return n
+
+
+def graph_modalities(task: str, reader_modality: str) -> tuple[str, str]:
+    """Shard members holding the model's input and output nodes: ``(source, target)``.
+
+    The electrophysiology side is ``parcels`` when the reader reads parcels, else
+    ``ephys`` (sensors); the fMRI side is ``bold``.
+    """
+    ephys = "parcels" if reader_modality == "parcels" else "ephys"
+    return (ephys, "bold") if task == "eeg2fmri" else ("bold", ephys)
+
+
+def training_fc_graphs(
+    model: nn.Module,
+    shards: Any,
+    subjects: Any,
+    task: str,
+    reader_modality: str,
+    norm: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Functional-connectivity graphs of a SAMBA model from the given (training) subjects.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Has ``n_in_nodes``, ``n_out_nodes`` and ``graph_k`` (neighbours per node, set with
+        ``model.overrides.graph_k``; capped at ``n_nodes - 1`` per side).
+    shards : path
+        Shard folder.
+    subjects : sequence of str
+        The fold's TRAINING subjects only (never validation or test subjects).
+    task : {"eeg2fmri", "fmri2eeg"}
+    reader_modality : {"sensors", "parcels"}
+    norm : shards.stats.NormStats, optional
+        The fold's normalisation (training subjects), applied before the similarity.
+
+    Returns
+    -------
+    src, tgt : LongTensor, shape (2, E_src), (2, E_tgt)
+        :func:`brainxl.models.graph.fc_graph` of the input and output node time series
+        (see :func:`distrib.data.recording_timeseries` for how they are read).
+    info : dict
+        ``graph_k``, ``graph_src_k``/``graph_tgt_k`` (after capping), ``graph_src_edges``,
+        ``graph_tgt_edges``, ``graph_src``/``graph_tgt`` (modalities), ``graph_subjects``.
+    """
+    from brainxl.models.graph import fc_graph
+    from distrib.data import recording_timeseries
+
+    src_mod, tgt_mod = graph_modalities(task, reader_modality)
+    series = recording_timeseries(shards, list(subjects), (src_mod, tgt_mod), norm=norm)
+    k = int(model.graph_k)
+    info: dict[str, Any] = {"graph_k": k, "graph_src": src_mod, "graph_tgt": tgt_mod}
+    graphs = []
+    for side, mod, n in (("src", src_mod, model.n_in_nodes), ("tgt", tgt_mod, model.n_out_nodes)):
+        arrays = series[mod]
+        if not arrays:
+            raise ValueError(f"{shards}: no {mod} data for subjects {list(subjects)}")
+        if arrays[0].shape[0] != n:
+            raise ValueError(
+                f"{shards}: {mod} has {arrays[0].shape[0]} rows but the model has {n} "
+                f"{side} nodes; the model must be built for these shards"
+            )
+        k_side = min(k, n - 1)
+        graphs.append(fc_graph(arrays, k_side))
+        info[f"graph_{side}_k"] = k_side
+        info[f"graph_{side}_edges"] = int(graphs[-1].shape[1])
+    info["graph_subjects"] = list(subjects)
+    return graphs[0], graphs[1], info
+
+
+def install_fc_graphs(model: nn.Module, cfg: Any, fold: Any) -> dict[str, Any] | None:
+    """Give a SAMBA model (one with ``set_graphs``) its training-subject FC graphs.
+
+    Rank 0 reads the fold's training subjects (``fold.split.train``) from the shards and
+    builds the graphs; with several ranks they are broadcast, so every rank holds the same
+    graph. Call before the DeepSpeed engine wraps the model. Returns the ``info`` of
+    :func:`training_fc_graphs` (None, with the model untouched, for models without
+    ``set_graphs`` or folds not read from shards).
+    """
+    import torch.distributed as dist
+
+    if not callable(getattr(model, "set_graphs", None)) or "manifest" not in fold.info:
+        return None
+    multi = dist.is_initialized() and dist.get_world_size() > 1
+    result: list[Any] = [None]
+    if not multi or dist.get_rank() == 0:
+        result[0] = training_fc_graphs(
+            model,
+            fold.info["manifest"],
+            fold.split.train,
+            getattr(model, "task", "eeg2fmri"),
+            cfg.data.reader.modality,
+            fold.norm,
+        )
+    if multi:
+        dist.broadcast_object_list(result, src=0)
+    src, tgt, info = result[0]
+    model.set_graphs(src, tgt)
+    return info

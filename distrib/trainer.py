@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from brainxl.objectives import uses_model_loss
 from distrib import checkpoint as ckpt
 from distrib import signals
 from distrib.config import RunConfig, fold_name, run_id, to_yaml, version_info
@@ -26,7 +27,11 @@ from distrib.engine import consolidated_state_dict, create_engine, module_dtype
 from distrib.env import DistEnv
 from distrib.evaluation import series as _as_series
 from distrib.reporting import Reporter
-from distrib.tasks import build_model_and_adapter, enable_activation_checkpointing
+from distrib.tasks import (
+    build_model_and_adapter,
+    enable_activation_checkpointing,
+    install_fc_graphs,
+)
 
 
 @dataclass
@@ -117,6 +122,9 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         model, self.adapter = build_model_and_adapter(cfg.model, data_info(fold.train, cfg))
+        # SAMBA: FC graphs of the training subjects, before DeepSpeed broadcasts the buffers
+        self.graphs = install_fc_graphs(model, cfg, fold)
+        self.model_loss = uses_model_loss(t.loss.name, model)
         if t.activation_checkpointing:
             enable_activation_checkpointing(model)
         resume_tag = ckpt.read_latest(self.ckpt_dir) if cfg.run.resume else None
@@ -135,6 +143,8 @@ class Trainer:
         self.low_precision = module_dtype(self.engine) != torch.float32
         if resume_tag is not None:
             self._resume(resume_tag)
+        elif self.graphs is not None:
+            self.report({"split": "graph", "step": 0, **self.graphs})
 
     # ----------------------------------------------------------------- checkpoints
     def _resume(self, tag: str) -> None:
@@ -187,13 +197,26 @@ class Trainer:
         )
 
     # ----------------------------------------------------------------- the loop
-    def _forward(self, batch: dict[str, Any]) -> torch.Tensor:
+    def _forward(self, batch: dict[str, Any], aux: bool = False) -> Any:
         inputs = self.adapter.inputs(batch, self.dtype, self.engine.device)
+        if aux:
+            inputs["return_aux"] = True
         if not self.low_precision:
             return self.engine(**inputs)
         dev = torch.device(self.engine.device).type
         with torch.autocast(dev, dtype=module_dtype(self.engine)):
             return self.engine(**inputs)
+
+    def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(pred, target, loss)`` of a batch: the model's own loss or the configured one."""
+        target = self.adapter.target(batch, self.engine.device)
+        if self.model_loss:
+            pred, aux = self._forward(batch, aux=True)
+            loss, _ = self.engine.module.loss(pred.float(), target, **aux)
+        else:
+            pred = self._forward(batch)
+            loss, _ = self.objective(pred.float(), target)
+        return pred.float(), target, loss
 
     def _stream(self):
         """Micro-batches from the saved position on, epoch after epoch, forever."""
@@ -218,10 +241,7 @@ class Trainer:
             losses = []
             for _ in range(accum):
                 batch = next(stream)
-                pred = self._forward(batch)
-                loss, _ = self.objective(
-                    pred.float(), self.adapter.target(batch, self.engine.device)
-                )
+                _, _, loss = self._loss(batch)
                 self.engine.backward(loss)
                 self.engine.step()
                 self.state.micro_in_epoch += 1
@@ -299,10 +319,7 @@ class Trainer:
         sums: torch.Tensor | None = None
         loss_sum = torch.zeros(2, dtype=torch.float64)
         for batch in source:
-            pred = self._forward(batch)
-            pred = pred.float()
-            true = self.adapter.target(batch, self.engine.device)
-            loss, _ = self.objective(pred, true)
+            pred, true, loss = self._loss(batch)
             loss_sum += torch.tensor([float(loss) * len(pred), len(pred)], dtype=torch.float64)
             p, y = _as_series(pred).double().cpu(), _as_series(true).double().cpu()
             part = torch.stack(
@@ -374,6 +391,7 @@ class Trainer:
             "run_dir": str(self.run_dir),
             "run_id": run_id(self.cfg),
             "fold": fold_name(self.cfg),
+            "graphs": self.graphs,
             "split": {
                 "train": list(self.fold.split.train),
                 "val": list(self.fold.split.val),
@@ -381,6 +399,11 @@ class Trainer:
             },
         }
         weights = consolidated_state_dict(self.engine)
+        if weights is not None:  # integer buffers (SAMBA's graphs) keep their dtype
+            dtypes = {k: v.dtype for k, v in self.engine.module.state_dict().items()}
+            weights = {
+                k: v if dtypes[k].is_floating_point else v.to(dtypes[k]) for k, v in weights.items()
+            }
         if self.fold.test is not None:
             test = self.test(weights)
             final["test"] = test

@@ -21,12 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="data/quickstart", help="working folder")
     parser.add_argument("--subjects", type=int, default=4, help="simulated subjects")
     parser.add_argument("--minutes", type=float, default=6.0, help="minutes per subject")
+    parser.add_argument("--parcels", type=int, default=16, help="simulated parcels (BOLD ROIs)")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed")
     parser.add_argument("--nproc", type=int, default=2, help="local training ranks")
     parser.add_argument("--config", default="quickstart", help="training config")
-    parser.add_argument(
-        "overrides", nargs="*", help="dotted config overrides, e.g. train.steps=50"
-    )
+    parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.steps=50")
 
 
 def _step(title: str) -> float:
@@ -50,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         from brainxl.simulate import simulate_dataset
 
-        summary = simulate_dataset(bids, args.subjects, args.minutes, args.seed)
+        summary = simulate_dataset(
+            bids, args.subjects, args.minutes, args.seed, n_parcels=args.parcels
+        )
         print(summary.format())
     print(f"[{time.perf_counter() - t:.1f} s]")
 

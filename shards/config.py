@@ -106,6 +106,13 @@ class ReaderConfig:
     shuffle_buffer: int = 256
     batch_size: int = 16
     on_error: str = "fail"  # "fail" | "skip": corrupt/truncated shards
+    # Normalisation scope per modality: "fold" = statistics of the fold's training
+    # subjects; "subject" = each subject's own statistics (per-scan z-scoring, the usual
+    # treatment of BOLD: scanner baselines differ between subjects and sessions, and
+    # Pearson r is invariant to it); "none" = raw values.
+    ephys_norm: str = "fold"
+    bold_norm: str = "subject"
+
     include_subjects: list[str] = field(default_factory=list)
     exclude_subjects: list[str] = field(default_factory=list)
     # glibc only: keep freed batch-sized memory in the malloc heap (mallopt), so batches

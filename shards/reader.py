@@ -38,10 +38,11 @@ from shards.config import ReaderConfig
 from shards.errors import ShardError
 from shards.manifest import read_manifest, select_subjects
 from shards.segments import segment_windows
-from shards.stats import NormStats
+from shards.stats import NormStats, fold_statistics
 from shards.verify import check_sample, iter_tar_samples
 
 log = logging.getLogger(__name__)
+NORM_SCOPES = ("fold", "subject", "none")
 
 
 _HEAP_TUNED = False
@@ -178,6 +179,14 @@ class WindowDataset(IterableDataset):
             )
         self.window = int(round(cfg.window_s * self.sfreq))
         self.norm = norm
+        for name in ("ephys_norm", "bold_norm"):
+            if getattr(cfg, name) not in NORM_SCOPES:
+                raise ValueError(
+                    f"reader.{name}={getattr(cfg, name)!r}; choose one of {', '.join(NORM_SCOPES)}"
+                )
+        scoped = cfg.ephys_norm == "subject" or cfg.bold_norm == "subject"
+        # Per-subject statistics come from the manifest: each subject only its own.
+        self._own_norm = {s: fold_statistics(manifest, [s]) for s in self.subjects if scoped}
         if norm is not None:
             for name, rows in (("ephys", self.ch_names), ("bold", self.roi_names)):
                 if len(getattr(norm, f"{name}_mean")) != len(rows):
@@ -352,6 +361,11 @@ class WindowDataset(IterableDataset):
                 )
             )
 
+    def _stats(self, scope: str, subject: str) -> NormStats | None:
+        if scope == "subject":
+            return self._own_norm[subject]
+        return self.norm if scope == "fold" else None
+
     def _cut(self, meta: dict[str, Any], members: dict[str, bytes], subject: str):
         from shards import npy
 
@@ -360,11 +374,14 @@ class WindowDataset(IterableDataset):
         if cfg.modality == "parcels":
             sig = npy.decode(members["parcels.npy"])
         ephys = npy.decode(members["ephys.npy"])
-        if self.norm is not None:
-            ephys = (ephys - self.norm.ephys_mean[:, None]) / self.norm.ephys_std[:, None]
-            bold = (bold - self.norm.bold_mean[:, None]) / self.norm.bold_std[:, None]
-            if cfg.modality == "parcels" and self.norm.parcels_mean is not None:
-                sig = (sig - self.norm.parcels_mean[:, None]) / self.norm.parcels_std[:, None]
+        ephys_stats = self._stats(cfg.ephys_norm, subject)
+        if ephys_stats is not None:
+            ephys = (ephys - ephys_stats.ephys_mean[:, None]) / ephys_stats.ephys_std[:, None]
+            if cfg.modality == "parcels" and ephys_stats.parcels_mean is not None:
+                sig = (sig - ephys_stats.parcels_mean[:, None]) / ephys_stats.parcels_std[:, None]
+        bold_stats = self._stats(cfg.bold_norm, subject)
+        if bold_stats is not None:
+            bold = (bold - bold_stats.bold_mean[:, None]) / bold_stats.bold_std[:, None]
         ephys_t = torch.from_numpy(ephys)
         bold_t = torch.from_numpy(bold)
         sig_t = torch.from_numpy(sig) if cfg.modality == "parcels" else None

@@ -40,7 +40,7 @@ def _expected_ephys(k: int, lag: float, W: int, n_ch: int = 4) -> np.ndarray:
 
 @pytest.mark.parametrize("lag", [0.0, 1.234, 6.0])
 def test_window_for_tr_k_holds_exactly_its_samples(sharded: Path, lag: float) -> None:
-    cfg = ReaderConfig(window_s=4.0, lag_s=lag, batch_size=1, shuffle_buffer=1)
+    cfg = ReaderConfig(window_s=4.0, lag_s=lag, batch_size=1, shuffle_buffer=1, bold_norm="none")
     ds = WindowDataset(sharded, cfg)
     W = int(4.0 * SFREQ)
     assert ds.window == W and ds.skipped_trs == 0
@@ -64,7 +64,12 @@ def test_window_for_tr_k_holds_exactly_its_samples(sharded: Path, lag: float) ->
 
 def test_multi_frame_targets_and_parcels(sharded: Path) -> None:
     cfg = ReaderConfig(
-        window_s=2.0, n_targets=3, modality="parcels", batch_size=1, shuffle_buffer=1
+        window_s=2.0,
+        n_targets=3,
+        modality="parcels",
+        batch_size=1,
+        shuffle_buffer=1,
+        bold_norm="none",
     )
     ds = WindowDataset(sharded, cfg)
     assert ds.skipped_trs == 2 * sum(len(r) for r in SPEC.values())  # TRs 0 and 1 of each run
@@ -176,3 +181,34 @@ def test_heap_tuning_applies_on_glibc() -> None:
     from shards.reader import tune_heap
 
     assert tune_heap() is True
+
+
+def test_norm_scopes_per_modality(sharded: Path) -> None:
+    fold = fold_statistics(sharded, ["01", "03"])
+    own = fold_statistics(sharded, ["02"])
+    raw = {k: np.asarray(v) for k, v in _first_item(sharded, "none", "none").items()}
+    for ephys_scope, bold_scope in (("fold", "subject"), ("subject", "fold"), ("none", "none")):
+        item = _first_item(sharded, ephys_scope, bold_scope, norm=fold)
+        e_stats = {"fold": fold, "subject": own}.get(ephys_scope)
+        b_stats = {"fold": fold, "subject": own}.get(bold_scope)
+        e, b = raw["ephys"], raw["bold"]
+        if e_stats is not None:
+            e = (e - e_stats.ephys_mean[:, None]) / e_stats.ephys_std[:, None]
+        if b_stats is not None:
+            b = (b - b_stats.bold_mean) / b_stats.bold_std
+        np.testing.assert_allclose(item["ephys"].numpy(), e, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(item["bold"].numpy(), b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="reader.bold_norm='scan'"):
+        _first_item(sharded, "fold", "scan")
+
+
+def _first_item(sharded: Path, ephys_norm: str, bold_norm: str, norm=None) -> dict:
+    cfg = ReaderConfig(
+        window_s=4.0,
+        batch_size=1,
+        shuffle_buffer=1,
+        include_subjects=["02"],
+        ephys_norm=ephys_norm,
+        bold_norm=bold_norm,
+    )
+    return next(iter(WindowDataset(sharded, cfg, norm=norm)))

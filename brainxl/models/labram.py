@@ -1,0 +1,679 @@
+"""LaBraM-style EEG foundation encoder, VQ-NSP neural tokenizer and masked-EEG-modeling head.
+
+EEG of any montage (channel names from :mod:`brainxl.channels`) at 200 Hz is cut into
+1 s patches per channel; a temporal conv embeds each patch into a token; learned spatial
+(by vocabulary row) and temporal (by patch position) embeddings are added; a pre-norm
+transformer encodes the ``C x n_patches`` tokens (channel-major order: all patches of
+channel 0, then channel 1, ...).
+
+Registered models: ``labram`` (encoder + masked-modeling head, task ``pretrain``) and
+``labram-tokenizer`` (VQ-NSP tokenizer). Input is in microvolts; it is scaled by 1/100
+inside, as LaBraM expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from brainxl.channels import channel_indices, vocabulary
+from brainxl.models.blocks import (
+    Block,
+    TemporalConvPatchEmbed,
+    WeightsMixin,
+    init_transformer_weights,
+)
+from brainxl.models.registry import ModelSpec, register_model
+
+SFREQ = 200
+PATCH_SIZE = 200
+#: Rows of the spatial embedding (row 0 = cls). Fixed capacity rather than the vocabulary
+#: size, so saved weights stay loadable when names are appended to the vocabulary.
+SPATIAL_ROWS = 768
+
+#: The 23-channel TUH 10-20 referential set (old names map to 10-10 via the vocabulary).
+TUH_23 = (
+    "Fp1",
+    "Fp2",
+    "F7",
+    "F3",
+    "Fz",
+    "F4",
+    "F8",
+    "T3",
+    "C3",
+    "Cz",
+    "C4",
+    "T4",
+    "T5",
+    "P3",
+    "Pz",
+    "P4",
+    "T6",
+    "O1",
+    "O2",
+    "A1",
+    "A2",
+    "Oz",
+    "FCz",
+)
+
+#: Encoder scale per flavor (``width = filters * 25`` for 200-sample patches).
+ENCODER_FLAVORS: dict[str, dict[str, Any]] = {
+    "debug": {"depth": 2, "filters": 2, "heads": 2},
+    "base": {"depth": 12, "filters": 8, "heads": 10},
+    "large": {"depth": 24, "filters": 16, "heads": 16},
+    "huge": {"depth": 48, "filters": 32, "heads": 16},
+    "xl": {"depth": 32, "filters": 64, "heads": 25},
+}
+#: Codebook scale per flavor (tokenizer and MEM head).
+CODEBOOK_FLAVORS: dict[str, dict[str, int]] = {
+    "debug": {"codebook_size": 128, "code_dim": 16},
+    "base": {"codebook_size": 8192, "code_dim": 64},
+    "large": {"codebook_size": 8192, "code_dim": 64},
+    "huge": {"codebook_size": 8192, "code_dim": 64},
+    "xl": {"codebook_size": 8192, "code_dim": 64},
+}
+
+
+def check_eeg_input(x: Tensor, ch_idx: Tensor, patch_size: int, max_patches: int, who: str) -> int:
+    """Validate an EEG batch and return its number of patches.
+
+    Parameters
+    ----------
+    x : Tensor, shape (B, C, T)
+    ch_idx : LongTensor, shape (C,)
+        Vocabulary rows of the channels (:func:`brainxl.channels.channel_indices`).
+
+    Returns
+    -------
+    n_patches : int
+        ``T // patch_size``.
+    """
+    if x.ndim != 3:
+        raise ValueError(f"{who}: expected EEG of shape (batch, channels, time), got {x.shape}")
+    B, C, T = x.shape
+    if ch_idx.ndim != 1 or ch_idx.numel() != C:
+        raise ValueError(
+            f"{who}: ch_idx has shape {tuple(ch_idx.shape)} but x has {C} channels; pass one "
+            "vocabulary index per channel (brainxl.channels.channel_indices(names))"
+        )
+    if T % patch_size or T == 0:
+        raise ValueError(
+            f"{who}: {T} samples is not a positive multiple of the {patch_size}-sample patch; "
+            "pad or crop the window to whole seconds at 200 Hz"
+        )
+    n = T // patch_size
+    if n > max_patches:
+        raise ValueError(
+            f"{who}: {n} patches exceed the model's maximum of {max_patches} "
+            f"({max_patches * patch_size // SFREQ} s); use a shorter window or a model built "
+            "with a larger max_patches"
+        )
+    if ch_idx.dtype not in (torch.int64, torch.int32) or (
+        C and (int(ch_idx.min()) < 0 or int(ch_idx.max()) >= SPATIAL_ROWS - 1)
+    ):
+        raise ValueError(f"{who}: ch_idx must hold vocabulary rows in [0, {SPATIAL_ROWS - 1})")
+    return n
+
+
+class LaBraMEncoder(WeightsMixin, nn.Module):
+    """LaBraM transformer over (channel, 1 s patch) tokens of any montage.
+
+    Parameters
+    ----------
+    depth, heads : int
+        Number of blocks and attention heads.
+    filters : int
+        Temporal-conv filters; token width ``dim = filters * 25``.
+    patch_size : int
+        Samples per patch (200 = 1 s at 200 Hz).
+    max_patches : int
+        Rows of the temporal embedding = longest accepted window in patches.
+    mlp_ratio : float
+        MLP width relative to ``dim``.
+    drop_path : float
+        Stochastic-depth rate of the last block (linear from 0).
+    init_values : float
+        Layer-scale initial value.
+    in_dim : int or None
+        If given, tokens of width ``in_dim`` are projected linearly instead of raw EEG
+        patches embedded by the temporal conv (used by the tokenizer's decoder).
+    use_mask_token : bool
+        Create a learned mask token (masked EEG modeling).
+    """
+
+    def __init__(
+        self,
+        depth: int = 12,
+        filters: int = 8,
+        heads: int = 10,
+        patch_size: int = PATCH_SIZE,
+        max_patches: int = 16,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.1,
+        init_values: float = 0.1,
+        in_dim: int | None = None,
+        use_mask_token: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(vocabulary()) + 1 > SPATIAL_ROWS:
+            raise ValueError(
+                f"the channel vocabulary has {len(vocabulary())} names but the spatial "
+                f"embedding holds {SPATIAL_ROWS - 1}; raise SPATIAL_ROWS in {__file__}"
+            )
+        self.patch_size = patch_size
+        self.max_patches = max_patches
+        self.depth = depth
+        conv = TemporalConvPatchEmbed(patch_size, filters)
+        dim = conv.dim
+        self.dim = dim
+        self.patch_embed: nn.Module = conv if in_dim is None else nn.Linear(in_dim, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim)) if use_mask_token else None
+        self.spatial_embed = nn.Parameter(torch.zeros(SPATIAL_ROWS, dim))
+        self.time_embed = nn.Parameter(torch.zeros(max_patches, dim))
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, mlp_ratio, qkv_bias=False, qk_norm=True, drop_path=r,
+                  init_values=init_values)
+            for r in rates
+        )  # fmt: skip
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.grad_checkpointing = False
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """LaBraM initialisation (truncated normal, depth-rescaled output projections)."""
+        if self.cls_token.is_meta:
+            return
+        init_transformer_weights(self)
+        for p in (self.cls_token, self.spatial_embed, self.time_embed, self.mask_token):
+            if p is not None:
+                nn.init.trunc_normal_(p, std=0.02, a=-0.04, b=0.04)
+        with torch.no_grad():
+            for i, blk in enumerate(self.blocks, start=1):
+                blk.attn.proj.weight.div_((2.0 * i) ** 0.5)
+                blk.mlp.fc2.weight.div_((2.0 * i) ** 0.5)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute block activations in the backward pass (less memory, ~30% slower)."""
+        self.grad_checkpointing = bool(enabled)
+
+    def layer_id(self, param_name: str) -> int:
+        """Depth of a parameter for layer-wise LR decay: 0 embeddings, i+1 block i."""
+        if param_name.startswith("blocks."):
+            return int(param_name.split(".")[1]) + 1
+        if param_name.startswith("norm."):
+            return self.depth + 1
+        return 0
+
+    def patch_tokens(self, x: Tensor, ch_idx: Tensor) -> tuple[Tensor, int]:
+        """Embed raw EEG patches.
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, C, T)
+            EEG in microvolts, ``T = n_patches * patch_size``.
+        ch_idx : LongTensor, shape (C,)
+
+        Returns
+        -------
+        tokens : Tensor, shape (B, C * n_patches, dim)
+        n_patches : int
+        """
+        n = check_eeg_input(x, ch_idx, self.patch_size, self.max_patches, type(self).__name__)
+        B, C, _ = x.shape
+        patches = (x * 0.01).reshape(B, C * n, self.patch_size)
+        return self.patch_embed(patches), n
+
+    def encode_tokens(
+        self, tokens: Tensor, ch_idx: Tensor, n_patches: int, mask: Tensor | None = None
+    ) -> Tensor:
+        """Run the transformer over already embedded tokens.
+
+        Parameters
+        ----------
+        tokens : Tensor, shape (B, C * n_patches, dim)
+        ch_idx : LongTensor, shape (C,)
+        n_patches : int
+        mask : BoolTensor or None, shape (B, C * n_patches)
+            True where the token is replaced by the learned mask token.
+
+        Returns
+        -------
+        Tensor, shape (B, C * n_patches, dim)
+            Final-normed patch tokens (the cls token is dropped).
+        """
+        B, L, D = tokens.shape
+        if mask is not None:
+            if self.mask_token is None:
+                raise ValueError("this encoder has no mask token; build it with use_mask_token")
+            if mask.shape != (B, L):
+                raise ValueError(f"mask must have shape {(B, L)}, got {tuple(mask.shape)}")
+            tokens = torch.where(mask.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
+        spatial = self.spatial_embed[ch_idx.long() + 1]  # (C, D)
+        pos = (spatial[:, None, :] + self.time_embed[None, :n_patches, :]).reshape(L, D)
+        cls = (self.cls_token + self.spatial_embed[0]).expand(B, -1, -1)
+        h = torch.cat([cls, tokens + pos], dim=1)
+        for blk in self.blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                h = checkpoint(blk, h, use_reentrant=False)
+            else:
+                h = blk(h)
+        return self.norm(h[:, 1:])
+
+    def forward_features(self, x: Tensor, ch_idx: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Encode EEG into patch tokens.
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, C, T)
+            EEG in microvolts at 200 Hz.
+        ch_idx : LongTensor, shape (C,)
+        mask : BoolTensor or None, shape (B, C * n_patches)
+
+        Returns
+        -------
+        Tensor, shape (B, C * n_patches, dim)
+        """
+        tokens, n = self.patch_tokens(x, ch_idx)
+        return self.encode_tokens(tokens, ch_idx, n, mask)
+
+    def forward(self, x: Tensor, ch_idx: Tensor) -> Tensor:
+        """Mean-pooled representation, shape (B, dim)."""
+        return self.forward_features(x, ch_idx).mean(dim=1)
+
+
+class LaBraMForMEM(WeightsMixin, nn.Module):
+    """Masked EEG modeling: predict the tokenizer's code of each masked patch.
+
+    Parameters
+    ----------
+    codebook_size : int
+        Number of codes (classes of the head).
+    symmetric : bool
+        Also run the complementary mask (LaBraM's symmetric masking); both passes share
+        one batched forward.
+    **encoder_kwargs
+        Passed to :class:`LaBraMEncoder`.
+    """
+
+    def __init__(self, codebook_size: int = 8192, symmetric: bool = True, **encoder_kwargs: Any):
+        super().__init__()
+        self.encoder = LaBraMEncoder(use_mask_token=True, **encoder_kwargs)
+        self.lm_head = nn.Linear(self.encoder.dim, codebook_size)
+        self.codebook_size = codebook_size
+        self.symmetric = symmetric
+        if not self.lm_head.weight.is_meta:
+            init_transformer_weights(self.lm_head)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """See :meth:`LaBraMEncoder.set_grad_checkpointing`."""
+        self.encoder.set_grad_checkpointing(enabled)
+
+    def forward(
+        self, x: Tensor, ch_idx: Tensor, mask: Tensor, targets: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Predict codes of masked patches.
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, C, T)
+            EEG in microvolts.
+        ch_idx : LongTensor, shape (C,)
+        mask : BoolTensor, shape (B, C * n_patches)
+            True = masked (to predict).
+        targets : LongTensor or None, shape (B, C * n_patches)
+            Codes from :meth:`VQNSPTokenizer.tokenize`.
+
+        Returns
+        -------
+        dict
+            ``logits`` (M, codebook_size) for the M masked tokens (both passes when
+            symmetric: first ``mask`` then ``~mask``, each in row-major order); with
+            ``targets`` also ``loss`` (cross-entropy, scalar) and ``accuracy``.
+        """
+        tokens, n = self.encoder.patch_tokens(x, ch_idx)
+        mask = mask.bool()
+        if self.symmetric:
+            tokens = torch.cat([tokens, tokens])
+            mask = torch.cat([mask, ~mask])
+        feats = self.encoder.encode_tokens(tokens, ch_idx, n, mask)
+        logits = self.lm_head(feats[mask])
+        out = {"logits": logits}
+        if targets is not None:
+            if targets.shape != (x.shape[0], mask.shape[1]):
+                raise ValueError(
+                    f"targets must have shape {(x.shape[0], mask.shape[1])}, got "
+                    f"{tuple(targets.shape)}"
+                )
+            tgt = torch.cat([targets, targets]) if self.symmetric else targets
+            tgt = tgt[mask]
+            out["loss"] = F.cross_entropy(logits.float(), tgt)
+            out["accuracy"] = (logits.argmax(-1) == tgt).float().mean().detach()
+        return out
+
+
+def _l2norm(t: Tensor) -> Tensor:
+    return F.normalize(t, p=2.0, dim=-1)
+
+
+class NormEMAVectorQuantizer(nn.Module):
+    """Cosine-similarity vector quantizer with an EMA-updated, l2-normalised codebook.
+
+    The codebook is a buffer (updated by EMA, not by the optimizer), initialised by
+    k-means on the first training batch. Under ``torch.distributed`` the code counts and
+    sums are all-reduced so every rank keeps the same codebook.
+
+    Parameters
+    ----------
+    n_codes : int
+        Codebook entries.
+    dim : int
+        Code width.
+    beta : float
+        Commitment-loss weight.
+    decay : float
+        EMA decay.
+    kmeans_iters : int
+        K-means iterations of the initialisation (0 = keep the random init).
+    """
+
+    def __init__(
+        self, n_codes: int, dim: int, beta: float = 1.0, decay: float = 0.99, kmeans_iters: int = 10
+    ) -> None:
+        super().__init__()
+        self.n_codes, self.dim, self.beta, self.decay = n_codes, dim, beta, decay
+        self.kmeans_iters = kmeans_iters
+        self.register_buffer("codebook", _l2norm(torch.randn(n_codes, dim)))
+        self.register_buffer("cluster_size", torch.zeros(n_codes))
+        self.register_buffer("initted", torch.tensor(kmeans_iters == 0))
+
+    @torch.no_grad()
+    def _kmeans_init(self, z: Tensor) -> None:
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        pick = torch.randint(0, z.shape[0], (self.n_codes,), generator=gen).to(z.device)
+        centers = z[pick].clone()
+        for _ in range(self.kmeans_iters):
+            assign = (z @ centers.t()).argmax(-1)
+            sums = torch.zeros_like(centers).index_add_(0, assign, z)
+            counts = torch.bincount(assign, minlength=self.n_codes)
+            centers = torch.where((counts > 0)[:, None], _l2norm(sums), centers)
+        self._broadcast(centers)
+        self.codebook.copy_(centers)
+        self.initted.fill_(True)
+
+    @staticmethod
+    def _distributed() -> bool:
+        return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+    def _broadcast(self, t: Tensor) -> None:
+        if self._distributed():
+            torch.distributed.broadcast(t, src=0)
+
+    def _all_reduce(self, t: Tensor) -> None:
+        if self._distributed():
+            torch.distributed.all_reduce(t)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Quantise.
+
+        Parameters
+        ----------
+        z : Tensor, shape (N, dim)
+
+        Returns
+        -------
+        z_q : Tensor, shape (N, dim)
+            Straight-through quantised codes (gradients flow to ``z``).
+        loss : Tensor, scalar
+            Commitment loss.
+        codes : LongTensor, shape (N,)
+        """
+        z = _l2norm(z.float())
+        if self.training and not bool(self.initted):
+            self._kmeans_init(z.detach())
+        codes = (z.detach() @ self.codebook.t()).argmax(-1)
+        z_q = self.codebook[codes]
+        if self.training:
+            with torch.no_grad():
+                counts = torch.bincount(codes, minlength=self.n_codes).to(z.dtype)
+                sums = torch.zeros_like(self.codebook).index_add_(0, codes, z.detach())
+                self._all_reduce(counts)
+                self._all_reduce(sums)
+                self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+                used = counts > 0
+                new = torch.where(used[:, None], _l2norm(sums), self.codebook)
+                self.codebook.copy_(_l2norm(self.codebook * self.decay + new * (1 - self.decay)))
+        loss = self.beta * F.mse_loss(z, z_q.detach())
+        return z + (z_q - z).detach(), loss, codes
+
+
+def _standardize(t: Tensor) -> Tensor:
+    return (t - t.mean(-1, keepdim=True)) / (t.std(-1, keepdim=True) + 1e-5)
+
+
+class VQNSPTokenizer(WeightsMixin, nn.Module):
+    """VQ neural-spectrum tokenizer: EEG patches -> discrete codes -> Fourier spectrum.
+
+    Encoder (a LaBraM encoder) -> projection to ``code_dim`` -> cosine codebook lookup ->
+    decoder (a shallow LaBraM transformer over code tokens) -> two heads predicting the
+    z-scored amplitude and phase of each patch's real FFT (``patch_size // 2 + 1`` bins).
+
+    Parameters
+    ----------
+    codebook_size, code_dim : int
+        Codebook shape.
+    decoder_depth : int
+        Blocks of the decoder.
+    **encoder_kwargs
+        Passed to the encoder (:class:`LaBraMEncoder`).
+    """
+
+    def __init__(
+        self,
+        codebook_size: int = 8192,
+        code_dim: int = 64,
+        decoder_depth: int = 3,
+        **encoder_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        encoder_kwargs.setdefault("drop_path", 0.0)
+        self.encoder = LaBraMEncoder(**encoder_kwargs)
+        dim = self.encoder.dim
+        self.encode_proj = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, code_dim))
+        self.quantizer = NormEMAVectorQuantizer(codebook_size, code_dim)
+        dec_kwargs = {**encoder_kwargs, "depth": decoder_depth, "in_dim": code_dim}
+        self.decoder = LaBraMEncoder(**dec_kwargs)
+        n_bins = self.encoder.patch_size // 2 + 1
+        self.n_bins = n_bins
+        self.amp_head = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, n_bins))
+        self.phase_head = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, n_bins))
+        if not self.amp_head[0].weight.is_meta:
+            for m in (self.encode_proj, self.amp_head, self.phase_head):
+                init_transformer_weights(m)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """See :meth:`LaBraMEncoder.set_grad_checkpointing`."""
+        self.encoder.set_grad_checkpointing(enabled)
+        self.decoder.set_grad_checkpointing(enabled)
+
+    def _encode(self, x: Tensor, ch_idx: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
+        feats = self.encoder.forward_features(x, ch_idx)
+        B, L, _ = feats.shape
+        z_q, qloss, codes = self.quantizer(self.encode_proj(feats).reshape(B * L, -1))
+        return z_q.reshape(B, L, -1), qloss, codes.reshape(B, L), L // ch_idx.numel()
+
+    @torch.no_grad()
+    def tokenize(self, x: Tensor, ch_idx: Tensor) -> Tensor:
+        """Codes of every patch.
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, C, T)
+            EEG in microvolts.
+        ch_idx : LongTensor, shape (C,)
+
+        Returns
+        -------
+        LongTensor, shape (B, C * n_patches)
+        """
+        was = self.training
+        self.eval()
+        try:
+            return self._encode(x, ch_idx)[2]
+        finally:
+            self.train(was)
+
+    def forward(self, x: Tensor, ch_idx: Tensor) -> dict[str, Tensor]:
+        """Tokenize and reconstruct the Fourier spectrum of every patch.
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, C, T)
+        ch_idx : LongTensor, shape (C,)
+
+        Returns
+        -------
+        dict
+            ``loss`` (quantisation + amplitude MSE + phase MSE), the three parts
+            (``loss_quant``, ``loss_amp``, ``loss_phase``), ``codes`` (B, C * n_patches)
+            and the predictions ``amplitude``/``phase`` (B, C * n_patches, n_bins).
+        """
+        z_q, qloss, codes, n = self._encode(x, ch_idx)
+        dec = self.decoder.encode_tokens(self.decoder.patch_embed(z_q), ch_idx, n)
+        amp_hat, phase_hat = self.amp_head(dec), self.phase_head(dec)
+        B, C, _ = x.shape
+        spec = torch.fft.rfft(x.float().reshape(B, C * n, -1) * 0.01, dim=-1)
+        amp_t, phase_t = _standardize(spec.abs()), _standardize(torch.angle(spec))
+        l_amp = F.mse_loss(amp_hat.float(), amp_t)
+        l_phase = F.mse_loss(phase_hat.float(), phase_t)
+        return {
+            "loss": qloss + l_amp + l_phase,
+            "loss_quant": qloss.detach(),
+            "loss_amp": l_amp.detach(),
+            "loss_phase": l_phase.detach(),
+            "codes": codes,
+            "amplitude": amp_hat,
+            "phase": phase_hat,
+        }
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def build_encoder(flavor: str = "base", **overrides: Any) -> LaBraMEncoder:
+    """LaBraM encoder at ``flavor`` (``debug``, ``base``, ``large``, ``huge``, ``xl``)."""
+    return LaBraMEncoder(**{**_scale(ENCODER_FLAVORS, flavor), **overrides})
+
+
+def _scale(table: dict[str, dict[str, Any]], flavor: str) -> dict[str, Any]:
+    if flavor not in table:
+        raise ValueError(f"unknown flavor {flavor!r}; choose one of {', '.join(table)}")
+    return {k: v for k, v in table[flavor].items() if k not in ("expected_params", "zero3_only")}
+
+
+def _build_mem(flavor: str, **overrides: Any) -> LaBraMForMEM:
+    kw = _scale(MEM_FLAVORS, flavor)
+    kw.pop("code_dim")
+    return LaBraMForMEM(**{**kw, **overrides})
+
+
+def _build_tokenizer(flavor: str, **overrides: Any) -> VQNSPTokenizer:
+    return VQNSPTokenizer(**{**_scale(TOKENIZER_FLAVORS, flavor), **overrides})
+
+
+def default_eeg(
+    batch_size: int, names: Sequence[str] = TUH_23, seconds: int = 16, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Example EEG batch: ``(x (B, C, seconds * 200) in microvolts, ch_idx (C,))``."""
+    gen = torch.Generator().manual_seed(seed)
+    x = 20.0 * torch.randn(batch_size, len(names), seconds * SFREQ, generator=gen)
+    return x, torch.tensor(channel_indices(names), dtype=torch.long)
+
+
+def random_mask(batch_size: int, n_tokens: int, ratio: float = 0.5, seed: int = 0) -> Tensor:
+    """Boolean mask with exactly ``round(ratio * n_tokens)`` True per row, shape (B, L)."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.rand(batch_size, n_tokens, generator=gen).argsort(dim=1)
+    return order < round(ratio * n_tokens)
+
+
+def _mem_example(model: nn.Module, batch_size: int) -> dict[str, Any]:
+    x, ch_idx = default_eeg(batch_size)
+    L = x.shape[1] * (x.shape[2] // PATCH_SIZE)
+    gen = torch.Generator().manual_seed(1)
+    targets = torch.randint(0, model.codebook_size, (batch_size, L), generator=gen)
+    return {"x": x, "ch_idx": ch_idx, "mask": random_mask(batch_size, L), "targets": targets}
+
+
+def _tokenizer_example(model: nn.Module, batch_size: int) -> dict[str, Any]:
+    x, ch_idx = default_eeg(batch_size)
+    return {"x": x, "ch_idx": ch_idx}
+
+
+def _io_mem(flavor: str) -> tuple[str, str]:
+    k = CODEBOOK_FLAVORS[flavor]["codebook_size"]
+    return f"{len(TUH_23)} ch x 16 s @ {SFREQ} Hz + mask", f"{k}-way code per masked patch"
+
+
+def _io_tokenizer(flavor: str) -> tuple[str, str]:
+    k = CODEBOOK_FLAVORS[flavor]["codebook_size"]
+    return f"{len(TUH_23)} ch x 16 s @ {SFREQ} Hz", f"1 of {k} codes per channel-second"
+
+
+# expected_params: measured with meta-device construction (tests hold them within 2%).
+_MEM_PARAMS = {
+    "debug": 107_400,
+    "base": 7_594_528,
+    "large": 49_799_712,
+    "huge": 376_309_504,
+    "xl": 998_064_896,
+}
+_TOK_PARAMS = {
+    "debug": 190_490,
+    "base": 7_739_642,
+    "large": 53_217_686,
+    "huge": 395_633_378,
+    "xl": 1_086_640_138,
+}
+MEM_FLAVORS: dict[str, dict[str, Any]] = {
+    f: {**ENCODER_FLAVORS[f], **CODEBOOK_FLAVORS[f], "expected_params": _MEM_PARAMS[f]}
+    for f in ENCODER_FLAVORS
+}
+TOKENIZER_FLAVORS: dict[str, dict[str, Any]] = {
+    f: {**ENCODER_FLAVORS[f], **CODEBOOK_FLAVORS[f], "expected_params": _TOK_PARAMS[f]}
+    for f in ENCODER_FLAVORS
+}
+TOKENIZER_FLAVORS["debug"]["decoder_depth"] = 1
+for _table in (MEM_FLAVORS, TOKENIZER_FLAVORS):
+    _table["xl"]["zero3_only"] = True
+
+register_model(
+    ModelSpec(
+        name="labram",
+        build=_build_mem,
+        flavors=MEM_FLAVORS,
+        example_inputs=_mem_example,
+        describe_io=_io_mem,
+        task="pretrain",
+        extra={"encoder_flavors": ENCODER_FLAVORS},
+    )
+)
+register_model(
+    ModelSpec(
+        name="labram-tokenizer",
+        build=_build_tokenizer,
+        flavors=TOKENIZER_FLAVORS,
+        example_inputs=_tokenizer_example,
+        describe_io=_io_tokenizer,
+        task="pretrain",
+    )
+)

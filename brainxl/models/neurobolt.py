@@ -1,0 +1,237 @@
+"""NeuroBOLT: EEG window -> fMRI ROI signals at the TR that ends the window.
+
+Two branches over the same EEG window: a temporal-spatial LaBraM encoder (mean of patch
+tokens) and a multi-scale spectral module (:mod:`brainxl.models.spectral`); they are
+fused as ``head(GELU(temporal + spectral))`` with a linear head to ``n_rois`` outputs
+initialised at 1e-3 scale. ``spectral="single"`` and ``"off"`` give the paper's
+ablations. Unlike the official code, all ROIs are predicted at once and the spectral
+branch processes all channels in one batched STFT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from brainxl.channels import channel_indices
+from brainxl.models.blocks import WeightsMixin
+from brainxl.models.labram import (
+    PATCH_SIZE,
+    SFREQ,
+    SPATIAL_ROWS,
+    LaBraMEncoder,
+    check_eeg_input,
+)
+from brainxl.models.registry import ModelSpec, register_model
+from brainxl.models.spectral import MultiScaleSpectral
+
+#: Default 26-channel 10-20/10-10 montage (the NeuroBOLT setting's channel count).
+NEUROBOLT_26 = (
+    "Fp1",
+    "Fp2",
+    "F7",
+    "F3",
+    "Fz",
+    "F4",
+    "F8",
+    "T7",
+    "C3",
+    "Cz",
+    "C4",
+    "T8",
+    "P7",
+    "P3",
+    "Pz",
+    "P4",
+    "P8",
+    "O1",
+    "Oz",
+    "O2",
+    "FC1",
+    "FC2",
+    "CP1",
+    "CP2",
+    "FC5",
+    "FC6",
+)
+
+_PARAMS = {"debug": 213_034, "base": 8_196_248, "large": 54_849_232, "huge": 401_774_624}
+FLAVORS: dict[str, dict[str, Any]] = {
+    "debug": {"depth": 2, "filters": 2, "heads": 2, "spec_depth": 1, "spec_heads": 2},
+    "base": {"depth": 12, "filters": 8, "heads": 10, "spec_depth": 4, "spec_heads": 8},
+    "large": {"depth": 24, "filters": 16, "heads": 16, "spec_depth": 4, "spec_heads": 8},
+    "huge": {"depth": 48, "filters": 32, "heads": 16, "spec_depth": 4, "spec_heads": 16},
+}
+for _f, _n in _PARAMS.items():
+    FLAVORS[_f]["expected_params"] = _n
+DEFAULT_ROIS = 64
+DEFAULT_WINDOW_S = 16
+DEFAULT_SCALES = (0.5, 1.0, 2.0, 4.0)
+
+
+class NeuroBOLT(WeightsMixin, nn.Module):
+    """EEG -> fMRI regression (NeuroBOLT).
+
+    Parameters
+    ----------
+    n_rois : int
+        Outputs (ROIs) per window.
+    window_s : int
+        EEG window length in whole seconds (at 200 Hz).
+    spectral : {"multi", "single", "off"}
+        Spectral branch: all ``scales``, one scale, or none (temporal branch only).
+    scales : sequence of float
+        STFT window lengths (s). With ``spectral="single"`` the single entry of
+        ``scales`` is used, or 1 s when several are given.
+    n_chans : int or None
+        Channels of the default input (informational: any montage is accepted).
+    depth, filters, heads : int
+        Temporal (LaBraM) encoder scale.
+    spec_depth, spec_heads : int
+        Spectral transformer scale (its width equals the encoder's).
+    spec_tokens : int
+        Spectral tokens per channel.
+    drop_path : float
+        Stochastic depth of the temporal encoder.
+    """
+
+    def __init__(
+        self,
+        n_rois: int = DEFAULT_ROIS,
+        window_s: int = DEFAULT_WINDOW_S,
+        spectral: str = "multi",
+        scales: Sequence[float] = DEFAULT_SCALES,
+        n_chans: int | None = None,
+        depth: int = 12,
+        filters: int = 8,
+        heads: int = 10,
+        spec_depth: int = 4,
+        spec_heads: int = 8,
+        spec_tokens: int = 32,
+        drop_path: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if n_rois < 1:
+            raise ValueError(f"n_rois must be >= 1, got {n_rois}")
+        if window_s < 1 or int(window_s) != window_s:
+            raise ValueError(f"window_s must be a whole number of seconds >= 1, got {window_s}")
+        if spectral not in ("multi", "single", "off"):
+            raise ValueError(f"spectral must be 'multi', 'single' or 'off', got {spectral!r}")
+        self.n_rois, self.window_s, self.n_chans = n_rois, int(window_s), n_chans
+        self.n_samples = self.window_s * SFREQ
+        self.spectral_mode = spectral
+        self.encoder = LaBraMEncoder(
+            depth=depth,
+            filters=filters,
+            heads=heads,
+            max_patches=max(16, self.window_s),
+            drop_path=drop_path,
+        )
+        dim = self.encoder.dim
+        if spectral == "off":
+            self.scales: tuple[float, ...] = ()
+            self.spectral: MultiScaleSpectral | None = None
+        else:
+            self.scales = tuple(float(s) for s in scales)
+            if spectral == "single" and len(self.scales) != 1:
+                self.scales = (1.0,)
+            self.spectral = MultiScaleSpectral(
+                self.n_samples, self.scales, SFREQ, dim, spec_tokens, spec_depth, spec_heads,
+                SPATIAL_ROWS,
+            )  # fmt: skip
+        self.head = nn.Linear(dim, n_rois)
+        if not self.head.weight.is_meta:
+            nn.init.trunc_normal_(self.head.weight, std=0.02, a=-0.04, b=0.04)
+            nn.init.zeros_(self.head.bias)
+            with torch.no_grad():
+                self.head.weight.mul_(1e-3)
+
+    @classmethod
+    def from_flavor(
+        cls,
+        flavor: str = "base",
+        n_rois: int = DEFAULT_ROIS,
+        n_chans: int | None = len(NEUROBOLT_26),
+        window_s: int = DEFAULT_WINDOW_S,
+        spectral: str = "multi",
+        scales: Sequence[float] = DEFAULT_SCALES,
+        **overrides: Any,
+    ) -> NeuroBOLT:
+        """Build at ``flavor`` (``debug``, ``base``, ``large``, ``huge``)."""
+        if flavor not in FLAVORS:
+            raise ValueError(f"unknown NeuroBOLT flavor {flavor!r}; choose one of {list(FLAVORS)}")
+        kw = {k: v for k, v in FLAVORS[flavor].items() if k != "expected_params"}
+        kw.update(overrides)
+        return cls(n_rois, window_s, spectral, scales, n_chans, **kw)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Checkpoint the temporal encoder's blocks (see :class:`LaBraMEncoder`)."""
+        self.encoder.set_grad_checkpointing(enabled)
+
+    def layer_id(self, param_name: str) -> int:
+        """Depth for layer-wise LR decay (encoder blocks 1..depth, the rest on top)."""
+        if param_name.startswith("encoder."):
+            return self.encoder.layer_id(param_name[len("encoder.") :])
+        return self.encoder.depth + 1
+
+    def forward(self, x: Tensor, ch_idx: Tensor) -> Tensor:
+        """Predict ROI signals.
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, C, T)
+            EEG in microvolts at 200 Hz, ``T = window_s * 200``.
+        ch_idx : LongTensor, shape (C,)
+            Vocabulary rows (:func:`brainxl.channels.channel_indices`).
+
+        Returns
+        -------
+        Tensor, shape (B, n_rois)
+        """
+        check_eeg_input(x, ch_idx, PATCH_SIZE, self.encoder.max_patches, "NeuroBOLT")
+        if x.shape[-1] != self.n_samples:
+            raise ValueError(
+                f"NeuroBOLT was built for {self.window_s} s windows ({self.n_samples} samples) "
+                f"but got {x.shape[-1]} samples; crop/pad the window or build with "
+                f"window_s={x.shape[-1] // SFREQ}"
+            )
+        h = self.encoder(x, ch_idx)
+        if self.spectral is not None:
+            h = h + self.spectral(x * 0.01, ch_idx)
+        return self.head(F.gelu(h))
+
+
+def _build(flavor: str, **overrides: Any) -> NeuroBOLT:
+    return NeuroBOLT.from_flavor(flavor, **overrides)
+
+
+def _example(model: nn.Module, batch_size: int) -> dict[str, Any]:
+    n_chans = model.n_chans or len(NEUROBOLT_26)
+    names = (NEUROBOLT_26 * (n_chans // len(NEUROBOLT_26) + 1))[:n_chans]
+    gen = torch.Generator().manual_seed(0)
+    x = 20.0 * torch.randn(batch_size, n_chans, model.n_samples, generator=gen)
+    return {"x": x, "ch_idx": torch.tensor(channel_indices(names), dtype=torch.long)}
+
+
+def _describe(flavor: str) -> tuple[str, str]:
+    return (
+        f"{len(NEUROBOLT_26)} ch x {DEFAULT_WINDOW_S} s @ {SFREQ} Hz",
+        f"{DEFAULT_ROIS} ROIs",
+    )
+
+
+register_model(
+    ModelSpec(
+        name="neurobolt",
+        build=_build,
+        flavors=FLAVORS,
+        example_inputs=_example,
+        describe_io=_describe,
+        task="eeg2fmri",
+    )
+)
