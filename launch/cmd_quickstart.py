@@ -75,8 +75,11 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(result["run_dir"])
     print(f"\nheld-out subject(s): {', '.join(result['subjects'])}")
     print(f"  {cfg.model.name} mean r = {result['mean_r']:.3f}")
-    if result.get("baseline_mean_r") is not None:
-        print(f"  ridge (band power) mean r = {result['baseline_mean_r']:.3f}")
+    baseline = result.get("baseline_mean_r")
+    if baseline is not None:
+        print(f"  ridge (band power) mean r = {baseline:.3f}")
+        verdict = "beats" if result["mean_r"] > baseline else "does NOT beat"
+        print(f"  -> {cfg.model.name} {verdict} the ridge baseline on this fold")
     if result.get("fraction_of_ceiling") is not None:
         print(f"  fraction of the noise ceiling reached = {result['fraction_of_ceiling']:.2f}")
     print(f"report: {folder / 'report' / 'report.html'}")
