@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -106,28 +104,15 @@ def _worker(args: argparse.Namespace) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _run_one(model: str, flavor: str, nproc: int, zero: int, a: argparse.Namespace) -> dict:
+    from launch.local import free_port, rank_env
+
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        port = _free_port()
+        port = free_port()
         procs = []
         for rank in range(nproc):
-            env = dict(
-                os.environ,
-                RANK=str(rank),
-                WORLD_SIZE=str(nproc),
-                LOCAL_RANK=str(rank),
-                LOCAL_WORLD_SIZE=str(nproc),
-                MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(port),
-            )
-            env.setdefault("OMP_NUM_THREADS", str(max((os.cpu_count() or 1) // nproc, 1)))
+            env = rank_env(rank, nproc, port)
             cmd = [
                 sys.executable,
                 __file__,

@@ -27,6 +27,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def rank_env(rank: int, nproc: int, port: int) -> dict[str, str]:
+    """This process's environment plus what local rank ``rank`` of ``nproc`` needs.
+
+    Sets the torch.distributed variables (master on 127.0.0.1:``port``) and, unless the
+    user chose one, ``OMP_NUM_THREADS`` so the ranks share the cores instead of
+    oversubscribing them.
+    """
+    env = dict(os.environ)
+    env.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(nproc),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(nproc),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    env.setdefault("OMP_NUM_THREADS", str(max((os.cpu_count() or 1) // nproc, 1)))
+    return env
+
+
 def _tail(path: Path, n: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
@@ -62,16 +82,7 @@ def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
     procs: list[subprocess.Popen] = []
     files = []
     for rank in range(nproc):
-        penv = dict(os.environ)
-        penv.update(
-            RANK=str(rank),
-            WORLD_SIZE=str(nproc),
-            LOCAL_RANK=str(rank),
-            LOCAL_WORLD_SIZE=str(nproc),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-        )
-        penv.setdefault("OMP_NUM_THREADS", str(max((os.cpu_count() or 1) // nproc, 1)))
+        penv = rank_env(rank, nproc, port)
         out = None
         if rank > 0:
             out = open(logs / f"rank{rank}.log", "w")  # noqa: SIM115 - closed below

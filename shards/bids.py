@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from shards.config import IngestConfig
-from shards.ingest_errors import (
+from shards.errors import (
     AtlasMismatchError,
     IngestError,
     MissingFileError,

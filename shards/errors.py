@@ -1,6 +1,13 @@
-"""Errors raised while writing or reading shards."""
+"""Errors of the data side; each message names the offending file and the fix.
+
+:class:`ShardError` is raised while writing or reading shards; the ingest errors
+(``shards.bids`` / ``shards.preprocess`` / ``shards.source``) all derive from
+:class:`IngestError`, so callers can catch one type. All are ValueErrors.
+"""
 
 from __future__ import annotations
+
+from brainxl.channels import UnknownChannelError
 
 
 class ShardError(ValueError):
@@ -27,30 +34,41 @@ class ShardError(ValueError):
         return (type(self), (self.path, self.key, self.reason))
 
 
-# Ingest errors (shards.bids / shards.preprocess / shards.source) live in their own module.
-from shards.ingest_errors import (  # noqa: E402
-    AtlasMismatchError,
-    BadChannelError,
-    ChannelNameError,
-    IngestError,
-    MissingFileError,
-    SamplingRateError,
-    ShortRecordingError,
-    SidecarError,
-    SourceModelError,
-    SyncError,
-)
+class IngestError(ValueError):
+    """A BIDS dataset cannot be turned into recordings as it stands."""
 
-__all__ = [
-    "AtlasMismatchError",
-    "BadChannelError",
-    "ChannelNameError",
-    "IngestError",
-    "MissingFileError",
-    "SamplingRateError",
-    "ShardError",
-    "ShortRecordingError",
-    "SidecarError",
-    "SourceModelError",
-    "SyncError",
-]
+
+class MissingFileError(IngestError):
+    """A required data file or sidecar (``*_eeg.json``, ``*_bold.json``, ...) is missing."""
+
+
+class SidecarError(IngestError):
+    """A sidecar exists but lacks a required field or holds an invalid value."""
+
+
+class SamplingRateError(IngestError):
+    """Sampling rates (or the TR) disagree between a sidecar and the data it describes."""
+
+
+class ShortRecordingError(IngestError):
+    """The electrophysiology does not cover every BOLD volume of the run."""
+
+
+class SyncError(IngestError):
+    """Volume triggers are inconsistent with the BOLD run (spacing or count)."""
+
+
+class BadChannelError(IngestError):
+    """Channels with NaN/infinite values or flat signals."""
+
+
+class ChannelNameError(IngestError, UnknownChannelError):
+    """Channel names that do not map onto the standard vocabulary (or collide there)."""
+
+
+class AtlasMismatchError(IngestError):
+    """An atlas whose grid (shape or affine) differs from the BOLD image."""
+
+
+class SourceModelError(IngestError):
+    """The forward model or parcellation does not fit the recording."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from brainxl.channels import UnknownChannelError, canonicalize
 from shards.config import PreprocessConfig
-from shards.ingest_errors import BadChannelError, ChannelNameError, IngestError
+from shards.errors import BadChannelError, ChannelNameError, IngestError
 
 if TYPE_CHECKING:
     import mne

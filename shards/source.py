@@ -27,7 +27,7 @@ import numpy as np
 
 from brainxl.channels import canonical_name
 from shards.config import SourceConfig
-from shards.ingest_errors import MissingFileError, SourceModelError
+from shards.errors import MissingFileError, SourceModelError
 
 if TYPE_CHECKING:
     import mne
