@@ -83,6 +83,7 @@ class TrainConfig:
     activation_checkpointing: bool = False
     val_every: int = 100  # steps between validations (0 = never)
     patience: int = 0  # validations without improvement before stopping (0 = off)
+    keep_best: bool = True  # test/evaluate the best-validation weights (best_model.pt)
     ckpt_every: int = 100  # steps between checkpoints (0 = only at the end)
     keep_last: int = 2  # checkpoints kept (>= 1)
     log_every: int = 10  # steps between progress lines

@@ -33,6 +33,10 @@ from distrib.tasks import (
     install_fc_graphs,
 )
 
+#: Weights of the best validation step and their step / validation loss (run folder).
+BEST_WEIGHTS = "best_model.pt"
+BEST_META = "best_model.json"
+
 
 @dataclass
 class LoopState:
@@ -143,8 +147,12 @@ class Trainer:
         self.low_precision = module_dtype(self.engine) != torch.float32
         if resume_tag is not None:
             self._resume(resume_tag)
-        elif self.graphs is not None:
-            self.report({"split": "graph", "step": 0, **self.graphs})
+        else:
+            if env.is_main:  # a fresh start: no best weights of an abandoned attempt
+                for name in (BEST_WEIGHTS, BEST_META):
+                    (run_dir / name).unlink(missing_ok=True)
+            if self.graphs is not None:
+                self.report({"split": "graph", "step": 0, **self.graphs})
 
     # ----------------------------------------------------------------- checkpoints
     def _resume(self, tag: str) -> None:
@@ -297,6 +305,8 @@ class Trainer:
                 self.state.step,
                 0,
             )
+            if t.keep_best:
+                self._save_best(m)
         else:
             self.state.bad_validations += 1
             if t.patience and self.state.bad_validations >= t.patience:
@@ -310,6 +320,46 @@ class Trainer:
                 "stopped_early": int(self.state.stopped_early),
             }
         )
+
+    def _plain_weights(self) -> dict[str, torch.Tensor] | None:
+        """Consolidated fp32 weights on rank 0 (collective; None on the other ranks)."""
+        weights = consolidated_state_dict(self.engine)
+        if weights is not None:  # integer buffers (SAMBA's graphs) keep their dtype
+            dtypes = {k: v.dtype for k, v in self.engine.module.state_dict().items()}
+            weights = {
+                k: v if dtypes[k].is_floating_point else v.to(dtypes[k]) for k, v in weights.items()
+            }
+        return weights
+
+    def _save_best(self, metrics: dict[str, Any]) -> None:
+        """Write the current weights as ``best_model.pt`` (collective; rank 0 writes)."""
+        weights = self._plain_weights()
+        if self.env.rank != 0:
+            return
+        tmp = self.run_dir / f".{BEST_WEIGHTS}.tmp"
+        torch.save(weights, tmp)
+        os.replace(tmp, self.run_dir / BEST_WEIGHTS)
+        meta = {"step": self.state.step, "val_loss": metrics["loss"]}
+        meta["val_pearson_r"] = metrics.get("pearson_r")
+        tmp = self.run_dir / f".{BEST_META}.tmp"
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, self.run_dir / BEST_META)
+
+    def _test_weights(
+        self, final: dict[str, torch.Tensor] | None
+    ) -> tuple[dict[str, torch.Tensor] | None, str]:
+        """The weights the test subject is scored with (rank 0) and which ones they are."""
+        if self.env.rank != 0 or not self.cfg.train.keep_best or self.state.best_step < 0:
+            return final, "final"
+        step = best_weights_step(self.run_dir)
+        if step != self.state.best_step:
+            print(
+                f"warning: {self.run_dir / BEST_WEIGHTS} is from step {step}, not the best "
+                f"validation step {self.state.best_step}; testing the final weights"
+            )
+            return final, "final"
+        best = torch.load(self.run_dir / BEST_WEIGHTS, map_location="cpu", weights_only=True)
+        return best, f"best (step {step})"
 
     @torch.no_grad()
     def evaluate_source(self, source: BatchSource) -> dict[str, Any]:
@@ -350,7 +400,7 @@ class Trainer:
         return out
 
     def test(self, weights: dict[str, torch.Tensor] | None) -> dict[str, Any]:
-        """Score the LOSO test subject on rank 0 with a plain copy of the final weights.
+        """Score the LOSO test subject on rank 0 with a plain copy of ``weights``.
 
         Every test window is predicted once (as ``brainxl evaluate`` does); writes
         ``<run_dir>/test/predictions-<subject>.npz`` and ``metrics-<subject>.json``.
@@ -398,14 +448,12 @@ class Trainer:
                 "test": list(self.fold.split.test),
             },
         }
-        weights = consolidated_state_dict(self.engine)
-        if weights is not None:  # integer buffers (SAMBA's graphs) keep their dtype
-            dtypes = {k: v.dtype for k, v in self.engine.module.state_dict().items()}
-            weights = {
-                k: v if dtypes[k].is_floating_point else v.to(dtypes[k]) for k, v in weights.items()
-            }
+        weights = self._plain_weights()
         if self.fold.test is not None:
-            test = self.test(weights)
+            test_weights, which = self._test_weights(weights)
+            test = self.test(test_weights)
+            if test:
+                test["weights"] = which
             final["test"] = test
             self.report(
                 {
@@ -422,6 +470,14 @@ class Trainer:
             tmp.write_text(json.dumps(final, indent=2, default=float))
             os.replace(tmp, self.run_dir / "final_metrics.json")
         return final
+
+
+def best_weights_step(run_dir: str | Path) -> int | None:
+    """Step of the run's ``best_model.pt`` (None when there is none)."""
+    meta = Path(run_dir) / BEST_META
+    if not (Path(run_dir) / BEST_WEIGHTS).is_file() or not meta.is_file():
+        return None
+    return int(json.loads(meta.read_text())["step"])
 
 
 def _objective(cfg: RunConfig):

@@ -1,8 +1,9 @@
 """``brainxl evaluate RUN_OR_CKPT``: score a trained model on held-out subjects, write a report.
 
-RUN_OR_CKPT is a run folder (uses ``final_model.pt``, else the latest checkpoint) or a
-checkpoint folder (``<run>/checkpoints/step00000500``). Runs in one process without
-DeepSpeed; normalisation uses the run's training subjects only.
+RUN_OR_CKPT is a run folder (uses ``best_model.pt``, the weights of the best validation
+step, or with ``--weights final`` ``final_model.pt``; the latest checkpoint while the run
+is unfinished) or a checkpoint folder (``<run>/checkpoints/step00000500``). Runs in one
+process without DeepSpeed; normalisation uses the run's training subjects only.
 """
 
 from __future__ import annotations
@@ -25,20 +26,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-report", action="store_true", help="skip plots and report files")
     parser.add_argument("--no-baseline", action="store_true", help="skip the ridge baseline")
     parser.add_argument(
+        "--weights",
+        choices=("best", "final"),
+        default="best",
+        help="of a finished run: the best-validation weights (default) or the final ones",
+    )
+    parser.add_argument(
         "--bids", default=None, help="simulated BIDS dataset: score against its noise ceiling"
     )
 
 
-def locate(target: str | Path) -> tuple[Path, Path | None, str | None]:
-    """``(run_dir, checkpoint_dir, tag)`` of a run or checkpoint folder (tag None: final)."""
+def _best_is_current(run_dir: Path) -> bool:
+    """True when ``best_model.pt`` holds the best validation step the finished run recorded."""
+    from distrib.trainer import best_weights_step
+
+    metrics = run_dir / "final_metrics.json"
+    step = best_weights_step(run_dir)
+    if step is None or not metrics.is_file():
+        return False
+    return json.loads(metrics.read_text()).get("best_step") == step
+
+
+def locate(target: str | Path, weights: str = "best") -> tuple[Path, Path | None, str | None]:
+    """``(run_dir, checkpoint_dir, tag)`` of a run or checkpoint folder.
+
+    ``tag`` is None for ``final_model.pt`` and ``"best"`` for ``best_model.pt`` (a finished
+    run's folder with ``weights="best"`` and best weights that match its metrics).
+    """
     from distrib.checkpoint import META, read_latest
 
+    if weights not in ("best", "final"):
+        raise ValueError(f"weights must be 'best' or 'final', got {weights!r}")
     p = Path(target)
     if (p / META).is_file():
         return p.parent.parent, p.parent, p.name
     if (p / "config.yaml").is_file():
         if (p / "final_model.pt").is_file():
-            return p, None, None
+            return p, None, "best" if weights == "best" and _best_is_current(p) else None
         tag = read_latest(p / "checkpoints")
         if tag is None:
             raise ValueError(f"{p}: no final_model.pt and no complete checkpoint; train it first")
@@ -47,11 +71,12 @@ def locate(target: str | Path) -> tuple[Path, Path | None, str | None]:
 
 
 def load_weights(run_dir: Path, ckpt_dir: Path | None, tag: str | None) -> dict[str, Any]:
-    """fp32 weights of the final model or of checkpoint ``tag`` (any ZeRO stage)."""
+    """fp32 weights of the final or best model or of checkpoint ``tag`` (any ZeRO stage)."""
     import torch
 
     if ckpt_dir is None:
-        return torch.load(run_dir / "final_model.pt", map_location="cpu", weights_only=True)
+        name = "best_model.pt" if tag == "best" else "final_model.pt"
+        return torch.load(run_dir / name, map_location="cpu", weights_only=True)
     from distrib.checkpoint import read_meta
 
     if read_meta(ckpt_dir, tag)["zero_stage"] == 0:
@@ -83,6 +108,7 @@ def evaluate(
     report: bool = True,
     bids_root: str | Path | None = None,
     baseline: bool = True,
+    weights: str = "best",
 ) -> dict[str, Any]:
     """Score the model of ``target`` on ``subjects`` and write a report.
 
@@ -98,6 +124,8 @@ def evaluate(
         The simulated BIDS dataset: adds each subject's noise ceiling.
     baseline : bool
         Also fit the band-power ridge baseline (EEG -> fMRI on sensors only).
+    weights : {"best", "final"}
+        Of a finished run: the best-validation weights, or the final ones.
 
     Returns
     -------
@@ -115,7 +143,7 @@ def evaluate(
     from distrib.tasks import build_model_and_adapter
     from distrib.trainer import data_info
 
-    run_dir, ckpt_dir, tag = locate(target)
+    run_dir, ckpt_dir, tag = locate(target, weights)
     cfg = load_config(run_dir / "config.yaml")
     fold = build_fold(cfg, 0, 1)
     if subjects == "test":
@@ -194,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
             report=not args.no_report,
             bids_root=args.bids,
             baseline=not args.no_baseline,
+            weights=args.weights,
         )
     except ValueError as err:
         print(f"error: {err}")

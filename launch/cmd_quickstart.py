@@ -19,9 +19,10 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="data/quickstart", help="working folder")
-    parser.add_argument("--subjects", type=int, default=4, help="simulated subjects")
-    parser.add_argument("--minutes", type=float, default=6.0, help="minutes per subject")
+    parser.add_argument("--subjects", type=int, default=8, help="simulated subjects")
+    parser.add_argument("--minutes", type=float, default=8.0, help="minutes per subject")
     parser.add_argument("--parcels", type=int, default=16, help="simulated parcels (BOLD ROIs)")
+    parser.add_argument("--montage", default="biosemi32", help="MNE montage of the EEG")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed")
     parser.add_argument("--nproc", type=int, default=2, help="local training ranks")
     parser.add_argument("--config", default="quickstart", help="training config")
@@ -50,7 +51,12 @@ def run(args: argparse.Namespace) -> int:
         from brainxl.simulate import simulate_dataset
 
         summary = simulate_dataset(
-            bids, args.subjects, args.minutes, args.seed, n_parcels=args.parcels
+            bids,
+            args.subjects,
+            args.minutes,
+            args.seed,
+            n_parcels=args.parcels,
+            montage=args.montage,
         )
         print(summary.format())
     print(f"[{time.perf_counter() - t:.1f} s]")
@@ -78,8 +84,9 @@ def run(args: argparse.Namespace) -> int:
     baseline = result.get("baseline_mean_r")
     if baseline is not None:
         print(f"  ridge (band power) mean r = {baseline:.3f}")
-        verdict = "beats" if result["mean_r"] > baseline else "does NOT beat"
-        print(f"  -> {cfg.model.name} {verdict} the ridge baseline on this fold")
+        diff = result["mean_r"] - baseline
+        verdict = "beats" if diff > 0 else "does NOT beat"
+        print(f"  -> {cfg.model.name} {verdict} the ridge baseline on this fold (r {diff:+.3f})")
     if result.get("fraction_of_ceiling") is not None:
         print(f"  fraction of the noise ceiling reached = {result['fraction_of_ceiling']:.2f}")
     print(f"report: {folder / 'report' / 'report.html'}")

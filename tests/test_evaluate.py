@@ -51,13 +51,14 @@ def test_early_stopping_on_validation(trained: Path) -> None:
 def test_evaluate_reproduces_the_training_test_score(trained: Path) -> None:
     final = json.loads((trained / "final_metrics.json").read_text())
     result = evaluate(trained, "test", report=True)
-    assert result["subjects"] == ["04"] and result["weights"] == "final"
+    assert result["subjects"] == ["04"] and result["weights"] == "best"
+    assert final["test"]["weights"] == "best (step 3)"
     assert result["per_subject"]["04"] == pytest.approx(final["test"]["mean_r"], abs=1e-6)
     assert isinstance(result["baseline_mean_r"], float)  # ridge on band power, same subject
     assert result["fraction_of_ceiling"] is None  # no simulated BIDS dataset given
     assert "ridge" in (trained / "report" / "report.md").read_text()
     assert (trained / "report" / "report.html").is_file()
-    assert (trained / "evaluation" / "final" / "predictions-04.npz").is_file()
+    assert (trained / "evaluation" / "best" / "predictions-04.npz").is_file()
 
 
 def test_evaluate_a_checkpoint_and_bad_targets(trained: Path, tmp_path: Path) -> None:
@@ -69,3 +70,50 @@ def test_evaluate_a_checkpoint_and_bad_targets(trained: Path, tmp_path: Path) ->
     assert result["per_subject"]["03"] == pytest.approx(final["per_subject"]["03"], abs=1e-6)
     with pytest.raises(ValueError, match="neither a run folder"):
         locate(tmp_path)
+
+
+def test_best_validation_weights_are_kept_and_tested(tmp_path: Path) -> None:
+    """best_model.pt = the weights at the best validation step; test and evaluate use them."""
+    import torch
+
+    from launch.cmd_evaluate import load_weights
+
+    shards = write_shards(tmp_path / "shards")
+    ov = overrides(
+        shards,
+        tmp_path / "runs",
+        train__lr=3e-2,
+        train__steps=8,
+        train__val_every=1,
+        train__ckpt_every=1,
+        train__keep_last=8,
+        train__schedule="constant",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.cli", "train", *ov],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (run,) = (tmp_path / "runs" / "default").iterdir()
+    final = json.loads((run / "final_metrics.json").read_text())
+    best_step = final["best_step"]
+    vals = [
+        json.loads(line)
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if '"split": "val"' in line
+    ]
+    assert best_step == min(vals, key=lambda m: m["loss"])["step"]
+    assert json.loads((run / "best_model.json").read_text())["step"] == best_step
+    best = torch.load(run / "best_model.pt", weights_only=True)
+    at_best = load_weights(run, run / "checkpoints", f"step{best_step:08d}")
+    assert all(torch.equal(best[k].float(), at_best[k]) for k in at_best)
+    assert final["test"]["weights"] == f"best (step {best_step})"
+    by_best = evaluate(run, "test", report=False, baseline=False)
+    by_final = evaluate(run, "test", report=False, baseline=False, weights="final")
+    assert (by_best["weights"], by_final["weights"]) == ("best", "final")
+    assert by_best["mean_r"] == pytest.approx(final["test"]["mean_r"], abs=1e-6)
+    if best_step != final["step"]:
+        assert by_final["mean_r"] != pytest.approx(by_best["mean_r"], abs=1e-6)

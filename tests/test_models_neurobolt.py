@@ -124,7 +124,10 @@ def _model(window_s: int = 4, **kw) -> NeuroBOLT:
     torch.manual_seed(0)
     model = NeuroBOLT.from_flavor("debug", window_s=window_s, drop_path=0.0, **kw)
     with torch.no_grad():  # a visible head: the 1e-3 init makes outputs tiny
-        model.head.weight.normal_()
+        if model.readout == "mean":
+            model.head.weight.normal_()
+        else:
+            model.channel_readout.channels.normal_()
     return model.eval()
 
 
@@ -252,3 +255,54 @@ def test_training_reduces_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_channel_readout_is_montage_independent_and_per_roi():
+    model = _model(readout="channel", readout_rank=2, n_rois=5)
+    assert not hasattr(model, "head")
+    rows, n_rois, rank = model.channel_readout.channels.shape
+    assert (n_rois, rank) == (5, 2) and model.channel_readout.features.shape[:2] == (5, 2)
+    x, idx = _eeg(NEUROBOLT_26, 4)
+    perm = torch.randperm(len(NEUROBOLT_26), generator=torch.Generator().manual_seed(2))
+    y = model(x, idx)
+    assert y.shape == (2, 5)
+    assert torch.allclose(y, model(x[:, perm], idx[perm]), atol=1e-5)
+    # a channel's weight for one ROI moves that ROI's output only
+    with torch.no_grad():
+        model.channel_readout.channels[idx[3] + 1, 2] += 1.0
+    moved = (model(x, idx) - y).abs().amax(dim=0)
+    assert moved[2] > 1e-4 and torch.all(moved[[0, 1, 3, 4]] == 0)
+    # a subset of the montage still works (unused vocabulary rows are ignored)
+    assert model(x[:, :8], idx[:8]).shape == (2, 5)
+
+
+def test_channel_readout_options_are_checked():
+    with pytest.raises(ValueError, match="readout must be"):
+        _model(readout="attention")
+    with pytest.raises(ValueError, match="readout_rank must be"):
+        _model(readout="channel", readout_rank=0)
+
+
+def test_channel_readout_learns_a_channel_specific_target():
+    """Targets = log power of two different channels, under random per-channel gains."""
+    torch.manual_seed(0)
+    model = NeuroBOLT.from_flavor(
+        "debug", window_s=4, n_rois=2, readout="channel", drop_path=0.0
+    ).train()
+    names = NEUROBOLT_26[:6]
+    gen = torch.Generator().manual_seed(5)
+    gains = torch.exp(torch.randn(64, len(names), 1, generator=gen))
+    x = 20.0 * gains * torch.randn(64, len(names), 800, generator=gen)
+    idx = torch.tensor(channel_indices(names))
+    y = torch.log(x[:, [0, 4]].pow(2).mean(-1))
+    y = (y - y.mean(0)) / y.std(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = torch.nn.functional.mse_loss(model(x, idx), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pred = model.eval()(x, idx)
+    r = [torch.corrcoef(torch.stack([pred[:, k], y[:, k]]))[0, 1].item() for k in range(2)]
+    assert min(r) > 0.7, r

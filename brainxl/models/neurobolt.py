@@ -6,6 +6,11 @@ fused as ``head(GELU(temporal + spectral))`` with a linear head to ``n_rois`` ou
 initialised at 1e-3 scale. ``spectral="single"`` and ``"off"`` give the paper's
 ablations. Unlike the official code, all ROIs are predicted at once and the spectral
 branch processes all channels in one batched STFT.
+
+``readout="channel"`` replaces the mean pooling with :class:`ChannelReadout`, a
+per-ROI linear map over channels and features (factorised, indexed by vocabulary row):
+with one model for all ROIs, mean pooling over channels leaves too little spatial
+information to tell ROIs apart (the official code trains one model per ROI).
 """
 
 from __future__ import annotations
@@ -74,6 +79,44 @@ DEFAULT_WINDOW_S = 16
 DEFAULT_SCALES = (0.5, 1.0, 2.0, 4.0)
 
 
+class ChannelReadout(nn.Module):
+    """Per-ROI linear readout over channels and features, montage-independent.
+
+    ``y[b, r] = bias[r] + mean_c sum_k A[row(c), r, k] * (V[r, k] . z[b, c])``: each ROI
+    gets ``rank`` feature directions ``V[r]`` and, per direction, a weight for every
+    channel of the vocabulary, so the same model reads any montage (channels it never
+    saw keep their initial, near-zero weights).
+
+    Parameters
+    ----------
+    dim : int
+        Feature width per channel.
+    n_rois : int
+    rank : int
+        Feature directions per ROI.
+    n_spatial : int
+        Rows of the channel table (indexed by vocabulary row + 1, as the encoders).
+    """
+
+    def __init__(self, dim: int, n_rois: int, rank: int = 4, n_spatial: int = SPATIAL_ROWS):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"readout_rank must be >= 1, got {rank}")
+        self.rank = rank
+        self.features = nn.Parameter(torch.empty(n_rois, rank, dim))
+        self.channels = nn.Parameter(torch.empty(n_spatial, n_rois, rank))
+        self.bias = nn.Parameter(torch.zeros(n_rois))
+        if not self.bias.is_meta:
+            nn.init.trunc_normal_(self.features, std=0.02, a=-0.04, b=0.04)
+            nn.init.trunc_normal_(self.channels, std=0.02, a=-0.04, b=0.04)
+
+    def forward(self, z: Tensor, ch_idx: Tensor) -> Tensor:
+        """``z`` (B, C, dim) channel features -> (B, n_rois)."""
+        u = torch.einsum("bcd,rkd->bcrk", z, self.features)
+        w = self.channels[ch_idx.long() + 1]  # (C, R, K)
+        return torch.einsum("bcrk,crk->br", u, w) / z.shape[1] + self.bias
+
+
 class NeuroBOLT(WeightsMixin, nn.Module):
     """EEG -> fMRI regression (NeuroBOLT).
 
@@ -98,6 +141,12 @@ class NeuroBOLT(WeightsMixin, nn.Module):
         Spectral tokens per channel.
     drop_path : float
         Stochastic depth of the temporal encoder.
+    readout : {"mean", "channel"}
+        ``"mean"`` (the paper): ``head(GELU(mean tokens))``. ``"channel"``: the two
+        branches' tokens are averaged per channel, summed, passed through GELU and read
+        out by :class:`ChannelReadout`.
+    readout_rank : int
+        Feature directions per ROI of the channel readout.
     """
 
     def __init__(
@@ -114,8 +163,12 @@ class NeuroBOLT(WeightsMixin, nn.Module):
         spec_heads: int = 8,
         spec_tokens: int = 32,
         drop_path: float = 0.1,
+        readout: str = "mean",
+        readout_rank: int = 4,
     ) -> None:
         super().__init__()
+        if readout not in ("mean", "channel"):
+            raise ValueError(f"readout must be 'mean' or 'channel', got {readout!r}")
         if n_rois < 1:
             raise ValueError(f"n_rois must be >= 1, got {n_rois}")
         if window_s < 1 or int(window_s) != window_s:
@@ -144,12 +197,16 @@ class NeuroBOLT(WeightsMixin, nn.Module):
                 self.n_samples, self.scales, SFREQ, dim, spec_tokens, spec_depth, spec_heads,
                 SPATIAL_ROWS,
             )  # fmt: skip
-        self.head = nn.Linear(dim, n_rois)
-        if not self.head.weight.is_meta:
-            nn.init.trunc_normal_(self.head.weight, std=0.02, a=-0.04, b=0.04)
-            nn.init.zeros_(self.head.bias)
-            with torch.no_grad():
-                self.head.weight.mul_(1e-3)
+        self.readout = readout
+        if readout == "channel":
+            self.channel_readout = ChannelReadout(dim, n_rois, readout_rank)
+        else:
+            self.head = nn.Linear(dim, n_rois)
+            if not self.head.weight.is_meta:
+                nn.init.trunc_normal_(self.head.weight, std=0.02, a=-0.04, b=0.04)
+                nn.init.zeros_(self.head.bias)
+                with torch.no_grad():
+                    self.head.weight.mul_(1e-3)
 
     @classmethod
     def from_flavor(
@@ -200,6 +257,13 @@ class NeuroBOLT(WeightsMixin, nn.Module):
                 f"but got {x.shape[-1]} samples; crop/pad the window or build with "
                 f"window_s={x.shape[-1] // SFREQ}"
             )
+        if self.readout == "channel":
+            B, C, _ = x.shape
+            h = self.encoder.forward_features(x, ch_idx).reshape(B, C, -1, self.encoder.dim)
+            h = h.mean(dim=2)
+            if self.spectral is not None:
+                h = h + self.spectral.forward_tokens(x * 0.01, ch_idx).mean(dim=2)
+            return self.channel_readout(F.gelu(h), ch_idx)
         h = self.encoder(x, ch_idx)
         if self.spectral is not None:
             h = h + self.spectral(x * 0.01, ch_idx)

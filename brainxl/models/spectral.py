@@ -5,7 +5,8 @@ magnitude spectrogram of all channels is taken in one ``unfold + rfft``; a linea
 frequency (bins -> ``dim``) and one over frames (frames -> ``n_tokens``) embed it, the
 scales are summed, a learned per-channel embedding (by vocabulary row) and sinusoidal
 positions are added, and a linear-attention transformer encodes the ``C x n_tokens``
-tokens. The output is their mean, shape (B, dim).
+tokens. The output is their mean, shape (B, dim), or with :meth:`forward_tokens` the
+tokens themselves, per channel.
 """
 
 from __future__ import annotations
@@ -161,6 +162,21 @@ class MultiScaleSpectral(nn.Module):
         -------
         Tensor, shape (B, dim)
         """
+        return self.forward_tokens(x, ch_idx).mean(dim=(1, 2))
+
+    def forward_tokens(self, x: Tensor, ch_idx: Tensor) -> Tensor:
+        """Encode into final-normed tokens, kept per channel.
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, C, T)
+            Scaled EEG, ``T == n_samples``.
+        ch_idx : LongTensor, shape (C,)
+
+        Returns
+        -------
+        Tensor, shape (B, C, n_tokens, dim)
+        """
         B, C, T = x.shape
         if self.n_samples != T:
             raise ValueError(
@@ -173,7 +189,8 @@ class MultiScaleSpectral(nn.Module):
             tok = tmap(spec.transpose(-1, -2)).transpose(-1, -2)  # (B, C, n_tokens, D)
             h = tok if h is None else h + tok
         h = h + self.channel_embed[ch_idx.long() + 1][:, None, :] + self.positions
-        h = h.reshape(B, -1, h.shape[-1])
+        n_tokens, dim = h.shape[-2:]
+        h = h.reshape(B, -1, dim)
         for blk in self.blocks:
             h = blk(h)
-        return self.norm(h).mean(dim=1)
+        return self.norm(h).reshape(B, C, n_tokens, dim)
