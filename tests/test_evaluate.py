@@ -29,6 +29,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         train__patience=1,
         train__zero_stage=1,
     )
+    return _train(ov, root / "runs")
+
+
+def _train(ov: list[str], runs: Path) -> Path:
+    """``brainxl train`` with overrides ``ov``; the run folder."""
     proc = subprocess.run(
         [sys.executable, "-m", "launch.cli", "train", *ov],
         cwd=REPO,
@@ -37,7 +42,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=240,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    (folder,) = (root / "runs" / "default").iterdir()
+    (folder,) = (runs / "default").iterdir()
     return folder
 
 
@@ -89,15 +94,7 @@ def test_best_validation_weights_are_kept_and_tested(tmp_path: Path) -> None:
         train__keep_last=8,
         train__schedule="constant",
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "launch.cli", "train", *ov],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    (run,) = (tmp_path / "runs" / "default").iterdir()
+    run = _train(ov, tmp_path / "runs")
     final = json.loads((run / "final_metrics.json").read_text())
     best_step = final["best_step"]
     vals = [

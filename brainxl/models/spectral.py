@@ -150,18 +150,7 @@ class MultiScaleSpectral(nn.Module):
         return torch.fft.rfft(frames.float(), dim=-1).abs()
 
     def forward(self, x: Tensor, ch_idx: Tensor) -> Tensor:
-        """Encode.
-
-        Parameters
-        ----------
-        x : Tensor, shape (B, C, T)
-            Scaled EEG, ``T == n_samples``.
-        ch_idx : LongTensor, shape (C,)
-
-        Returns
-        -------
-        Tensor, shape (B, dim)
-        """
+        """Mean of :meth:`forward_tokens` over channels and tokens, shape (B, dim)."""
         return self.forward_tokens(x, ch_idx).mean(dim=(1, 2))
 
     def forward_tokens(self, x: Tensor, ch_idx: Tensor) -> Tensor:
