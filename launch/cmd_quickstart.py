@@ -19,7 +19,7 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="data/quickstart", help="working folder")
-    parser.add_argument("--subjects", type=int, default=8, help="simulated subjects")
+    parser.add_argument("--subjects", type=int, default=12, help="simulated subjects")
     parser.add_argument("--minutes", type=float, default=8.0, help="minutes per subject")
     parser.add_argument("--parcels", type=int, default=16, help="simulated parcels (BOLD ROIs)")
     parser.add_argument("--montage", default="biosemi32", help="MNE montage of the EEG")
@@ -27,6 +27,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nproc", type=int, default=2, help="local training ranks")
     parser.add_argument("--config", default="quickstart", help="training config")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.steps=50")
+
+
+def reuse_mismatch(bids: Path, subjects: int, minutes: float, montage: str) -> str | None:
+    """Why the simulated dataset already in ``bids`` does not match the request (None: it does).
+
+    Compares the subject count, the montage and the number of volumes with what
+    ``subjects``, ``montage`` and ``minutes`` would simulate.
+    """
+    import json
+
+    found = sorted(p.name for p in bids.glob("sub-*") if p.is_dir())
+    if len(found) != subjects:
+        return f"{len(found)} subjects, not {subjects}"
+    params = (
+        bids
+        / "derivatives"
+        / "brainxl-sim"
+        / found[0]
+        / (f"{found[0]}_desc-simulation_params.json")
+    )
+    if not params.is_file():
+        return f"no simulation parameters ({params} is missing)"
+    p = json.loads(params.read_text())
+    if p.get("montage") != montage:
+        return f"montage {p.get('montage')}, not {montage}"
+    volumes = int(round(minutes * 60.0 / p["tr"]))
+    if p.get("n_volumes") != volumes:
+        return f"{p.get('n_volumes')} volumes per run, not {volumes} ({minutes:g} min)"
+    return None
 
 
 def _step(title: str) -> float:
@@ -46,6 +75,13 @@ def run(args: argparse.Namespace) -> int:
 
     t = _step(f"1/4 simulate {args.subjects} subjects x {args.minutes:g} min -> {bids}")
     if (bids / "dataset_description.json").is_file():
+        why = reuse_mismatch(bids, args.subjects, args.minutes, args.montage)
+        if why is not None:
+            print(
+                f"error: {bids} holds another simulated dataset ({why}); remove {out} or "
+                "choose another --out"
+            )
+            return 2
         print("reusing the simulated dataset already there")
     else:
         from brainxl.simulate import simulate_dataset

@@ -35,3 +35,25 @@ def test_console_script_runs():
 def test_no_command_prints_help_and_fails(capsys):
     assert main([]) == 2
     assert build_parser().prog == "brainxl"
+
+
+def test_quickstart_refuses_to_reuse_a_different_dataset(sim_bids, tmp_path, capsys):
+    """The quickstart reuses a simulated dataset only if it is the one it would simulate."""
+    import argparse
+    import shutil
+
+    from launch import cmd_quickstart
+    from launch.cmd_quickstart import reuse_mismatch
+
+    assert reuse_mismatch(sim_bids, 3, 2.0, "biosemi64") is None
+    assert reuse_mismatch(sim_bids, 12, 2.0, "biosemi64") == "3 subjects, not 12"
+    assert reuse_mismatch(sim_bids, 3, 2.0, "biosemi32") == "montage biosemi64, not biosemi32"
+    assert "volumes per run" in reuse_mismatch(sim_bids, 3, 8.0, "biosemi64")
+    out = tmp_path / "qs"
+    shutil.copytree(sim_bids, out / "bids")
+    parser = argparse.ArgumentParser()
+    cmd_quickstart.add_arguments(parser)
+    assert cmd_quickstart.run(parser.parse_args(["--out", str(out)])) == 2
+    err = capsys.readouterr().out
+    assert "3 subjects, not 12" in err and "choose another --out" in err
+    assert not (out / "shards").exists()  # nothing written after the refusal
