@@ -17,6 +17,9 @@ from typing import Any
 
 from distrib.config import RunConfig, fold_name, load_config, run_dir, run_id, save_run_config
 
+#: Run-folder file naming the shards the run trains on (see :func:`data_identity`).
+DATA_ID = "data.json"
+
 
 def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None) -> dict:
     """Train ``cfg`` in this rank process; returns the final metrics (same on every rank).
@@ -44,6 +47,9 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
     _stop_on_usr2()
     env = detect_env()
     folder = run_dir(cfg)
+    data_id = data_identity(cfg)
+    if cfg.run.resume:
+        check_same_data(folder, data_id)
     done = folder / "final_metrics.json"
     if cfg.run.resume and done.is_file():
         if env.is_main:
@@ -60,6 +66,9 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
     init_distributed(env)
     if env.is_main:
         save_run_config(cfg, folder)
+        tmp = folder / f".{DATA_ID}.tmp"
+        tmp.write_text(json.dumps(data_id, indent=2))
+        tmp.replace(folder / DATA_ID)
     dist.barrier()
     reporter = make_reporter(
         cfg,
@@ -79,6 +88,44 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
     if env.is_main:
         print(f"run folder: {folder}")
     return result
+
+
+def data_identity(cfg: RunConfig) -> dict[str, str]:
+    """The shards a run trains on: their folder and a digest of their ``manifest.json``.
+
+    The run folder's name hashes the config only, so the manifest digest (over everything
+    but its creation time, shard checksums included) is what tells a resumed run that
+    the data under the same path has changed.
+    """
+    import hashlib
+
+    shards = Path(cfg.data.shards)
+    manifest = shards / "manifest.json"
+    if not manifest.is_file():
+        raise ValueError(
+            f"{manifest} not found: data.shards must be a folder written by `brainxl shard`"
+        )
+    content = json.loads(manifest.read_text())
+    content.pop("created", None)
+    blob = json.dumps(content, sort_keys=True).encode()
+    digest = hashlib.sha256(blob).hexdigest()
+    return {"shards": str(shards.resolve()), "manifest_sha256": digest}
+
+
+def check_same_data(folder: Path, data_id: dict[str, str]) -> None:
+    """Refuse to resume (or report as complete) a run whose shards have changed since."""
+    path = folder / DATA_ID
+    if not path.is_file():
+        return
+    before = json.loads(path.read_text())
+    if before.get("manifest_sha256") != data_id["manifest_sha256"]:
+        raise ValueError(
+            f"the shards of run {folder} changed since it started: {data_id['shards']}/"
+            f"manifest.json now has digest {data_id['manifest_sha256'][:12]}, the run was "
+            f"trained on {before.get('manifest_sha256', '?')[:12]} ({before.get('shards')}). "
+            "Resuming would mix two datasets: pass run.resume=false to start this run over, "
+            "or run.name=<new name> to keep both"
+        )
 
 
 def _stop_on_usr2() -> None:

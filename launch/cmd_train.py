@@ -39,8 +39,15 @@ def run(args: argparse.Namespace) -> int:
         print(to_yaml(cfg))
         print(f"# run folder: {run_dir(cfg)}")
         return 0
+    from distrib.entry import check_same_data, data_identity
     from launch.local import launch_local
 
+    try:  # the ranks check it too; here the user gets one clean line
+        if cfg.run.resume:
+            check_same_data(run_dir(cfg), data_identity(cfg))
+    except ValueError as err:
+        print(f"error: {err}")
+        return 2
     result = launch_local(cfg, args.nproc)
     summary = {k: v for k, v in result.items() if k in ("step", "best_val_loss", "test", "run_dir")}
     print(json.dumps(summary, indent=2, default=float))

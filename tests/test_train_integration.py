@@ -199,3 +199,27 @@ def test_usr2_saves_on_every_rank_stops_and_the_same_command_resumes(
     assert final["step"] == 40, again.stdout[-2000:]
     first = [r for r in _records(folder, "train") if r["step"] == step + 1]
     assert len(first) == 1, "the resumed run continues after the saved step, redoing none"
+
+
+def test_a_run_refuses_to_resume_on_changed_shards(shards: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "shards"
+    shutil.copytree(shards, data)
+    kw = {"train__steps": 2, "train__val_every": 0}
+    _train(_cmd(data, tmp_path / "runs", 1, **kw))
+    folder = _run_dir(tmp_path / "runs")
+    before = json.loads((folder / "data.json").read_text())
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["created"] = "2000-01-01T00:00:00+00:00"  # a new creation time alone is fine
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    again = _train(_cmd(data, tmp_path / "runs", 1, **kw))
+    assert "already complete" in again.stdout
+    manifest["subjects"].pop("02")  # other data under the same path
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    proc = subprocess.run(
+        _cmd(data, tmp_path / "runs", 1, **kw), cwd=REPO, env=_env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "changed since it started" in proc.stdout and "run.resume=false" in proc.stdout
+    assert json.loads((folder / "data.json").read_text()) == before  # nothing overwritten
