@@ -866,3 +866,28 @@ def from_json(text_or_path: str | os.PathLike[str]) -> SubjectResult | FoldSumma
         f"{src}: expected a brainxl FoldSummary or SubjectResult JSON (kind={kind!r}); "
         "re-run `brainxl evaluate`"
     )
+
+
+def load_true_hrfs(
+    bids_root: str | os.PathLike[str], subject: str, dt: float = 0.1
+) -> np.ndarray | None:
+    """The simulator's HRF kernels of one subject on a ``dt`` grid, unit peak.
+
+    Reads ``derivatives/brainxl-sim/sub-XX/sub-XX_desc-hrf_kernels.tsv`` (a ``time_s``
+    column, then one column per parcel).
+
+    Returns
+    -------
+    ndarray, shape (n_parcels, n_lags) or None
+        None when the dataset is not simulated or the file is missing.
+    """
+    sub = subject if subject.startswith("sub-") else f"sub-{subject}"
+    path = Path(bids_root) / "derivatives" / SIM_DERIVATIVES / sub / f"{sub}_desc-hrf_kernels.tsv"
+    if not path.is_file():
+        return None
+    table = np.loadtxt(path, delimiter="\t", skiprows=1, ndmin=2)
+    t, k = table[:, 0], table[:, 1:].T
+    grid = np.arange(0.0, t[-1] + 1e-9, dt)
+    k = np.stack([np.interp(grid, t, row) for row in k])
+    peak = np.abs(k).max(axis=1, keepdims=True)
+    return k / np.where(peak > 0, peak, 1.0)

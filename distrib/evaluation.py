@@ -99,3 +99,61 @@ def score_subjects(
             )
             bm.to_json(res, out_dir / f"metrics-{s}.json")
     return results
+
+
+def learned_hrfs(model: nn.Module, dt: float = 0.1) -> np.ndarray | None:
+    """The model's learned HRF kernels on a ``dt`` grid, unit peak (None: it has none).
+
+    Returns
+    -------
+    ndarray, shape (n_parcels, n_lags) or None
+        SAMBA's per-parcel double-gamma kernels, one row per input parcel or channel.
+    """
+    from brainxl.models.hrf import DoubleGammaHRF
+
+    hrf = getattr(model, "hrf", None)
+    if not isinstance(hrf, DoubleGammaHRF):
+        return None
+    with torch.no_grad():
+        k = hrf.kernel().float().cpu().numpy()
+    step = max(1, int(round(dt * hrf.sfreq)))
+    k = k[:, ::step]
+    peak = np.abs(k).max(axis=1, keepdims=True)
+    return k / np.where(peak > 0, peak, 1.0)
+
+
+def wavelet_attention(
+    model: nn.Module, adapter: TaskAdapter, source: Any, max_batches: int = 8
+) -> np.ndarray | None:
+    """Mean wavelet-scale attention per input parcel over ``source`` (None: no attention).
+
+    Returns
+    -------
+    ndarray, shape (n_parcels, n_scales) or None
+        The ``scale_weights`` of a SAMBA forward with ``return_aux=True``, averaged over
+        windows and frames.
+    """
+    import inspect
+
+    if "return_aux" not in inspect.signature(model.forward).parameters:
+        return None
+    was_training = model.training
+    model.eval()
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    total, n = None, 0
+    source.set_epoch(0)
+    with torch.no_grad():
+        for i, batch in enumerate(source):
+            if i >= max_batches:
+                break
+            _, aux = model(**adapter.inputs(batch, dtype, device), return_aux=True)
+            w = aux.get("scale_weights")
+            if w is None:
+                break
+            w = w.float().cpu()
+            w = w.reshape(w.shape[0], w.shape[1], -1, w.shape[-1])  # (B, N, frames, J)
+            total = w.sum(dim=(0, 2)) if total is None else total + w.sum(dim=(0, 2))
+            n += w.shape[0] * w.shape[2]
+    model.train(was_training)
+    return None if total is None else (total / n).numpy()

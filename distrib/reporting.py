@@ -199,3 +199,39 @@ def make_reporter(
         )
     sinks.extend(extra or [])
     return Reporter(sinks, is_main=True)
+
+
+def log_figures(
+    cfg: Any, run_dir: str | os.PathLike, figures: dict[str, str | os.PathLike]
+) -> bool:
+    """Log report figures to the run's W&B run (same id, resumed); False when disabled.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    run_dir : path
+        The run folder (W&B files live under it).
+    figures : dict of str to path
+        Figure name to its PNG file.
+    """
+    mode = wandb_mode(cfg.logging.wandb)
+    if mode == "disabled" or not figures:
+        return False
+    import wandb
+
+    from distrib.config import fold_name, run_id
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    run = wandb.init(
+        project=cfg.logging.project,
+        group=cfg.logging.group or cfg.experiment,
+        job_type=fold_name(cfg),
+        name=fold_name(cfg),
+        id=run_id(cfg),
+        resume="allow",
+        dir=str(run_dir),
+        mode=mode,
+    )
+    run.log({f"evaluation/{name}": wandb.Image(str(png)) for name, png in figures.items()})
+    run.finish()
+    return True

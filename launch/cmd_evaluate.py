@@ -102,6 +102,59 @@ def _ridge_baseline(cfg: Any, fold: Any, chosen: list[str], ceilings: dict[str, 
     ).summary
 
 
+def _figures(
+    cfg: Any,
+    model: Any,
+    adapter: Any,
+    fold: Any,
+    chosen: list[str],
+    summary: Any,
+    run_dir: Path,
+    tag: str | None,
+    bids_root: str | Path | None,
+) -> dict[str, Any]:
+    """The report's figures: per-ROI r vs ceiling, per subject, predicted vs true BOLD per
+    subject, learned vs true HRFs and wavelet attention (SAMBA), training curves."""
+    import numpy as np
+
+    from brainxl import metrics as bm
+    from brainxl import plots
+    from distrib.data import subject_source
+    from distrib.evaluation import learned_hrfs, series, wavelet_attention
+
+    predictions = {}
+    for s in chosen:
+        npz = np.load(run_dir / "evaluation" / (tag or "final") / f"predictions-{s}.npz")
+        predictions[s] = (series(npz["pred"]), series(npz["true"]))
+    dt = 0.1
+    learned = learned_hrfs(model, dt)
+    true = None
+    if learned is not None and bids_root is not None:
+        true = bm.load_true_hrfs(bids_root, chosen[0], dt)
+        if true is not None and true.shape[0] == learned.shape[0]:
+            n = min(true.shape[1], learned.shape[1])
+            learned, true = learned[:, :n], true[:, :n]
+        else:
+            true = None  # sensors or other parcels: the kernels are not comparable
+    source = subject_source(cfg, chosen[:1], fold.norm)
+    attention = wavelet_attention(model, adapter, source)
+    records = None
+    jl = run_dir / "metrics.jsonl"
+    if jl.is_file():
+        recs = [json.loads(line) for line in jl.read_text().splitlines() if line.strip()]
+        records = [r for r in recs if r.get("split") in ("train", "val")] or None
+    return plots.standard_figures(
+        summary,
+        predictions if adapter.task == "eeg2fmri" else None,
+        tr=getattr(source, "tr", None),
+        learned_hrfs=learned,
+        true_hrfs=true,
+        hrf_dt=dt,
+        attention=attention,
+        records=records,
+    )
+
+
 def evaluate(
     target: str | Path,
     subjects: str = "test",
@@ -139,7 +192,7 @@ def evaluate(
     from brainxl import metrics as bm
     from distrib.config import load_config, to_dict
     from distrib.data import build_fold
-    from distrib.evaluation import score_subjects, series
+    from distrib.evaluation import score_subjects
     from distrib.tasks import build_model_and_adapter
     from distrib.trainer import data_info
 
@@ -179,20 +232,9 @@ def evaluate(
     out.mkdir(exist_ok=True)
     bm.to_json(summary, out / f"summary-{tag or 'final'}.json")
     if report:
-        from brainxl import plots
         from brainxl.report import write_report
 
-        figs = {"per_subject": plots.plot_per_subject(summary)}
-        npz = np.load(run_dir / "evaluation" / (tag or "final") / f"predictions-{chosen[0]}.npz")
-        figs["pred_vs_true"] = plots.plot_pred_vs_true(
-            series(npz["pred"]), series(npz["true"]), list(npz["names"])
-        )
-        jl = run_dir / "metrics.jsonl"
-        if jl.is_file():
-            recs = [json.loads(line) for line in jl.read_text().splitlines() if line.strip()]
-            recs = [r for r in recs if r.get("split") in ("train", "val")]
-            if recs:
-                figs["training_curves"] = plots.plot_training_curves(recs)
+        figs = _figures(cfg, model, adapter, fold, chosen, summary, run_dir, tag, bids_root)
         write_report(
             run_dir,
             summary,
@@ -201,6 +243,9 @@ def evaluate(
             baseline=base,
             title=f"{cfg.experiment} ({', '.join(chosen)})",
         )
+        from distrib.reporting import log_figures
+
+        log_figures(cfg, run_dir, {name: run_dir / "report" / f"{name}.png" for name in figs})
     return {
         "subjects": chosen,
         "mean_r": float(np.nanmean([r.mean_r for r in results])),

@@ -245,3 +245,14 @@ def test_paired_difference_and_comparison_text() -> None:
     )
     with pytest.raises(ValueError, match="do not overlap"):
         M.paired_difference(sm, other)
+
+
+def test_true_hrfs_of_a_simulated_subject(sim_bids, tmp_path):
+    from brainxl.metrics import load_true_hrfs
+
+    k = load_true_hrfs(sim_bids, "01", dt=0.1)
+    assert k.ndim == 2 and k.shape[1] >= 200  # at least 20 s of lags
+    assert np.allclose(np.abs(k).max(axis=1), 1.0)
+    peaks = k.argmax(axis=1) * 0.1
+    assert np.all((peaks > 3.0) & (peaks < 9.0))  # the positive lobe of a BOLD response
+    assert load_true_hrfs(tmp_path, "01") is None  # not a simulated dataset

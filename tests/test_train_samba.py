@@ -252,3 +252,19 @@ def test_train_run_holds_the_training_subject_graph(shards: Path, tmp_path: Path
             total, count = total + float(loss) * len(pred), count + len(pred)
     (val,) = [r for r in records if r["split"] == "val"]
     assert val["loss"] == pytest.approx(total / count, rel=1e-5)
+
+    # the report: learned HRFs and wavelet attention, figures logged to W&B (offline)
+    from launch.cmd_evaluate import evaluate
+
+    os.environ["WANDB_MODE"] = "offline"
+    try:
+        result = evaluate(folder, "test", report=True, baseline=False)
+    finally:
+        del os.environ["WANDB_MODE"]
+    assert result["subjects"] == [TEST]
+    report = folder / "report"
+    for name in ("roi_r_vs_ceiling", "per_subject", "hrfs", "wavelet_attention"):
+        assert (report / f"{name}.png").stat().st_size > 5_000, name
+    assert "hrfs.png" in (report / "report.md").read_text()
+    images = list((folder / "wandb").glob("offline-run-*/files/media/images/evaluation/*.png"))
+    assert {p.name.split("_")[0] for p in images} >= {"hrfs", "wavelet"}
