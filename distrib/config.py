@@ -70,6 +70,7 @@ class TrainConfig:
     batch_size: int = 16  # micro-batch per rank
     lr: float = 3e-4
     weight_decay: float = 0.05
+    layer_decay: float = 1.0  # layer-wise LR decay: lr * decay^(top - layer) (LaBraM layers)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     warmup_steps: int = 100
@@ -248,6 +249,7 @@ def _check_choices(cfg: RunConfig, source: str) -> None:
         (t.zero_stage in (0, 1, 2, 3), "train.zero_stage must be 0, 1, 2 or 3"),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.grad_accum >= 1, "train.grad_accum must be >= 1"),
+        (0.0 < t.layer_decay <= 1.0, "train.layer_decay must be in (0, 1] (1 = off)"),
         (t.keep_last >= 1, "train.keep_last must be >= 1"),
         (t.steps >= 1 or t.epochs >= 1, "train.steps or train.epochs must be >= 1"),
         (len(t.betas) == 2, "train.betas must hold two numbers"),

@@ -143,11 +143,33 @@ def create_engine(
         register_leaf_params_external(model)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
-        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        model_parameters=param_groups(model, train.lr, train.layer_decay),
         lr_scheduler=lambda opt: LambdaLR(opt, sched),
         config=ds_config(train, world_size, load_universal=load_universal),
     )
     return engine
+
+
+def param_groups(model: nn.Module, lr: float, layer_decay: float = 1.0) -> list[Any]:
+    """Trainable parameters, grouped by learning rate for layer-wise LR decay.
+
+    A model with ``layer_id(name)`` (LaBraM, NeuroBOLT) gets one group per depth with
+    ``lr * layer_decay ** (top - depth)``: embeddings learn slowest, the head at ``lr``.
+    Without decay (``layer_decay == 1``) or ``layer_id`` it is the plain parameter list.
+    The schedule multiplies every group's LR by the same factor, keeping the ratios.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    layer_id = getattr(model, "layer_id", None)
+    if layer_decay == 1.0 or layer_id is None:
+        return [p for _, p in named]
+    depth = {n: int(layer_id(n)) for n, _ in named}
+    top = max(depth.values())
+    groups: dict[int, list[nn.Parameter]] = {}
+    for n, p in named:
+        groups.setdefault(depth[n], []).append(p)
+    return [
+        {"params": ps, "lr": lr * layer_decay ** (top - d)} for d, ps in sorted(groups.items())
+    ]
 
 
 def register_leaf_params_external(model: nn.Module) -> int:

@@ -271,7 +271,7 @@ class Trainer:
                         "total_steps": self.total_steps,
                         "epoch": self.state.epoch,
                         "loss": float(mean_loss),
-                        "lr": float(self.engine.get_lr()[0]),
+                        "lr": float(max(self.engine.get_lr())),
                         "samples_per_s": rate,
                         "eta_s": eta,
                     }

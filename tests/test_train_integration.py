@@ -223,3 +223,25 @@ def test_a_run_refuses_to_resume_on_changed_shards(shards: Path, tmp_path: Path)
     assert proc.returncode == 2
     assert "changed since it started" in proc.stdout and "run.resume=false" in proc.stdout
     assert json.loads((folder / "data.json").read_text()) == before  # nothing overwritten
+
+
+def test_layer_decay_gives_each_depth_its_learning_rate(shards: Path, tmp_path: Path) -> None:
+    from brainxl.models.neurobolt import NeuroBOLT
+    from distrib.engine import param_groups
+
+    model = NeuroBOLT.from_flavor("debug", window_s=4, n_rois=3)
+    groups = param_groups(model, 1e-3, 0.5)
+    assert [g["lr"] for g in groups] == pytest.approx([1.25e-4, 2.5e-4, 5e-4, 1e-3])
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    assert groups[-1]["params"][-1] is model.head.bias  # the head learns at the full rate
+    assert len(param_groups(model, 1e-3, 1.0)) == len(list(model.parameters()))
+
+    kw = {"train__layer_decay": 0.5, "train__steps": 2, "train__schedule": "constant"}
+    _train(_cmd(shards, tmp_path, 1, **kw, train__warmup_steps=0))
+    state = torch.load(
+        _run_dir(tmp_path) / "checkpoints" / "step00000002" / "mp_rank_00_model_states.pt",
+        weights_only=False,
+    )
+    lrs = sorted(g["lr"] for g in state["optimizer"]["param_groups"])
+    assert lrs == pytest.approx([1.25e-4, 2.5e-4, 5e-4, 1e-3])
