@@ -167,9 +167,7 @@ def param_groups(model: nn.Module, lr: float, layer_decay: float = 1.0) -> list[
     groups: dict[int, list[nn.Parameter]] = {}
     for n, p in named:
         groups.setdefault(depth[n], []).append(p)
-    return [
-        {"params": ps, "lr": lr * layer_decay ** (top - d)} for d, ps in sorted(groups.items())
-    ]
+    return [{"params": ps, "lr": lr * layer_decay ** (top - d)} for d, ps in sorted(groups.items())]
 
 
 def register_leaf_params_external(model: nn.Module) -> int:
