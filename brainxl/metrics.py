@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from brainxl.files import atomic_write_text
+
 SIM_DERIVATIVES = "brainxl-sim"
 """Name of the simulator's derivatives pipeline folder (``derivatives/brainxl-sim``)."""
 
@@ -833,9 +835,7 @@ def to_json(obj: SubjectResult | FoldSummary, path: str | os.PathLike[str] | Non
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, text + "\n")
     return text
 
 

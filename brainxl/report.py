@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from brainxl.files import atomic_write_bytes
 from brainxl.metrics import FoldSummary, Interval, paired_difference, to_json
 
 if TYPE_CHECKING:
@@ -97,12 +98,6 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 def _interval_text(iv: Interval | None) -> str:
     return "n/a" if iv is None else str(iv)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def package_versions(packages: Sequence[str] = _VERSION_PACKAGES) -> dict[str, str]:
@@ -309,7 +304,7 @@ def write_report(
         fig.savefig(buf, format="png", dpi=100)
         pngs[name] = buf.getvalue()
         paths[name] = out / f"{name}.png"
-        _write_atomic(paths[name], pngs[name])
+        atomic_write_bytes(paths[name], pngs[name])
     summary_json = out / "summary.json"
     to_json(summary, summary_json)
 
@@ -364,8 +359,8 @@ def write_report(
     h += ["<h2>Versions</h2>", _html_table(versions), "</body></html>"]
 
     md_path, html_path = out / "report.md", out / "report.html"
-    _write_atomic(md_path, "\n".join(md).encode("utf-8"))
-    _write_atomic(html_path, "\n".join(h).encode("utf-8"))
+    atomic_write_bytes(md_path, "\n".join(md).encode("utf-8"))
+    atomic_write_bytes(html_path, "\n".join(h).encode("utf-8"))
     return ReportFiles(
         directory=out, html=html_path, markdown=md_path, summary_json=summary_json, figures=paths
     )

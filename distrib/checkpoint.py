@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from brainxl.files import atomic_torch_save, atomic_write_text
+
 LATEST = "latest"
 META = "brainxl_meta.json"
 
@@ -39,15 +41,6 @@ def _barrier() -> None:
 
     if dist.is_initialized():
         dist.barrier()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict[str, Any]:
@@ -125,21 +118,19 @@ def save(
     _barrier()
     engine.save_checkpoint(str(ckpt_dir), tag=tag, save_latest=False)
     folder = ckpt_dir / tag
-    tmp = folder / f".brainxl_rank{rank:03d}.pt.tmp"
-    torch.save(rank_state, tmp)
-    os.replace(tmp, folder / f"brainxl_rank{rank:03d}.pt")
+    atomic_torch_save(rank_state, folder / f"brainxl_rank{rank:03d}.pt")
     _barrier()
     if rank == 0:
         for name, text in (config_files or {}).items():
-            _atomic_write(folder / name, text)
+            atomic_write_text(folder / name, text)
         meta = {
             "step": step,
             "world_size": world_size,
             "zero_stage": engine.zero_optimization_stage(),
             "trainer": trainer_state,
         }
-        _atomic_write(folder / META, json.dumps(meta, indent=2))
-        _atomic_write(ckpt_dir / LATEST, tag)
+        atomic_write_text(folder / META, json.dumps(meta, indent=2))
+        atomic_write_text(ckpt_dir / LATEST, tag)
         prune(ckpt_dir, keep_last)
     _barrier()
     return tag

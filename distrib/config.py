@@ -18,6 +18,7 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from brainxl.files import atomic_write_text
 from shards.config import ReaderConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -389,6 +390,4 @@ def save_run_config(cfg: RunConfig, folder: str | os.PathLike) -> None:
         ("config.yaml", to_yaml(cfg)),
         ("version.json", json.dumps({**version_info(), "run_id": run_id(cfg)}, indent=2)),
     ):
-        tmp = folder / f".{name}.tmp{os.getpid()}"
-        tmp.write_text(text)
-        os.replace(tmp, folder / name)
+        atomic_write_text(folder / name, text)

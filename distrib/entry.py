@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from brainxl.files import atomic_write_text
 from distrib.config import RunConfig, fold_name, load_config, run_dir, run_id, save_run_config
 
 #: Run-folder file naming the shards the run trains on (see :func:`data_identity`).
@@ -66,9 +67,7 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
     init_distributed(env)
     if env.is_main:
         save_run_config(cfg, folder)
-        tmp = folder / f".{DATA_ID}.tmp"
-        tmp.write_text(json.dumps(data_id, indent=2))
-        tmp.replace(folder / DATA_ID)
+        atomic_write_text(folder / DATA_ID, json.dumps(data_id, indent=2))
     dist.barrier()
     reporter = make_reporter(
         cfg,

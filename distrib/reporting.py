@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from brainxl.files import atomic_write_text
+
 Report = Callable[[dict[str, Any]], None]
 
 
@@ -80,9 +82,7 @@ class JsonlSink:
                 continue  # a line cut by a crash
             if rec.get("step", 0) <= step and rec.get("split") != "test":
                 keep.append(line)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(k + "\n" for k in keep))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(k + "\n" for k in keep))
 
     def __call__(self, m: dict[str, Any]) -> None:
         with open(self.path, "a") as f:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from brainxl.files import atomic_torch_save, atomic_write_text
 from brainxl.objectives import uses_model_loss
 from distrib import checkpoint as ckpt
 from distrib import signals
@@ -336,14 +336,10 @@ class Trainer:
         weights = self._plain_weights()
         if self.env.rank != 0:
             return
-        tmp = self.run_dir / f".{BEST_WEIGHTS}.tmp"
-        torch.save(weights, tmp)
-        os.replace(tmp, self.run_dir / BEST_WEIGHTS)
+        atomic_torch_save(weights, self.run_dir / BEST_WEIGHTS)
         meta = {"step": self.state.step, "val_loss": metrics["loss"]}
         meta["val_pearson_r"] = metrics.get("pearson_r")
-        tmp = self.run_dir / f".{BEST_META}.tmp"
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, self.run_dir / BEST_META)
+        atomic_write_text(self.run_dir / BEST_META, json.dumps(meta, indent=2))
 
     def _test_weights(
         self, final: dict[str, torch.Tensor] | None
@@ -463,12 +459,9 @@ class Trainer:
                 }
             )
         if self.env.rank == 0:
-            tmp = self.run_dir / ".final_model.pt.tmp"
-            torch.save(weights, tmp)
-            os.replace(tmp, self.run_dir / "final_model.pt")
-            tmp = self.run_dir / ".final_metrics.json.tmp"
-            tmp.write_text(json.dumps(final, indent=2, default=float))
-            os.replace(tmp, self.run_dir / "final_metrics.json")
+            atomic_torch_save(weights, self.run_dir / "final_model.pt")
+            text = json.dumps(final, indent=2, default=float)
+            atomic_write_text(self.run_dir / "final_metrics.json", text)
         return final
 
 

@@ -135,9 +135,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(report)
-        tmp.replace(out)
+        from brainxl.files import atomic_write_text
+
+        atomic_write_text(out, report)
     if missing and not args.allow_missing:
         print(f"{len(missing)} fold(s) have no results", file=sys.stderr)
         return 1

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from brainxl.files import atomic_write_text
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_DIR = REPO_ROOT / "configs" / "cluster"
 JOB_RECORD = "slurm_job.json"
@@ -607,9 +609,7 @@ def write_job_record(run_dir: Path, job: Any, profile: ClusterProfile, extra: di
         **extra,
     }
     path = run_dir / JOB_RECORD
-    tmp = path.with_name(f".{JOB_RECORD}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(rec, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(rec, indent=2) + "\n")
     return path
 
 
