@@ -182,23 +182,29 @@ def make_reporter(
     if cfg.logging.console:
         sinks.append(ConsoleSink())
     sinks.append(JsonlSink(Path(run_dir) / "metrics.jsonl"))
-    mode = wandb_mode(cfg.logging.wandb)
-    if mode != "disabled":
-        from distrib.config import to_dict
-
-        sinks.append(
-            WandbSink(
-                mode=mode,
-                project=cfg.logging.project,
-                group=cfg.logging.group or cfg.experiment,
-                fold=fold,
-                run_id=run_id,
-                run_dir=run_dir,
-                config=to_dict(cfg),
-            )
-        )
+    wandb = _wandb_sink(cfg, run_dir, run_id, fold)
+    if wandb is not None:
+        sinks.append(wandb)
     sinks.extend(extra or [])
     return Reporter(sinks, is_main=True)
+
+
+def _wandb_sink(cfg: Any, run_dir: str | os.PathLike, run_id: str, fold: str) -> WandbSink | None:
+    """The run's W&B sink (resumed when it exists), None when W&B is disabled."""
+    mode = wandb_mode(cfg.logging.wandb)
+    if mode == "disabled":
+        return None
+    from distrib.config import to_dict
+
+    return WandbSink(
+        mode=mode,
+        project=cfg.logging.project,
+        group=cfg.logging.group or cfg.experiment,
+        fold=fold,
+        run_id=run_id,
+        run_dir=run_dir,
+        config=to_dict(cfg),
+    )
 
 
 def log_figures(
@@ -214,24 +220,13 @@ def log_figures(
     figures : dict of str to path
         Figure name to its PNG file.
     """
-    mode = wandb_mode(cfg.logging.wandb)
-    if mode == "disabled" or not figures:
+    from distrib.config import fold_name, run_id
+
+    sink = _wandb_sink(cfg, run_dir, run_id(cfg), fold_name(cfg)) if figures else None
+    if sink is None:
         return False
     import wandb
 
-    from distrib.config import fold_name, run_id
-
-    os.environ.setdefault("WANDB_SILENT", "true")
-    run = wandb.init(
-        project=cfg.logging.project,
-        group=cfg.logging.group or cfg.experiment,
-        job_type=fold_name(cfg),
-        name=fold_name(cfg),
-        id=run_id(cfg),
-        resume="allow",
-        dir=str(run_dir),
-        mode=mode,
-    )
-    run.log({f"evaluation/{name}": wandb.Image(str(png)) for name, png in figures.items()})
-    run.finish()
+    sink.run.log({f"evaluation/{name}": wandb.Image(str(png)) for name, png in figures.items()})
+    sink.close()
     return True
