@@ -181,6 +181,31 @@ class _SambaBase(nn.Module):
     n_in_nodes: int
     n_out_nodes: int
 
+    def _init_common(
+        self,
+        n_eeg: int,
+        n_fmri: int,
+        n_frames: int,
+        sfreq: float,
+        tr: float,
+        wavelet: str,
+        level: int,
+        wavelet_mode: str,
+        hrf_length_s: float,
+        dropout: float,
+        centered_loss: bool,
+    ) -> None:
+        """What both directions hold: shapes, the HRF, the DWT of one TR chunk, dropout."""
+        self.n_eeg, self.n_fmri, self.n_frames = n_eeg, n_fmri, n_frames
+        self.sfreq, self.tr = float(sfreq), float(tr)
+        self.samples_per_tr = S = samples_per_tr(sfreq, tr)
+        self.centered_loss = centered_loss
+        self.hrf = DoubleGammaHRF(n_eeg, sfreq, length_s=hrf_length_s)
+        self.lengths = coeff_lengths(S, wavelet, level, wavelet_mode)
+        # the DWT of one TR chunk as one (n_coeffs, S) matrix: equal to DWT1d, faster on CPU
+        self.register_buffer("dwt_w", dwt_matrix(S, wavelet, level, wavelet_mode), persistent=False)
+        self.drop = nn.Dropout(dropout)
+
     def _init_graph_path(
         self, n_in: int, n_out: int, dim: int, heads: int, gat_layers: int, k: int, dropout: float
     ) -> None:
@@ -294,17 +319,11 @@ class SambaEEG2fMRI(_SambaBase):
         centered_loss: bool = False,
     ) -> None:
         super().__init__()
-        self.n_eeg, self.n_fmri, self.n_frames = n_eeg, n_fmri, n_frames
-        self.sfreq, self.tr = float(sfreq), float(tr)
-        self.samples_per_tr = samples_per_tr(sfreq, tr)
-        self.centered_loss = centered_loss
-        self.hrf = DoubleGammaHRF(n_eeg, sfreq, length_s=hrf_length_s)
-        S = self.samples_per_tr
-        self.lengths = coeff_lengths(S, wavelet, level, wavelet_mode)
-        # the DWT of one TR chunk as one (n_coeffs, S) matrix: equal to DWT1d, faster on CPU
-        self.register_buffer("dwt_w", dwt_matrix(S, wavelet, level, wavelet_mode), persistent=False)
+        self._init_common(
+            n_eeg, n_fmri, n_frames, sfreq, tr, wavelet, level, wavelet_mode, hrf_length_s,
+            dropout, centered_loss,
+        )  # fmt: skip
         self.scales = WaveletScaleAttention(self.lengths, dim)
-        self.drop = nn.Dropout(dropout)
         self._init_graph_path(n_eeg, n_fmri, dim, heads, gat_layers, graph_k, dropout)
         self.frame_in = nn.Linear(dim, frame_channels)
         self.temporal = make_temporal(
@@ -398,28 +417,21 @@ class SambaFMRI2EEG(_SambaBase):
         super().__init__()
         if temporal == "conv":
             raise ValueError("SAMBA fmri2eeg needs a bidirectional block: temporal='lstm' or 'gru'")
-        self.n_eeg, self.n_fmri, self.n_frames = n_eeg, n_fmri, n_frames
-        self.sfreq, self.tr = float(sfreq), float(tr)
-        self.samples_per_tr = samples_per_tr(sfreq, tr)
-        self.centered_loss, self.skip_weight, self.deconv_reg = (
-            centered_loss,
-            skip_weight,
-            deconv_reg,
-        )
+        self._init_common(
+            n_eeg, n_fmri, n_frames, sfreq, tr, wavelet, level, wavelet_mode, hrf_length_s,
+            dropout, centered_loss,
+        )  # fmt: skip
+        self.skip_weight, self.deconv_reg = skip_weight, deconv_reg
         self.inp = nn.Linear(1, dim)
         self.temporal = make_temporal(temporal, n_fmri, rnn_hidden, rnn_layers, dropout, True)
         self.frame_out = nn.Linear(2 * rnn_hidden, n_fmri * frame_channels)
         self.frame_proj = nn.Linear(frame_channels, dim)
-        self.drop = nn.Dropout(dropout)
         self._init_graph_path(n_fmri, n_eeg, dim, heads, gat_layers, graph_k, dropout)
-        self.lengths = coeff_lengths(self.samples_per_tr, wavelet, level, wavelet_mode)
         self.coef_head = nn.Linear(dim, sum(self.lengths))
         S = self.samples_per_tr
-        self.register_buffer("dwt_w", dwt_matrix(S, wavelet, level, wavelet_mode), persistent=False)
         self.register_buffer(
             "idwt_w", idwt_matrix(S, wavelet, level, wavelet_mode), persistent=False
         )
-        self.hrf = DoubleGammaHRF(n_eeg, sfreq, length_s=hrf_length_s)
 
     def forward(self, y: Tensor, return_aux: bool = False) -> Tensor | tuple[Tensor, dict]:
         """Predict the electrophysiology window.
