@@ -37,16 +37,13 @@ def reuse_mismatch(bids: Path, subjects: int, minutes: float, montage: str) -> s
     """
     import json
 
+    from brainxl.metrics import SIM_DERIVATIVES
+
     found = sorted(p.name for p in bids.glob("sub-*") if p.is_dir())
     if len(found) != subjects:
         return f"{len(found)} subjects, not {subjects}"
-    params = (
-        bids
-        / "derivatives"
-        / "brainxl-sim"
-        / found[0]
-        / (f"{found[0]}_desc-simulation_params.json")
-    )
+    sub = found[0]
+    params = bids / "derivatives" / SIM_DERIVATIVES / sub / f"{sub}_desc-simulation_params.json"
     if not params.is_file():
         return f"no simulation parameters ({params} is missing)"
     p = json.loads(params.read_text())
