@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 quickstart: venv
-	$(PY) -m launch quickstart --out $(QUICKSTART_DIR)
+	$(PY) -m brainxl.launch quickstart --out $(QUICKSTART_DIR)
 
 # Everything CI runs: lint, the default suite, then the SLURM tests on a local cluster.
 test: lint test-unit test-slurm

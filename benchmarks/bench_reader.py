@@ -31,16 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from shards import npy  # noqa: E402
-from shards.config import IngestConfig, ReaderConfig, ShardingConfig  # noqa: E402
-from shards.manifest import read_manifest  # noqa: E402
-from shards.reader import WindowDataset, make_loader  # noqa: E402
-from shards.segments import segment_windows  # noqa: E402
+from brainxl.shards import npy  # noqa: E402
+from brainxl.shards.config import IngestConfig, ReaderConfig, ShardingConfig  # noqa: E402
+from brainxl.shards.manifest import read_manifest  # noqa: E402
+from brainxl.shards.reader import WindowDataset, make_loader  # noqa: E402
+from brainxl.shards.segments import segment_windows  # noqa: E402
 
 
 def build_shards(workdir: Path, bids: Path | None, subjects: int, minutes: float) -> Path:
     """Simulate (unless ``bids`` is given) and shard; return the shard folder."""
-    from shards.writer import shard_bids
+    from brainxl.shards.writer import shard_bids
 
     if bids is None:
         bids = workdir / "bids"

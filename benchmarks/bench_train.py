@@ -32,11 +32,11 @@ def _worker(args: argparse.Namespace) -> None:
 
     import torch
     import torch.distributed as dist
+    from brainxl.distrib.config import TrainConfig
+    from brainxl.distrib.engine import create_engine, init_distributed, module_dtype
+    from brainxl.distrib.env import detect_env
 
     from brainxl.models.registry import build_model, count_parameters, get_model_spec
-    from distrib.config import TrainConfig
-    from distrib.engine import create_engine, init_distributed, module_dtype
-    from distrib.env import detect_env
 
     env = detect_env()
     init_distributed(env)
@@ -105,7 +105,7 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _run_one(model: str, flavor: str, nproc: int, zero: int, a: argparse.Namespace) -> dict:
-    from launch.local import free_port, rank_env
+    from brainxl.launch.local import free_port, rank_env
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"

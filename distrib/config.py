@@ -18,10 +18,10 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from brainxl.files import atomic_write_text
-from shards.config import ReaderConfig
+from brainxl.configs import CONFIG_DIR
+from brainxl.shards.config import ReaderConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+from brainxl.files import atomic_write_text
 
 
 class ConfigError(ValueError):

@@ -156,7 +156,7 @@ class ReaderSource:
         self.dataset.load_state_dict({"epoch": self.dataset.epoch, "batches_consumed": n_batches})
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        from shards.reader import make_loader
+        from brainxl.shards.reader import make_loader
 
         yield from make_loader(self.dataset, self.batch_size, self.num_workers)
 
@@ -253,9 +253,9 @@ def build_fold(cfg: Any, rank: int, world_size: int) -> Fold:
     The manifest gives the subjects; :func:`split_fold` splits them; the normalisation
     statistics and every stream are restricted to the relevant subjects.
     """
-    from shards.manifest import read_manifest
-    from shards.reader import WindowDataset
-    from shards.stats import fold_statistics
+    from brainxl.shards.manifest import read_manifest
+    from brainxl.shards.reader import WindowDataset
+    from brainxl.shards.stats import fold_statistics
 
     d = cfg.data
     manifest = read_manifest(d.shards)
@@ -287,8 +287,8 @@ def subject_source(
     cfg: Any, subjects: Sequence[str], norm: Any, *, rank: int = 0, world_size: int = 1
 ) -> ReaderSource:
     """An unshuffled stream over ``subjects`` normalised with ``norm`` (evaluation)."""
-    from shards.manifest import read_manifest
-    from shards.reader import WindowDataset
+    from brainxl.shards.manifest import read_manifest
+    from brainxl.shards.reader import WindowDataset
 
     d = cfg.data
     manifest = read_manifest(d.shards)
@@ -351,8 +351,8 @@ def recording_timeseries(
     dict of modality -> list of ndarray, each of shape (n_rows, n_times), float32
         One array per contiguous stretch of a recording, subjects in the given order.
     """
-    from shards.manifest import read_manifest
-    from shards.verify import check_sample, iter_tar_samples
+    from brainxl.shards.manifest import read_manifest
+    from brainxl.shards.verify import check_sample, iter_tar_samples
 
     bad = [m for m in modalities if m not in ("ephys", "parcels", "bold")]
     if bad or not modalities:
@@ -398,7 +398,7 @@ def recording_timeseries(
 
 
 def _decode_member(members: dict[str, Any], modality: str, path: str, key: str) -> np.ndarray:
-    from shards import npy
+    from brainxl.shards import npy
 
     name = f"{modality}.npy"
     if name not in members:

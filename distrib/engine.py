@@ -12,8 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-
-from distrib.env import DistEnv
+from brainxl.distrib.env import DistEnv
 
 
 def init_distributed(env: DistEnv) -> str:

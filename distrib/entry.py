@@ -3,7 +3,7 @@
 ``train(cfg)`` reads rank and world size from the environment (:mod:`distrib.env`),
 joins the process group, builds the fold's data, the model and the DeepSpeed engine,
 resumes from the run folder's ``latest`` checkpoint when there is one, trains, tests and
-returns the final metrics. ``python -m distrib.entry CONFIG.yaml [key=value ...]`` does the
+returns the final metrics. ``python -m brainxl.distrib.entry CONFIG.yaml [key=value ...]`` does the
 same from a shell (what ``launch.local`` starts per rank).
 """
 
@@ -15,8 +15,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from brainxl.distrib.config import (
+    RunConfig,
+    fold_name,
+    load_config,
+    run_dir,
+    run_id,
+    save_run_config,
+)
+
 from brainxl.files import atomic_write_text
-from distrib.config import RunConfig, fold_name, load_config, run_dir, run_id, save_run_config
 
 #: Run-folder file naming the shards the run trains on (see :func:`data_identity`).
 DATA_ID = "data.json"
@@ -38,12 +46,11 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
         ``step``, ``best_val_loss``, ``test`` (LOSO test-subject metrics), ``run_dir``...
     """
     import torch.distributed as dist
-
-    from distrib.data import build_fold
-    from distrib.engine import init_distributed
-    from distrib.env import detect_env
-    from distrib.reporting import make_reporter
-    from distrib.trainer import Trainer
+    from brainxl.distrib.data import build_fold
+    from brainxl.distrib.engine import init_distributed
+    from brainxl.distrib.env import detect_env
+    from brainxl.distrib.reporting import make_reporter
+    from brainxl.distrib.trainer import Trainer
 
     _stop_on_usr2()
     env = detect_env()
@@ -132,7 +139,7 @@ def _stop_on_usr2() -> None:
     import signal
     import threading
 
-    from distrib import signals
+    from brainxl.distrib import signals
 
     if threading.current_thread() is not threading.main_thread():
         return
@@ -141,10 +148,10 @@ def _stop_on_usr2() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m distrib.entry CONFIG [key=value ...]``: train in this process."""
+    """``python -m brainxl.distrib.entry CONFIG [key=value ...]``: train in this process."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        print("usage: python -m distrib.entry CONFIG.yaml [key=value ...]", file=sys.stderr)
+        print("usage: python -m brainxl.distrib.entry CONFIG.yaml [key=value ...]", file=sys.stderr)
         return 2
     cfg = load_config(Path(args[0]), args[1:])
     train(cfg)

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-
-from distrib.tasks import TaskAdapter
+from brainxl.distrib.tasks import TaskAdapter
 
 
 def series(x: torch.Tensor | np.ndarray) -> Any:
@@ -77,8 +76,9 @@ def score_subjects(
     """``brainxl.metrics.SubjectResult`` per subject; with ``out_dir`` also writes
     ``predictions-<subject>.npz`` and ``metrics-<subject>.json`` there. ``ceilings`` maps
     a subject to its noise ceiling (simulated data)."""
+    from brainxl.distrib.data import subject_source
+
     from brainxl import metrics as bm
-    from distrib.data import subject_source
 
     results = []
     for s in subjects:

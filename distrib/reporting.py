@@ -194,7 +194,7 @@ def _wandb_sink(cfg: Any, run_dir: str | os.PathLike, run_id: str, fold: str) ->
     mode = wandb_mode(cfg.logging.wandb)
     if mode == "disabled":
         return None
-    from distrib.config import to_dict
+    from brainxl.distrib.config import to_dict
 
     return WandbSink(
         mode=mode,
@@ -220,7 +220,7 @@ def log_figures(
     figures : dict of str to path
         Figure name to its PNG file.
     """
-    from distrib.config import fold_name, run_id
+    from brainxl.distrib.config import fold_name, run_id
 
     sink = _wandb_sink(cfg, run_dir, run_id(cfg), fold_name(cfg)) if figures else None
     if sink is None:

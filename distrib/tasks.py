@@ -258,8 +258,9 @@ def training_fc_graphs(
         ``graph_k``, ``graph_src_k``/``graph_tgt_k`` (after capping), ``graph_src_edges``,
         ``graph_tgt_edges``, ``graph_src``/``graph_tgt`` (modalities), ``graph_subjects``.
     """
+    from brainxl.distrib.data import recording_timeseries
+
     from brainxl.models.graph import fc_graph
-    from distrib.data import recording_timeseries
 
     src_mod, tgt_mod = graph_modalities(task, reader_modality)
     series = recording_timeseries(shards, list(subjects), (src_mod, tgt_mod), norm=norm)

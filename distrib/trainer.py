@@ -16,22 +16,22 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from brainxl.files import atomic_torch_save, atomic_write_text
-from brainxl.objectives import uses_model_loss
-from distrib import checkpoint as ckpt
-from distrib import signals
-from distrib.config import RunConfig, fold_name, run_id, to_yaml, version_info
-from distrib.data import BatchSource, Fold
-from distrib.engine import consolidated_state_dict, create_engine, module_dtype
-from distrib.env import DistEnv
-from distrib.evaluation import series as _as_series
-from distrib.reporting import Reporter
-from distrib.tasks import (
+from brainxl.distrib import checkpoint as ckpt
+from brainxl.distrib import signals
+from brainxl.distrib.config import RunConfig, fold_name, run_id, to_yaml, version_info
+from brainxl.distrib.data import BatchSource, Fold
+from brainxl.distrib.engine import consolidated_state_dict, create_engine, module_dtype
+from brainxl.distrib.env import DistEnv
+from brainxl.distrib.evaluation import series as _as_series
+from brainxl.distrib.reporting import Reporter
+from brainxl.distrib.tasks import (
     build_model_and_adapter,
     enable_activation_checkpointing,
     install_fc_graphs,
 )
+
+from brainxl.files import atomic_torch_save, atomic_write_text
+from brainxl.objectives import uses_model_loss
 
 #: Weights of the best validation step and their step / validation loss (run folder).
 BEST_WEIGHTS = "best_model.pt"
@@ -403,7 +403,7 @@ class Trainer:
         """
         if self.env.rank != 0:
             return {}
-        from distrib.evaluation import score_subjects
+        from brainxl.distrib.evaluation import score_subjects
 
         torch.manual_seed(self.cfg.seed)
         model, adapter = build_model_and_adapter(

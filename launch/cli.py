@@ -13,16 +13,16 @@ import sys
 from collections.abc import Sequence
 
 SUBCOMMANDS: dict[str, str] = {
-    "quickstart": "launch.cmd_quickstart",
-    "simulate": "launch.cmd_simulate",
-    "shard": "launch.cmd_shard",
-    "models": "launch.cmd_models",
-    "train": "launch.cmd_train",
-    "evaluate": "launch.cmd_evaluate",
-    "submit": "launch.cmd_submit",
-    "status": "launch.cmd_status",
-    "logs": "launch.cmd_logs",
-    "collect": "launch.cmd_collect",
+    "quickstart": "brainxl.launch.cmd_quickstart",
+    "simulate": "brainxl.launch.cmd_simulate",
+    "shard": "brainxl.launch.cmd_shard",
+    "models": "brainxl.launch.cmd_models",
+    "train": "brainxl.launch.cmd_train",
+    "evaluate": "brainxl.launch.cmd_evaluate",
+    "submit": "brainxl.launch.cmd_submit",
+    "status": "brainxl.launch.cmd_status",
+    "logs": "brainxl.launch.cmd_logs",
+    "collect": "brainxl.launch.cmd_collect",
 }
 
 

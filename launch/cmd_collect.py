@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def find_folds(paths: list[str]) -> list[Path]:
     """Run folders under ``paths``: those holding results, final metrics or a job record."""
-    from launch.slurm import JOB_RECORD
+    from brainxl.launch.slurm import JOB_RECORD
 
     folds: set[Path] = set()
     for p in map(Path, paths):
@@ -76,8 +76,9 @@ def collect(paths: list[str]) -> tuple[str, list[Path]]:
     missing : list of Path
         Folds without a readable ``results.json``.
     """
+    from brainxl.launch.slurm import JOB_RECORD, job_states
+
     from brainxl.metrics import summarize
-    from launch.slurm import JOB_RECORD, job_states
 
     folds = find_folds(paths)
     if not folds:

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _best_is_current(run_dir: Path) -> bool:
     """True when ``best_model.pt`` holds the best validation step the finished run recorded."""
-    from distrib.trainer import best_weights_step
+    from brainxl.distrib.trainer import best_weights_step
 
     metrics = run_dir / "final_metrics.json"
     step = best_weights_step(run_dir)
@@ -53,7 +53,7 @@ def locate(target: str | Path, weights: str = "best") -> tuple[Path, Path | None
     ``tag`` is None for ``final_model.pt`` and ``"best"`` for ``best_model.pt`` (a finished
     run's folder with ``weights="best"`` and best weights that match its metrics).
     """
-    from distrib.checkpoint import META, read_latest
+    from brainxl.distrib.checkpoint import META, read_latest
 
     if weights not in ("best", "final"):
         raise ValueError(f"weights must be 'best' or 'final', got {weights!r}")
@@ -77,7 +77,7 @@ def load_weights(run_dir: Path, ckpt_dir: Path | None, tag: str | None) -> dict[
     if ckpt_dir is None:
         name = "best_model.pt" if tag == "best" else "final_model.pt"
         return torch.load(run_dir / name, map_location="cpu", weights_only=True)
-    from distrib.checkpoint import read_meta
+    from brainxl.distrib.checkpoint import read_meta
 
     if read_meta(ckpt_dir, tag)["zero_stage"] == 0:
         state = torch.load(
@@ -91,8 +91,9 @@ def load_weights(run_dir: Path, ckpt_dir: Path | None, tag: str | None) -> dict[
 
 def _ridge_baseline(cfg: Any, fold: Any, chosen: list[str], ceilings: dict[str, Any]) -> Any:
     """The band-power ridge baseline fitted on the fold's training subjects (raw µV)."""
+    from brainxl.distrib.data import subject_source
+
     from brainxl.baselines import run_ridge_baseline
-    from distrib.data import subject_source
 
     train = subject_source(cfg, list(fold.split.train), None)
     test = subject_source(cfg, chosen, None)
@@ -116,11 +117,11 @@ def _figures(
     """The report's figures: per-ROI r vs ceiling, per subject, predicted vs true BOLD per
     subject, learned vs true HRFs and wavelet attention (SAMBA), training curves."""
     import numpy as np
+    from brainxl.distrib.data import subject_source
+    from brainxl.distrib.evaluation import learned_hrfs, series, wavelet_attention
 
     from brainxl import metrics as bm
     from brainxl import plots
-    from distrib.data import subject_source
-    from distrib.evaluation import learned_hrfs, series, wavelet_attention
 
     predictions = {}
     for s in chosen:
@@ -188,13 +189,13 @@ def evaluate(
     """
     import numpy as np
     import torch
+    from brainxl.distrib.config import load_config, to_dict
+    from brainxl.distrib.data import build_fold
+    from brainxl.distrib.evaluation import score_subjects
+    from brainxl.distrib.tasks import build_model_and_adapter
+    from brainxl.distrib.trainer import data_info
 
     from brainxl import metrics as bm
-    from distrib.config import load_config, to_dict
-    from distrib.data import build_fold
-    from distrib.evaluation import score_subjects
-    from distrib.tasks import build_model_and_adapter
-    from distrib.trainer import data_info
 
     run_dir, ckpt_dir, tag = locate(target, weights)
     cfg = load_config(run_dir / "config.yaml")
@@ -243,7 +244,7 @@ def evaluate(
             baseline=base,
             title=f"{cfg.experiment} ({', '.join(chosen)})",
         )
-        from distrib.reporting import log_figures
+        from brainxl.distrib.reporting import log_figures
 
         log_figures(cfg, run_dir, {name: run_dir / "report" / f"{name}.png" for name in figs})
     return {

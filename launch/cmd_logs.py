@@ -29,7 +29,7 @@ def find_record(run: str, root: str) -> dict:
     """
     import json
 
-    from launch.slurm import JOB_RECORD, find_job_records
+    from brainxl.launch.slurm import JOB_RECORD, find_job_records
 
     p = Path(run)
     if (p / JOB_RECORD).is_file():

@@ -61,10 +61,10 @@ def _step(title: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distrib.config import load_config, run_dir
-    from launch.cmd_evaluate import evaluate
-    from launch.local import launch_local
-    from shards.writer import shard_bids
+    from brainxl.distrib.config import load_config, run_dir
+    from brainxl.launch.cmd_evaluate import evaluate
+    from brainxl.launch.local import launch_local
+    from brainxl.shards.writer import shard_bids
 
     start = time.perf_counter()
     out = Path(args.out)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shards.config import IngestConfig, ReaderConfig, ShardingConfig
+from brainxl.shards.config import IngestConfig, ReaderConfig, ShardingConfig
 
 HELP = "Cut a BIDS dataset into WebDataset shards with a manifest (or --verify them)."
 
@@ -111,7 +111,7 @@ def print_summary(manifest: dict[str, Any], out: Any = None) -> None:
 
 
 def _verify(out: Path) -> int:
-    from shards.verify import verify_shards
+    from brainxl.shards.verify import verify_shards
 
     problems = verify_shards(out)
     if problems:
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         conf.sharding.segment_trs = args.segment_trs
     if args.source_recon:
         conf.ingest.source.enabled = True
-    from shards.writer import shard_bids
+    from brainxl.shards.writer import shard_bids
 
     try:
         manifest = shard_bids(bids, out, conf.ingest, conf.sharding, progress=not args.quiet)

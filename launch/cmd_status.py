@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print one line per submitted run: job id, state, profile, run folder."""
-    from launch.slurm import find_job_records, job_states
+    from brainxl.launch.slurm import find_job_records, job_states
 
     recs = find_job_records(args.root)[: max(args.last, 0)]
     if not recs:

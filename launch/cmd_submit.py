@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--entry",
-        default="distrib.entry:train",
+        default="brainxl.distrib.entry:train",
         help=argparse.SUPPRESS,  # module:function each rank calls with the config (tests)
     )
 
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _subjects(cfg, given: list[str] | None) -> list[str]:
     if given:
         return list(given)
-    from shards.manifest import read_manifest
+    from brainxl.shards.manifest import read_manifest
 
     shards = Path(cfg.data.shards)
     try:
@@ -60,8 +60,8 @@ def _subjects(cfg, given: list[str] | None) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Submit (or print) the job; returns the exit code."""
-    from distrib.config import load_config, run_dir
-    from launch import slurm
+    from brainxl.distrib.config import load_config, run_dir
+    from brainxl.launch import slurm
 
     cfg = load_config(args.config, args.overrides)
     profile = slurm.load_profile(args.cluster or cfg.cluster.get("profile", "local"))

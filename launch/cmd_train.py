@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distrib.config import ConfigError, load_config, run_dir, to_yaml
+    from brainxl.distrib.config import ConfigError, load_config, run_dir, to_yaml
 
     config, overrides = args.config, list(args.overrides)
     if "=" in config:  # no config file: schema defaults plus overrides
@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
         print(to_yaml(cfg))
         print(f"# run folder: {run_dir(cfg)}")
         return 0
-    from distrib.entry import check_same_data, data_identity
-    from launch.local import launch_local
+    from brainxl.distrib.entry import check_same_data, data_identity
+    from brainxl.launch.local import launch_local
 
     try:  # the ranks check it too; here the user gets one clean line
         if cfg.run.resume:

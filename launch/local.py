@@ -1,6 +1,6 @@
 """Start N local rank processes (no torchrun line needed), or join an existing launcher.
 
-Each rank is ``python -m distrib.entry <run_dir>/config.yaml`` with RANK, WORLD_SIZE,
+Each rank is ``python -m brainxl.distrib.entry <run_dir>/config.yaml`` with RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR and MASTER_PORT set. Rank 0 writes to this terminal; the other
 ranks to ``<run_dir>/logs/rank<k>.log``. If one rank fails, the others are stopped.
 """
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distrib.config import RunConfig, run_dir, save_run_config
+from brainxl.distrib.config import RunConfig, run_dir, save_run_config
 
 
 def free_port() -> int:
@@ -65,13 +65,13 @@ def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
     RuntimeError
         If a rank exits with an error (the message holds the tail of its log).
     """
-    from distrib.env import detect_env
+    from brainxl.distrib.env import detect_env
 
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
     env = detect_env()
     if env.in_launcher or nproc == 1:
-        from distrib.entry import train
+        from brainxl.distrib.entry import train
 
         return train(cfg)
     folder = run_dir(cfg)
@@ -87,7 +87,7 @@ def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
         if rank > 0:
             out = open(logs / f"rank{rank}.log", "w")  # noqa: SIM115 - closed below
             files.append(out)
-        cmd = [sys.executable, "-m", "distrib.entry", str(folder / "config.yaml")]
+        cmd = [sys.executable, "-m", "brainxl.distrib.entry", str(folder / "config.yaml")]
         procs.append(
             subprocess.Popen(cmd, env=penv, stdout=out, stderr=subprocess.STDOUT if out else None)
         )

@@ -2,12 +2,12 @@
 
 The implementation lives in :mod:`distrib.reporting` because every rank process builds its
 reporter there (``launch -> distrib`` is the import direction). Launchers (Ray Tune,
-SLURM) add their own sink by passing ``report=`` to :func:`distrib.entry.train`.
+SLURM) add their own sink by passing ``report=`` to :func:`brainxl.distrib.entry.train`.
 """
 
 from __future__ import annotations
 
-from distrib.reporting import (
+from brainxl.distrib.reporting import (
     ConsoleSink,
     JsonlSink,
     Report,

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from brainxl.configs import CONFIG_DIR
+
 from brainxl.files import atomic_write_text
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CLUSTER_DIR = REPO_ROOT / "configs" / "cluster"
+CLUSTER_DIR = CONFIG_DIR / "cluster"
 JOB_RECORD = "slurm_job.json"
 JOB_NAME_PREFIX = "brainxl"
 
@@ -502,7 +503,7 @@ class TrainJob:
     """
 
     cfg: Any
-    target: str = "distrib.entry:train"
+    target: str = "brainxl.distrib.entry:train"
 
     def __call__(self) -> Any:
         _STOP_SIGNAL.clear()
@@ -568,7 +569,7 @@ def _await_kill_if_requeued(err: BaseException) -> None:
 def _stop_hook() -> Callable[[], None] | None:
     """``distrib.signals.request_stop`` when the trainer offers it (save-on-signal)."""
     try:
-        from distrib import signals  # type: ignore[attr-defined]
+        from brainxl.distrib import signals  # type: ignore[attr-defined]
     except ImportError:
         return None
     hook = getattr(signals, "request_stop", None)
@@ -614,7 +615,7 @@ def write_job_record(run_dir: Path, job: Any, profile: ClusterProfile, extra: di
 
 
 def submit_run(
-    cfg: Any, profile: ClusterProfile, target: str = "distrib.entry:train"
+    cfg: Any, profile: ClusterProfile, target: str = "brainxl.distrib.entry:train"
 ) -> tuple[Any, Path]:
     """Submit one run; returns the submitit job and the run folder.
 
@@ -625,7 +626,7 @@ def submit_run(
     target : str
         ``module:function`` each rank calls with ``cfg``.
     """
-    from distrib.config import run_dir, save_run_config
+    from brainxl.distrib.config import run_dir, save_run_config
 
     cfg = _absolute_root(cfg)
     rdir = run_dir(cfg)
@@ -658,7 +659,7 @@ def submit_loso(
     profile: ClusterProfile,
     subjects: Sequence[str],
     max_parallel: int = 4,
-    target: str = "distrib.entry:train",
+    target: str = "brainxl.distrib.entry:train",
 ) -> list[tuple[Any, Path]]:
     """Submit a job array, one task per held-out subject, each with its own run folder.
 
@@ -667,7 +668,7 @@ def submit_loso(
     jobs : list of (job, run_dir)
         In ``subjects`` order.
     """
-    from distrib.config import run_dir, save_run_config
+    from brainxl.distrib.config import run_dir, save_run_config
 
     cfg = _absolute_root(cfg)
     folds = loso_configs(cfg, subjects)
@@ -738,7 +739,7 @@ def job_states(job_ids: Sequence[str]) -> dict[str, str]:
 def allreduce_check(cfg: Any) -> dict[str, Any]:
     """Cluster smoke test run on every rank: a gloo ``all_reduce`` over all ranks.
 
-    ``brainxl submit CONFIG --cluster PROFILE --entry launch.slurm:allreduce_check --wait``
+    ``brainxl submit CONFIG --cluster PROFILE --entry brainxl.launch.slurm:allreduce_check --wait``
     checks the exported environment without training. Every rank contributes
     ``rank + 1``; the sum must be ``world * (world + 1) / 2``.
 

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from shards.config import IngestConfig
-from shards.errors import (
+from brainxl.shards.config import IngestConfig
+from brainxl.shards.errors import (
     AtlasMismatchError,
     IngestError,
     MissingFileError,
@@ -28,8 +27,8 @@ from shards.errors import (
     SidecarError,
     SyncError,
 )
-from shards.preprocess import preprocess_raw, to_array
-from shards.recording import Recording
+from brainxl.shards.preprocess import preprocess_raw, to_array
+from brainxl.shards.recording import Recording
 
 #: Data file extensions mne-bids reads, per datatype.
 EPHYS_EXTENSIONS = {
@@ -568,7 +567,7 @@ def load_run(bids_root: Path, run: RunFiles, cfg: IngestConfig) -> Recording:
     parcels, parcel_names = None, []
     files = {"ephys": src, "bold": str(bold_file), "tr": str(tr_src)}
     if cfg.source.enabled:
-        from shards.source import reconstruct_parcels
+        from brainxl.shards.source import reconstruct_parcels
 
         fwd, parc, names = _source_files(bids_root, ents, cfg)
         full, parcel_names, src_notes = reconstruct_parcels(

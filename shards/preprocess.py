@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from brainxl.shards.config import PreprocessConfig
+from brainxl.shards.errors import BadChannelError, ChannelNameError, IngestError
 
 from brainxl.channels import UnknownChannelError, canonicalize
-from shards.config import PreprocessConfig
-from shards.errors import BadChannelError, ChannelNameError, IngestError
 
 if TYPE_CHECKING:
     import mne

@@ -32,14 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 import webdataset as wds
+from brainxl.shards.config import ReaderConfig
+from brainxl.shards.errors import ShardError
+from brainxl.shards.manifest import read_manifest, select_subjects
+from brainxl.shards.segments import segment_windows
+from brainxl.shards.stats import NormStats, fold_statistics
+from brainxl.shards.verify import check_sample, iter_tar_samples
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-
-from shards.config import ReaderConfig
-from shards.errors import ShardError
-from shards.manifest import read_manifest, select_subjects
-from shards.segments import segment_windows
-from shards.stats import NormStats, fold_statistics
-from shards.verify import check_sample, iter_tar_samples
 
 log = logging.getLogger(__name__)
 NORM_SCOPES = ("fold", "subject", "none")
@@ -367,7 +366,7 @@ class WindowDataset(IterableDataset):
         return self.norm if scope == "fold" else None
 
     def _cut(self, meta: dict[str, Any], members: dict[str, bytes], subject: str):
-        from shards import npy
+        from brainxl.shards import npy
 
         cfg, W, nt = self.cfg, self.window, self.cfg.n_targets
         bold = npy.decode(members["bold.npy"])

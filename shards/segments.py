@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from shards.recording import Recording
+from brainxl.shards.recording import Recording
 
 FORMAT_VERSION = 1
 

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from brainxl.shards.config import SourceConfig
+from brainxl.shards.errors import MissingFileError, SourceModelError
 
 from brainxl.channels import canonical_name
-from shards.config import SourceConfig
-from shards.errors import MissingFileError, SourceModelError
 
 if TYPE_CHECKING:
     import mne

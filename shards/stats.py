@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from shards.recording import Recording
+from brainxl.shards.recording import Recording
 
 MODALITIES = ("ephys", "bold", "parcels")
 
@@ -111,7 +110,7 @@ def fold_statistics(
     stats : NormStats
         Pooled mean and population standard deviation per row.
     """
-    from shards.manifest import read_manifest
+    from brainxl.shards.manifest import read_manifest
 
     if not isinstance(manifest, Mapping):
         manifest = read_manifest(manifest)

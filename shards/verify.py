@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from shards import npy
-from shards.errors import ShardError
-from shards.manifest import read_manifest
+from brainxl.shards import npy
+from brainxl.shards.errors import ShardError
+from brainxl.shards.manifest import read_manifest
 
 REQUIRED = ("ephys.npy", "bold.npy", "meta.json")
 _ZERO_BLOCK = bytes(512)

@@ -22,9 +22,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from shards import npy
-from shards.config import IngestConfig, ShardingConfig
-from shards.manifest import (
+from brainxl.shards import npy
+from brainxl.shards.config import IngestConfig, ShardingConfig
+from brainxl.shards.manifest import (
     FRAGMENT_NAME,
     MANIFEST_NAME,
     build_manifest,
@@ -32,9 +32,9 @@ from shards.manifest import (
     subject_dir,
     write_json_atomic,
 )
-from shards.recording import Recording
-from shards.segments import segment_recording
-from shards.stats import recording_sums
+from brainxl.shards.recording import Recording
+from brainxl.shards.segments import segment_recording
+from brainxl.shards.stats import recording_sums
 
 Loader = Callable[[str], Sequence[Recording]]
 
@@ -392,7 +392,7 @@ def shard_bids(
     """Shard a BIDS dataset (``shards.bids`` ingest) into ``out``; see :func:`shard_dataset`."""
     from functools import partial
 
-    from shards.bids import list_subjects, load_subject
+    from brainxl.shards.bids import list_subjects, load_subject
 
     ingest = ingest or IngestConfig()
     cfg = cfg or ShardingConfig()

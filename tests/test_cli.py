@@ -4,8 +4,7 @@ import subprocess
 import sys
 
 import pytest
-
-from launch.cli import SUBCOMMANDS, build_parser, main
+from brainxl.launch.cli import SUBCOMMANDS, build_parser, main
 
 
 def test_top_level_help_lists_subcommands(capsys):
@@ -27,7 +26,10 @@ def test_every_subcommand_has_help(name, capsys):
 
 def test_console_script_runs():
     out = subprocess.run(
-        [sys.executable, "-m", "launch", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "brainxl.launch", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "brainxl" in out.stdout
 
@@ -42,8 +44,8 @@ def test_quickstart_refuses_to_reuse_a_different_dataset(sim_bids, tmp_path, cap
     import argparse
     import shutil
 
-    from launch import cmd_quickstart
-    from launch.cmd_quickstart import reuse_mismatch
+    from brainxl.launch import cmd_quickstart
+    from brainxl.launch.cmd_quickstart import reuse_mismatch
 
     assert reuse_mismatch(sim_bids, 3, 2.0, "biosemi64") is None
     assert reuse_mismatch(sim_bids, 12, 2.0, "biosemi64") == "3 subjects, not 12"

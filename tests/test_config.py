@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from brainxl.models.registry import list_models
-from distrib.config import (
+from brainxl.distrib.config import (
     CONFIG_DIR,
     ConfigError,
     RunConfig,
@@ -17,6 +15,8 @@ from distrib.config import (
     run_id,
     save_run_config,
 )
+
+from brainxl.models.registry import list_models
 
 SHIPPED = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
 

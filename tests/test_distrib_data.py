@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from brainxl.distrib.config import load_config
+from brainxl.distrib.data import MemorySource, build_fold, split_fold
 from train_fixtures import overrides, write_shards
-
-from distrib.config import load_config
-from distrib.data import MemorySource, build_fold, split_fold
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from distrib.env import DistEnv, detect_env, expand_hostlist
+from brainxl.distrib.env import DistEnv, detect_env, expand_hostlist
 
 
 def test_single_process_without_launcher() -> None:

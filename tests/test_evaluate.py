@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from brainxl.launch.cmd_evaluate import evaluate, locate
 from train_fixtures import overrides, write_shards
-
-from launch.cmd_evaluate import evaluate, locate
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration
@@ -35,7 +34,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _train(ov: list[str], runs: Path) -> Path:
     """``brainxl train`` with overrides ``ov``; the run folder."""
     proc = subprocess.run(
-        [sys.executable, "-m", "launch.cli", "train", *ov],
+        [sys.executable, "-m", "brainxl.launch.cli", "train", *ov],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -80,8 +79,7 @@ def test_evaluate_a_checkpoint_and_bad_targets(trained: Path, tmp_path: Path) ->
 def test_best_validation_weights_are_kept_and_tested(tmp_path: Path) -> None:
     """best_model.pt = the weights at the best validation step; test and evaluate use them."""
     import torch
-
-    from launch.cmd_evaluate import load_weights
+    from brainxl.launch.cmd_evaluate import load_weights
 
     shards = write_shards(tmp_path / "shards")
     ov = overrides(

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from brainxl.shards.bids import find_runs, list_subjects, load_subject, synchronise
+from brainxl.shards.config import IngestConfig
+from brainxl.shards.errors import IngestError, SyncError
 from ingest_fixtures import STANDARD, make_bids, make_meg_bids
-
-from shards.bids import find_runs, list_subjects, load_subject, synchronise
-from shards.config import IngestConfig
-from shards.errors import IngestError, SyncError
 
 
 def test_brainvision_standard_names_roi_tsv(tmp_path):

@@ -8,12 +8,9 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
-from ingest_fixtures import make_bids, set_brainvision_channel
-
-from brainxl.channels import UnknownChannelError
-from shards.bids import load_subject
-from shards.config import IngestConfig
-from shards.errors import (
+from brainxl.shards.bids import load_subject
+from brainxl.shards.config import IngestConfig
+from brainxl.shards.errors import (
     AtlasMismatchError,
     BadChannelError,
     ChannelNameError,
@@ -24,6 +21,9 @@ from shards.errors import (
     SidecarError,
     SyncError,
 )
+from ingest_fixtures import make_bids, set_brainvision_channel
+
+from brainxl.channels import UnknownChannelError
 
 EEG = "sub-01/eeg/sub-01_task-rest_run-1_eeg"
 BOLD = "sub-01/func/sub-01_task-rest_run-1_bold"

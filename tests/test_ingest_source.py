@@ -6,12 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
+from brainxl.shards.bids import list_subjects, load_subject
+from brainxl.shards.config import IngestConfig
+from brainxl.shards.errors import MissingFileError, SourceModelError
 from ingest_fixtures import make_bids
 from scipy.signal import butter, hilbert, resample_poly, sosfiltfilt
-
-from shards.bids import list_subjects, load_subject
-from shards.config import IngestConfig
-from shards.errors import MissingFileError, SourceModelError
 
 SIM = "derivatives/brainxl-sim"
 

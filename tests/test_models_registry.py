@@ -85,7 +85,7 @@ def test_flavor_sizes_follow_the_labram_table():
 
 
 def test_cli_models_table_and_json(capsys):
-    from launch.cli import main
+    from brainxl.launch.cli import main
 
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

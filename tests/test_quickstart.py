@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def test_quickstart_beats_the_ridge_baseline(tmp_path: Path) -> None:
     out = tmp_path / "qs"
     proc = subprocess.run(
-        [sys.executable, "-m", "launch.cli", "quickstart", "--out", str(out)],
+        [sys.executable, "-m", "brainxl.launch.cli", "quickstart", "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,

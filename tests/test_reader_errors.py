@@ -6,12 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from brainxl.shards.config import ReaderConfig
+from brainxl.shards.errors import ShardError
+from brainxl.shards.manifest import read_manifest
+from brainxl.shards.reader import WindowDataset, make_loader
 from shard_fixtures import write_synthetic
-
-from shards.config import ReaderConfig
-from shards.errors import ShardError
-from shards.manifest import read_manifest
-from shards.reader import WindowDataset, make_loader
 
 
 @pytest.fixture(scope="module")

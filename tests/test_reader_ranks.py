@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from brainxl.shards.config import ReaderConfig
+from brainxl.shards.manifest import read_manifest
+from brainxl.shards.reader import WindowDataset, make_loader
 from shard_fixtures import write_synthetic
-
-from shards.config import ReaderConfig
-from shards.manifest import read_manifest
-from shards.reader import WindowDataset, make_loader
 
 
 def _count(root: Path, rank: int, world: int, workers: int, **kw) -> tuple[int, int, set]:

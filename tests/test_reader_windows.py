@@ -8,6 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from brainxl.shards.config import ReaderConfig, ShardingConfig
+from brainxl.shards.reader import WindowDataset, make_loader
+from brainxl.shards.stats import fold_statistics
+from brainxl.shards.writer import write_subject
 from shard_fixtures import (
     CH_STRIDE,
     LEAD_IN,
@@ -18,11 +22,6 @@ from shard_fixtures import (
     make_recording,
     write_synthetic,
 )
-
-from shards.config import ReaderConfig, ShardingConfig
-from shards.reader import WindowDataset, make_loader
-from shards.stats import fold_statistics
-from shards.writer import write_subject
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +88,7 @@ def test_multi_frame_targets_and_parcels(sharded: Path) -> None:
 def test_short_run_lead_in_skips_early_trs(tmp_path: Path) -> None:
     rec = make_recording("01", "1", 10, lead_in=2.0)
     write_subject([rec], tmp_path, ShardingConfig(segment_trs=4, lead_in_s=8.0))
-    from shards.manifest import build_manifest, read_fragment, write_json_atomic
+    from brainxl.shards.manifest import build_manifest, read_fragment, write_json_atomic
 
     frag = read_fragment(tmp_path, "01")
     m = build_manifest([frag], settings={"sharding": {"lead_in_s": 8.0, "bold_lead_trs": 0}})
@@ -178,7 +177,7 @@ def test_normalisation_uses_training_subjects_only(sharded: Path) -> None:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_heap_tuning_applies_on_glibc() -> None:
-    from shards.reader import tune_heap
+    from brainxl.shards.reader import tune_heap
 
     assert tune_heap() is True
 

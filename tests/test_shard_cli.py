@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from launch.cli import main
-from launch.cmd_shard import load_config
-from shards.config import ReaderConfig
-from shards.manifest import read_manifest
-from shards.reader import WindowDataset, make_loader
-from shards.stats import fold_statistics
+from brainxl.launch.cli import main
+from brainxl.launch.cmd_shard import load_config
+from brainxl.shards.config import ReaderConfig
+from brainxl.shards.manifest import read_manifest
+from brainxl.shards.reader import WindowDataset, make_loader
+from brainxl.shards.stats import fold_statistics
 
 
 def _simulate(out: Path, **kw) -> Path:

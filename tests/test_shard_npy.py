@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from shards import npy
+from brainxl.shards import npy
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])

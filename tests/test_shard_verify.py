@@ -6,11 +6,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from brainxl.launch.cli import main
+from brainxl.shards.manifest import read_manifest
+from brainxl.shards.verify import verify_shards
 from shard_fixtures import write_synthetic
-
-from launch.cli import main
-from shards.manifest import read_manifest
-from shards.verify import verify_shards
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +74,7 @@ def test_missing_manifest(tmp_path: Path, capsys) -> None:
 
 def test_tar_reader_handles_pax_and_long_names(tmp_path: Path) -> None:
     import webdataset as wds
-
-    from shards.verify import iter_tar_samples
+    from brainxl.shards.verify import iter_tar_samples
 
     long_key = "sub-01_task-" + "x" * 120 + "_seg-0000"
     path = tmp_path / "foreign.tar"

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from brainxl.shards import npy
+from brainxl.shards.config import ShardingConfig
+from brainxl.shards.manifest import build_manifest, read_manifest
+from brainxl.shards.writer import shard_dataset, write_subject
 from shard_fixtures import SPEC, fail_on_02, load_spec, make_recording, write_synthetic
-
-from shards import npy
-from shards.config import ShardingConfig
-from shards.manifest import build_manifest, read_manifest
-from shards.writer import shard_dataset, write_subject
 
 
 @pytest.fixture(scope="module")

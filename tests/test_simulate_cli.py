@@ -79,7 +79,7 @@ def test_bad_arguments_fail_before_writing(tmp_path, kwargs, match):
 
 
 def test_cli_writes_and_refuses_non_empty_out(tmp_path, capsys):
-    from launch.cli import main
+    from brainxl.launch.cli import main
 
     out = tmp_path / "bids"
     argv = ["simulate", str(out), "--subjects", "1", "--minutes", "0.25", "--parcels", "8"]

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 import train_fixtures
 import yaml
-
-from launch import cli, slurm
+from brainxl.launch import cli, slurm
 
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parent.parent
@@ -48,7 +47,7 @@ def cluster():
 
 
 def _cfg(tmp_path: Path, overrides: list[str], experiment: str = "slurmtest"):
-    from distrib.config import load_config
+    from brainxl.distrib.config import load_config
 
     path = tmp_path / "run.yaml"
     path.write_text(f"experiment: {experiment}\n")
@@ -71,7 +70,7 @@ def _wait(job, timeout: float = 420.0) -> list:
 def test_two_node_allreduce_status_logs(tmp_path: Path, capsys) -> None:
     cfg = _cfg(tmp_path, [f"run.root={tmp_path / 'runs'}"])
     profile = slurm.load_profile("local")
-    job, rdir = slurm.submit_run(cfg, profile, target="launch.slurm:allreduce_check")
+    job, rdir = slurm.submit_run(cfg, profile, target="brainxl.launch.slurm:allreduce_check")
     results = _wait(job, 180)
     assert [r["rank"] for r in results] == [0, 1]
     assert results[0]["nodes"] == ["n1", "n2"]  # one rank on each node
@@ -114,7 +113,7 @@ def test_quoting_profile_runs_without_injection(tmp_path: Path) -> None:
     marker = Path("/tmp/brainxl-injected")
     marker.unlink(missing_ok=True)
     cfg = _cfg(tmp_path, [f"run.root={tmp_path / 'runs'}"])
-    job, _ = slurm.submit_run(cfg, profile, target="launch.slurm:allreduce_check")
+    job, _ = slurm.submit_run(cfg, profile, target="brainxl.launch.slurm:allreduce_check")
     info = subprocess.run(
         ["scontrol", "show", "job", str(job.job_id)], capture_output=True, text=True
     ).stdout
@@ -148,8 +147,8 @@ def _train_overrides(shards: Path, runs: Path, **extra) -> list[str]:
 @pytest.fixture(scope="module")
 def reference(shards: Path, tmp_path_factory) -> dict:
     """The same config trained locally with 2 ranks, uninterrupted."""
-    from distrib.config import run_dir
-    from launch.local import launch_local
+    from brainxl.distrib.config import run_dir
+    from brainxl.launch.local import launch_local
 
     tmp = tmp_path_factory.mktemp("slurm-ref")
     cfg = _cfg(tmp, _train_overrides(shards, tmp / "runs"))
@@ -306,7 +305,7 @@ def test_loso_array_and_collect(shards: Path, tmp_path: Path, capsys) -> None:
 
 def test_plain_sbatch_template_matches_local(shards: Path, reference: dict, tmp_path: Path) -> None:
     """slurm/templates/train-cpu.sbatch (no submitit) trains the same run on 2 nodes."""
-    from distrib.config import run_dir
+    from brainxl.distrib.config import run_dir
 
     overrides = _train_overrides(shards, tmp_path / "runs")
     cfg_file = tmp_path / "run.yaml"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from brainxl.launch import cli
+from brainxl.launch.cmd_collect import collect
 
 from brainxl import metrics as bm
-from launch import cli
-from launch.cmd_collect import collect
 
 
 def _fold(root: Path, subject: str, seed: int, name: str) -> Path:

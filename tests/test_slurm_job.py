@@ -11,8 +11,7 @@ import pickle
 import signal
 
 import pytest
-
-from launch import slurm
+from brainxl.launch import slurm
 
 SLURM_TASK_ENV = {
     "SUBMITIT_EXECUTOR": "slurm",

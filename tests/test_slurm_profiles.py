@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from launch import cli, slurm
+from brainxl.launch import cli, slurm
 
 GOLDEN = Path(__file__).parent / "golden"
 PROFILES = {
@@ -148,7 +147,7 @@ def test_missing_profile_lists_shipped(tmp_path: Path) -> None:
 
 
 def test_loso_configs_one_per_subject() -> None:
-    from distrib.config import load_config, run_dir
+    from brainxl.distrib.config import load_config, run_dir
 
     cfg = load_config(None, ["data.val_subjects=[sub-02]"])
     folds = slurm.loso_configs(cfg, ["sub-01", "sub-02"])

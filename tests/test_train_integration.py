@@ -28,7 +28,7 @@ def _cmd(shards: Path, runs: Path, nproc: int, **kw: object) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "launch.cli",
+        "brainxl.launch.cli",
         "train",
         *overrides(shards, runs, **kw),
         "--nproc",
@@ -226,8 +226,9 @@ def test_a_run_refuses_to_resume_on_changed_shards(shards: Path, tmp_path: Path)
 
 
 def test_layer_decay_gives_each_depth_its_learning_rate(shards: Path, tmp_path: Path) -> None:
+    from brainxl.distrib.engine import param_groups
+
     from brainxl.models.neurobolt import NeuroBOLT
-    from distrib.engine import param_groups
 
     model = NeuroBOLT.from_flavor("debug", window_s=4, n_rois=3)
     groups = param_groups(model, 1e-3, 0.5)

@@ -9,7 +9,7 @@ def test_reporter_sinks_and_resume_truncation(tmp_path, capsys, monkeypatch) -> 
     import io
     import json
 
-    from distrib.reporting import ConsoleSink, JsonlSink, Reporter, format_eta, wandb_mode
+    from brainxl.distrib.reporting import ConsoleSink, JsonlSink, Reporter, format_eta, wandb_mode
 
     buf = io.StringIO()
     jl = JsonlSink(tmp_path / "metrics.jsonl")
@@ -42,7 +42,7 @@ def test_reporter_sinks_and_resume_truncation(tmp_path, capsys, monkeypatch) -> 
 
 
 def test_lr_schedule_warmup_then_cosine() -> None:
-    from distrib.engine import lr_lambda
+    from brainxl.distrib.engine import lr_lambda
 
     vals = [lr_lambda(s, 4, 20, "cosine", 0.1) for s in range(21)]
     assert vals[:4] == [0.25, 0.5, 0.75, 1.0]

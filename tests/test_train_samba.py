@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from brainxl.shards.config import ShardingConfig
+from brainxl.shards.recording import Recording
+from brainxl.shards.writer import shard_dataset
 
 from brainxl.models.graph import fc_graph
-from shards.config import ShardingConfig
-from shards.recording import Recording
-from shards.writer import shard_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 SFREQ, TR, LEAD_IN, N_TRS = 32.0, 2.0, 6.0, 40
@@ -116,7 +116,7 @@ def _overrides(shards: Path, runs: Path, **extra: object) -> list[str]:
 
 
 def _cfg(shards: Path, tmp_path: Path, name: str = "samba-eeg2fmri-debug", **extra: object):
-    from distrib.config import load_config
+    from brainxl.distrib.config import load_config
 
     return load_config(name, _overrides(shards, tmp_path, **extra))
 
@@ -143,7 +143,7 @@ def _as_set(edge_index: torch.Tensor) -> set[tuple[int, int]]:
 
 
 def test_timeseries_are_the_recordings_stitched_once(shards: Path, tmp_path: Path) -> None:
-    from distrib.data import build_fold, recording_timeseries
+    from brainxl.distrib.data import build_fold, recording_timeseries
 
     fold = build_fold(_cfg(shards, tmp_path), 0, 1)
     got = recording_timeseries(shards, TRAIN, ("ephys", "bold"), norm=fold.norm, ephys_hz=8.0)
@@ -159,9 +159,9 @@ def test_timeseries_are_the_recordings_stitched_once(shards: Path, tmp_path: Pat
 
 @pytest.mark.parametrize("name", ["samba-eeg2fmri-debug", "samba-fmri2eeg-debug"])
 def test_graphs_come_from_training_subjects_only(shards: Path, tmp_path: Path, name: str) -> None:
-    from distrib.data import build_fold
-    from distrib.tasks import build_model_and_adapter, install_fc_graphs
-    from distrib.trainer import data_info
+    from brainxl.distrib.data import build_fold
+    from brainxl.distrib.tasks import build_model_and_adapter, install_fc_graphs
+    from brainxl.distrib.trainer import data_info
 
     cfg = _cfg(shards, tmp_path, name)
     fold = build_fold(cfg, 0, 1)
@@ -188,10 +188,11 @@ def test_graphs_come_from_training_subjects_only(shards: Path, tmp_path: Path, n
 
 
 def test_samba_uses_its_own_loss(shards: Path, tmp_path: Path) -> None:
+    from brainxl.distrib.data import build_fold
+    from brainxl.distrib.tasks import build_model_and_adapter
+    from brainxl.distrib.trainer import data_info
+
     from brainxl.objectives import uses_model_loss
-    from distrib.data import build_fold
-    from distrib.tasks import build_model_and_adapter
-    from distrib.trainer import data_info
 
     cfg = _cfg(shards, tmp_path, "samba-fmri2eeg-debug")
     assert cfg.train.loss.name == "samba"
@@ -207,11 +208,11 @@ def test_samba_uses_its_own_loss(shards: Path, tmp_path: Path) -> None:
 
 
 def test_train_run_holds_the_training_subject_graph(shards: Path, tmp_path: Path) -> None:
-    from distrib.data import build_fold
-    from distrib.tasks import build_model_and_adapter
-    from distrib.trainer import data_info
+    from brainxl.distrib.data import build_fold
+    from brainxl.distrib.tasks import build_model_and_adapter
+    from brainxl.distrib.trainer import data_info
 
-    cmd = [sys.executable, "-m", "launch.cli", "train", "samba-eeg2fmri-debug"]
+    cmd = [sys.executable, "-m", "brainxl.launch.cli", "train", "samba-eeg2fmri-debug"]
     cmd += [*_overrides(shards, tmp_path), "--nproc", "1"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "RANK", "SLURM"))}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
@@ -254,7 +255,7 @@ def test_train_run_holds_the_training_subject_graph(shards: Path, tmp_path: Path
     assert val["loss"] == pytest.approx(total / count, rel=1e-5)
 
     # the report: learned HRFs and wavelet attention, figures logged to W&B (offline)
-    from launch.cmd_evaluate import evaluate
+    from brainxl.launch.cmd_evaluate import evaluate
 
     os.environ["WANDB_MODE"] = "offline"
     try:

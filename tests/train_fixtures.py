@@ -10,10 +10,9 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-
-from shards.config import ShardingConfig
-from shards.recording import Recording
-from shards.writer import shard_dataset
+from brainxl.shards.config import ShardingConfig
+from brainxl.shards.recording import Recording
+from brainxl.shards.writer import shard_dataset
 
 SFREQ = 200.0
 TR = 1.0

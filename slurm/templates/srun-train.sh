@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shared body of the plain sbatch templates (train-gpu.sbatch, train-cpu.sbatch): runs
-# `python -m distrib.entry CONFIG [key=value ...]` once per task with srun, one task per
+# `python -m brainxl.distrib.entry CONFIG [key=value ...]` once per task with srun, one task per
 # GPU (or per CPU rank). distrib/env.py reads the rank from SLURM_PROCID/SLURM_LOCALID;
 # this script only sets the rendezvous (MASTER_ADDR/MASTER_PORT). DeepSpeed picks the GPU
 # from LOCAL_RANK, so CUDA_VISIBLE_DEVICES is left alone.
@@ -38,7 +38,7 @@ requeue() {
 }
 trap requeue USR2
 
-srun --kill-on-bad-exit=1 --cpu-bind=none "$PYTHON" -u -m distrib.entry "$@" &
+srun --kill-on-bad-exit=1 --cpu-bind=none "$PYTHON" -u -m brainxl.distrib.entry "$@" &
 pid=$!
 set +e
 while true; do
