@@ -370,16 +370,9 @@ def run_dir(cfg: RunConfig) -> Path:
 
 def version_info() -> dict[str, str]:
     """Versions of brainxl and its runtime, saved with every run and checkpoint."""
-    import importlib.metadata as md
-    import platform
+    from brainxl.versions import package_versions
 
-    info = {"python": platform.python_version()}
-    for pkg in ("brainxl", "torch", "deepspeed", "numpy"):
-        try:
-            info[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            info[pkg] = "unknown"
-    return info
+    return package_versions()
 
 
 def save_run_config(cfg: RunConfig, folder: str | os.PathLike) -> None:
