@@ -10,6 +10,7 @@ same from a shell (what ``launch.local`` starts per rank).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from brainxl.distrib.config import (
     run_id,
     save_run_config,
 )
+from brainxl.distrib.runlock import LOCK_FILE, RunLock, RunLockedError, probe
 
 from brainxl.files import atomic_write_text
 
@@ -48,11 +50,12 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
     import torch.distributed as dist
     from brainxl.distrib.data import build_fold
     from brainxl.distrib.engine import init_distributed
-    from brainxl.distrib.env import detect_env
+    from brainxl.distrib.env import detect_env, single_env
     from brainxl.distrib.reporting import make_reporter
+    from brainxl.distrib.signals import ensure_stop_handler
     from brainxl.distrib.trainer import Trainer
 
-    _stop_on_usr2()
+    ensure_stop_handler()
     env = detect_env()
     folder = run_dir(cfg)
     data_id = data_identity(cfg)
@@ -64,36 +67,71 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
             print(f"run {folder} is already complete; delete it or set run.resume=false to rerun")
         return json.loads(done.read_text())
     if env.source == "single":
-        import os
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = type(env)(master_port=int(os.environ.get("MASTER_PORT", port)))
+        env = single_env()
     init_distributed(env)
-    if env.is_main:
-        save_run_config(cfg, folder)
-        atomic_write_text(folder / DATA_ID, json.dumps(data_id, indent=2))
-    dist.barrier()
-    reporter = make_reporter(
-        cfg,
-        folder,
-        is_main=env.is_main,
-        run_id=run_id(cfg),
-        fold=fold_name(cfg),
-        extra=[report] if report else None,
-    )
+    lock = lock_run(folder, is_main=env.is_main)
     try:
-        fold = build_fold(cfg, env.rank, env.world_size)
-        trainer = Trainer(cfg, env, fold, folder, reporter)
-        result = trainer.fit()
+        if env.is_main:
+            save_run_config(cfg, folder)
+            atomic_write_text(folder / DATA_ID, json.dumps(data_id, indent=2))
         dist.barrier()
+        reporter = make_reporter(
+            cfg,
+            folder,
+            is_main=env.is_main,
+            run_id=run_id(cfg),
+            fold=fold_name(cfg),
+            extra=[report] if report else None,
+        )
+        try:
+            fold = build_fold(cfg, env.rank, env.world_size)
+            trainer = Trainer(cfg, env, fold, folder, reporter)
+            result = trainer.fit()
+            dist.barrier()
+        finally:
+            reporter.close()
     finally:
-        reporter.close()
+        if lock is not None:
+            lock.release()
     if env.is_main:
         print(f"run folder: {folder}")
     return result
+
+
+def lock_run(folder: Path, *, is_main: bool) -> RunLock | None:
+    """Take the run folder's lock on rank 0; every rank learns whether that worked.
+
+    Rank 0 takes it unless its parent process (``brainxl train --nproc N``'s launcher)
+    already holds it. Called after the process group is up: a refused launch raises
+    :class:`~brainxl.distrib.runlock.RunLockedError` on every rank at once.
+
+    Returns
+    -------
+    lock : RunLock or None
+        The lock this process holds (release it when done); None on other ranks and
+        under a launcher that holds it.
+    """
+    import torch.distributed as dist
+
+    lock: RunLock | None = None
+    error = ""
+    if is_main:
+        path = folder / LOCK_FILE
+        holder = probe(path)
+        launcher_holds = holder is not None and holder.on_this_host() and holder.pid == os.getppid()
+        if not launcher_holds:
+            lock = RunLock(path)
+            try:
+                lock.acquire()
+            except RunLockedError as err:
+                lock, error = None, str(err)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [error]
+        dist.broadcast_object_list(box, src=0)
+        error = box[0]
+    if error:
+        raise RunLockedError(error)
+    return lock
 
 
 def data_identity(cfg: RunConfig) -> dict[str, str]:
@@ -132,19 +170,6 @@ def check_same_data(folder: Path, data_id: dict[str, str]) -> None:
             "Resuming would mix two datasets: pass run.resume=false to start this run over, "
             "or run.name=<new name> to keep both"
         )
-
-
-def _stop_on_usr2() -> None:
-    """Save-and-stop on USR2 unless a launcher (submitit's job) already handles it."""
-    import signal
-    import threading
-
-    from brainxl.distrib import signals
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGUSR2) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGUSR2, lambda signum, frame: signals.request_stop("SIGUSR2"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
