@@ -3,8 +3,9 @@
 ``load_config("configs/neurobolt-debug.yaml", ["train.lr=3e-4"])`` returns a validated
 :class:`RunConfig`. An unknown key or a value of the wrong type raises
 :class:`ConfigError` naming the key, the closest valid key and the file. A run's identity
-(:func:`run_id`) is a hash of its semantic keys, so the same command finds the same run
-folder and resumes it.
+(:func:`run_id`) is a hash of the semantic keys that differ from the schema defaults, so
+the same command finds the same run folder and resumes it, and a new key with a default
+renames no existing run.
 """
 
 from __future__ import annotations
@@ -351,9 +352,51 @@ def semantic_dict(cfg: RunConfig) -> dict[str, Any]:
     return d
 
 
+#: Version of the run-identity scheme: bump it only when the meaning of an existing key
+#: changes (every run folder is renamed then). Adding a key with a default needs nothing.
+RUN_ID_SCHEME = 2
+
+
+def changed_keys(cfg: RunConfig) -> dict[str, Any]:
+    """The semantic keys whose value differs from the schema default, flat and dotted.
+
+    The defaults are those of ``type(cfg)`` (its dataclass sections included), so a field
+    added to the schema later, with a default, never appears here for an existing run.
+
+    Returns
+    -------
+    changed : dict
+        ``{"train.lr": 0.001, "data.test_subject": "01", ...}``; a dict or list valued key
+        (``model.overrides``, ``train.betas``) counts as one value.
+    """
+    out: dict[str, Any] = {}
+    _diff(cfg, type(cfg)(), to_dict(cfg), to_dict(type(cfg)()), "", out)
+    return out
+
+
+def _diff(obj: Any, ref: Any, dobj: dict, dref: dict, prefix: str, out: dict) -> None:
+    for f in fields(obj):
+        key = prefix + f.name
+        if key in NON_SEMANTIC:
+            continue
+        value, default = getattr(obj, f.name), getattr(ref, f.name, MISSING)
+        if is_dataclass(value) and is_dataclass(default) and type(value) is type(default):
+            _diff(value, default, dobj[f.name], dref[f.name], key + ".", out)
+        elif default is MISSING or dobj[f.name] != dref[f.name]:
+            out[key] = dobj[f.name]
+
+
 def run_id(cfg: RunConfig) -> str:
-    """Hash (12 hex digits) of the semantic keys: same science, same run."""
-    blob = json.dumps(semantic_dict(cfg), sort_keys=True, default=str)
+    """Hash (12 hex digits) of the semantic keys that differ from the schema defaults.
+
+    Same science, same run: the same command finds the same run folder and resumes it,
+    and a key added to the schema with a default changes no existing run's id (the hash
+    covers :func:`changed_keys` and :data:`RUN_ID_SCHEME`, as dora's ``XP.sig`` hashes
+    only the overrides).
+    """
+    blob = json.dumps(
+        {"scheme": RUN_ID_SCHEME, "changed": changed_keys(cfg)}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
