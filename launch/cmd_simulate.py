@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "simulate a physically grounded EEG-fMRI dataset and write it as BIDS"
 
@@ -39,26 +38,22 @@ def run(args: argparse.Namespace) -> int:
     """Run the simulation; return 0 on success, 2 on a user mistake."""
     from brainxl.simulate import simulate_dataset
 
-    try:
-        summary = simulate_dataset(
-            args.out,
-            args.subjects,
-            args.minutes,
-            args.seed,
-            montage=args.montage,
-            n_parcels=args.parcels,
-            sfreq=args.sfreq,
-            tr=args.tr,
-            fmt=args.fmt,
-            channel_style=args.channel_style,
-            meg=args.meg,
-            lead_in=args.lead_in,
-            task=args.task,
-            overwrite=args.overwrite,
-            progress=lambda msg: print(msg, flush=True),
-        )
-    except ValueError as err:
-        print(f"brainxl simulate: error: {err}", file=sys.stderr)
-        return 2
+    summary = simulate_dataset(  # a ValueError is a user mistake: one line from cli.main
+        args.out,
+        args.subjects,
+        args.minutes,
+        args.seed,
+        montage=args.montage,
+        n_parcels=args.parcels,
+        sfreq=args.sfreq,
+        tr=args.tr,
+        fmt=args.fmt,
+        channel_style=args.channel_style,
+        meg=args.meg,
+        lead_in=args.lead_in,
+        task=args.task,
+        overwrite=args.overwrite,
+        progress=lambda msg: print(msg, flush=True),
+    )
     print(summary.format())
     return 0

@@ -564,6 +564,35 @@ def write_job_record(run_dir: Path, job: Any, profile: ClusterProfile, extra: di
     return path
 
 
+_ACTIVE_STATES = {"PENDING", "RUNNING", "COMPLETING", "REQUEUED", "CONFIGURING", "SUSPENDED"}
+
+
+def check_not_running(run_dir: Path) -> None:
+    """Refuse to submit a run whose folder a live process or an active SLURM job owns.
+
+    Raises
+    ------
+    RunLockedError
+        The run's lock is held (a local ``brainxl train`` or a running job), or its
+        ``slurm_job.json`` names a job SLURM still lists as pending or running.
+    """
+    from brainxl.distrib.runlock import LOCK_FILE, RunLockedError, check_free
+
+    check_free(run_dir / LOCK_FILE)
+    try:
+        rec = json.loads((run_dir / JOB_RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    job = str(rec.get("job_id", ""))
+    state = job_states([job]).get(job, "") if job else ""
+    if state in _ACTIVE_STATES:
+        raise RunLockedError(
+            f"run folder {run_dir} belongs to SLURM job {job} ({state}); a second job would "
+            f"write the same folder. Wait for it (brainxl status), or scancel {job.split('_')[0]} "
+            "and submit again to resume, or pass run.name=<new name> to start a separate run"
+        )
+
+
 def submit_run(
     cfg: Any, profile: ClusterProfile, target: str = "brainxl.distrib.entry:train"
 ) -> tuple[Any, Path]:
@@ -580,6 +609,7 @@ def submit_run(
 
     cfg = _absolute_root(cfg)
     rdir = run_dir(cfg)
+    check_not_running(rdir)
     save_run_config(cfg, rdir)
     ex = make_executor(profile, submitit_folder(cfg), job_name(cfg))
     job = ex.submit(TrainJob(cfg, target))
@@ -622,6 +652,8 @@ def submit_loso(
 
     cfg = _absolute_root(cfg)
     folds = loso_configs(cfg, subjects)
+    for c in folds:
+        check_not_running(run_dir(c))
     ex = make_executor(profile, submitit_folder(cfg), job_name(cfg), max_parallel=max_parallel)
     with ex.batch():
         jobs = [ex.submit(TrainJob(c, target)) for c in folds]
@@ -727,10 +759,9 @@ def wait_until_finished(job_ids: Sequence[str], timeout_s: float = 120.0) -> dic
     states : dict
         The last seen ``{job_id: state}``.
     """
-    active = {"PENDING", "RUNNING", "COMPLETING", "REQUEUED", "CONFIGURING", "SUSPENDED"}
     t0 = time.time()
     states = job_states(job_ids)
-    while any(states.get(j) in active for j in job_ids) and time.time() - t0 < timeout_s:
+    while any(states.get(j) in _ACTIVE_STATES for j in job_ids) and time.time() - t0 < timeout_s:
         time.sleep(0.5)
         states = job_states(job_ids)
     return states
