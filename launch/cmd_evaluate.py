@@ -274,4 +274,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}")
         return 2
     print(json.dumps(result, indent=2))
+    from brainxl.launch.wandb_sync import print_sync_hint
+
+    print_sync_hint(result["run_dir"])
     return 0

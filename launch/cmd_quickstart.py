@@ -124,4 +124,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  fraction of the noise ceiling reached = {result['fraction_of_ceiling']:.2f}")
     print(f"report: {folder / 'report' / 'report.html'}")
     print(f"total time: {time.perf_counter() - start:.0f} s")
+    from brainxl.launch.wandb_sync import print_sync_hint
+
+    print_sync_hint(folder)
     return 0

@@ -110,7 +110,7 @@ def print_summary(manifest: dict[str, Any], out: Any = None) -> None:
     )
 
 
-def _verify(out: Path) -> int:
+def _verify(out: Path, quiet: bool = False) -> int:
     from brainxl.shards.verify import verify_shards
 
     problems = verify_shards(out)
@@ -132,18 +132,12 @@ def run(args: argparse.Namespace) -> int:
 
     if len(args.paths) == 1:
         if not args.verify:
-            print("brainxl shard: need BIDS_DIR OUT (or --verify OUT)", file=sys.stderr)
-            return 2
-        return _verify(Path(args.paths[0]))
+            raise ValueError("need BIDS_DIR OUT (or --verify OUT)")
+        return _verify(Path(args.paths[0]), quiet=args.quiet)
     if len(args.paths) != 2:
-        print("brainxl shard: expected BIDS_DIR OUT", file=sys.stderr)
-        return 2
+        raise ValueError(f"expected BIDS_DIR OUT, got {len(args.paths)} paths")
     bids, out = Path(args.paths[0]), Path(args.paths[1])
-    try:
-        conf = load_config(args.config)
-    except ValueError as err:
-        print(f"brainxl shard: {err}", file=sys.stderr)
-        return 2
+    conf = load_config(args.config)  # a mistake: one line from cli.main
     if args.workers is not None:
         conf.sharding.workers = args.workers
     if args.segment_trs is not None:
@@ -152,13 +146,9 @@ def run(args: argparse.Namespace) -> int:
         conf.ingest.source.enabled = True
     from brainxl.shards.writer import shard_bids
 
-    try:
-        manifest = shard_bids(bids, out, conf.ingest, conf.sharding, progress=not args.quiet)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"brainxl shard: {err}", file=sys.stderr)
-        return 1
+    manifest = shard_bids(bids, out, conf.ingest, conf.sharding, progress=not args.quiet)
     print_summary(manifest)
     print(f"wrote {out / 'manifest.json'}  (sharding: {asdict(conf.sharding)})")
     if args.verify:
-        return _verify(out)
+        return _verify(out, quiet=args.quiet)
     return 0

@@ -36,24 +36,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the simulation; return 0 on success, 2 on a user mistake."""
+    from brainxl.launch.progress import progress_bar, say
+
     from brainxl.simulate import simulate_dataset
 
-    summary = simulate_dataset(  # a ValueError is a user mistake: one line from cli.main
-        args.out,
-        args.subjects,
-        args.minutes,
-        args.seed,
-        montage=args.montage,
-        n_parcels=args.parcels,
-        sfreq=args.sfreq,
-        tr=args.tr,
-        fmt=args.fmt,
-        channel_style=args.channel_style,
-        meg=args.meg,
-        lead_in=args.lead_in,
-        task=args.task,
-        overwrite=args.overwrite,
-        progress=lambda msg: print(msg, flush=True),
-    )
+    bar = progress_bar(args.subjects + 1, "simulate", unit="step")  # head model + subjects
+
+    def progress(message: str) -> None:
+        say(bar, message)
+        bar.update()
+
+    with bar:
+        summary = simulate_dataset(  # a ValueError is a user mistake: one line from cli.main
+            args.out,
+            args.subjects,
+            args.minutes,
+            args.seed,
+            montage=args.montage,
+            n_parcels=args.parcels,
+            sfreq=args.sfreq,
+            tr=args.tr,
+            fmt=args.fmt,
+            channel_style=args.channel_style,
+            meg=args.meg,
+            lead_in=args.lead_in,
+            task=args.task,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
     print(summary.format())
     return 0

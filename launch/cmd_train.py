@@ -43,4 +43,7 @@ def run(args: argparse.Namespace) -> int:
     result = launch_local(cfg, args.nproc)
     summary = {k: v for k, v in result.items() if k in ("step", "best_val_loss", "test", "run_dir")}
     print(json.dumps(summary, indent=2, default=float))
+    from brainxl.launch.wandb_sync import print_sync_hint
+
+    print_sync_hint(result.get("run_dir") or run_dir(cfg))
     return 0
