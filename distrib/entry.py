@@ -68,9 +68,12 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
         return json.loads(done.read_text())
     if env.source == "single":
         env = single_env()
-    init_distributed(env)
-    lock = lock_run(folder, is_main=env.is_main)
+    lock, refused = take_run_lock(folder) if env.is_main else (None, "")
     try:
+        if refused and env.world_size == 1:
+            raise RunLockedError(refused)
+        init_distributed(env)
+        agree_on_lock(refused)  # every rank fails together when rank 0 was refused
         if env.is_main:
             save_run_config(cfg, folder)
             atomic_write_text(folder / DATA_ID, json.dumps(data_id, indent=2))
@@ -98,40 +101,43 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
     return result
 
 
-def lock_run(folder: Path, *, is_main: bool) -> RunLock | None:
-    """Take the run folder's lock on rank 0; every rank learns whether that worked.
+def take_run_lock(folder: Path) -> tuple[RunLock | None, str]:
+    """Rank 0: take the run folder's lock unless this process's launcher holds it.
 
-    Rank 0 takes it unless its parent process (``brainxl train --nproc N``'s launcher)
-    already holds it. Called after the process group is up: a refused launch raises
-    :class:`~brainxl.distrib.runlock.RunLockedError` on every rank at once.
+    ``brainxl train --nproc N`` holds the lock in the launcher, the parent of every rank;
+    any other rank 0 (a single process, srun, submitit, torchrun) takes it itself.
 
     Returns
     -------
     lock : RunLock or None
-        The lock this process holds (release it when done); None on other ranks and
-        under a launcher that holds it.
+        The lock this process now holds (release it when done), None when the launcher
+        holds it or the lock was refused.
+    refused : str
+        Why it was refused (the holder and the fix), ``""`` when it was not.
     """
+    path = folder / LOCK_FILE
+    holder = probe(path)
+    if holder is not None and holder.on_this_host() and holder.pid == os.getppid():
+        return None, ""
+    lock = RunLock(path)
+    try:
+        lock.acquire()
+    except RunLockedError as err:
+        return None, str(err)
+    return lock, ""
+
+
+def agree_on_lock(refused: str) -> None:
+    """Broadcast rank 0's lock outcome; raise :class:`RunLockedError` on every rank if it
+    was refused (so no rank waits for a peer that gave up)."""
     import torch.distributed as dist
 
-    lock: RunLock | None = None
-    error = ""
-    if is_main:
-        path = folder / LOCK_FILE
-        holder = probe(path)
-        launcher_holds = holder is not None and holder.on_this_host() and holder.pid == os.getppid()
-        if not launcher_holds:
-            lock = RunLock(path)
-            try:
-                lock.acquire()
-            except RunLockedError as err:
-                lock, error = None, str(err)
     if dist.is_initialized() and dist.get_world_size() > 1:
-        box = [error]
+        box = [refused]
         dist.broadcast_object_list(box, src=0)
-        error = box[0]
-    if error:
-        raise RunLockedError(error)
-    return lock
+        refused = box[0]
+    if refused:
+        raise RunLockedError(refused)
 
 
 def data_identity(cfg: RunConfig) -> dict[str, str]:
