@@ -147,6 +147,9 @@ class LaBraMEncoder(WeightsMixin, nn.Module):
         patches embedded by the temporal conv (used by the tokenizer's decoder).
     use_mask_token : bool
         Create a learned mask token (masked EEG modeling).
+    qkv_bias : bool
+        Bias on the q/k/v projection (off in every LaBraM flavor; on for converted
+        checkpoints trained with ``q_bias``/``v_bias``).
     """
 
     def __init__(
@@ -161,6 +164,7 @@ class LaBraMEncoder(WeightsMixin, nn.Module):
         init_values: float = 0.1,
         in_dim: int | None = None,
         use_mask_token: bool = False,
+        qkv_bias: bool = False,
     ) -> None:
         super().__init__()
         if len(vocabulary()) + 1 > SPATIAL_ROWS:
@@ -181,7 +185,7 @@ class LaBraMEncoder(WeightsMixin, nn.Module):
         self.time_embed = nn.Parameter(torch.zeros(max_patches, dim))
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(dim, heads, mlp_ratio, qkv_bias=False, qk_norm=True, drop_path=r,
+            Block(dim, heads, mlp_ratio, qkv_bias=qkv_bias, qk_norm=True, drop_path=r,
                   init_values=init_values)
             for r in rates
         )  # fmt: skip
