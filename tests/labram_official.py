@@ -85,7 +85,8 @@ def official_forward(
     for i, (stride, pad) in enumerate(((8, 7), (1, 1), (1, 1)), start=1):
         w, b = s[f"patch_embed.conv{i}.weight"], s[f"patch_embed.conv{i}.bias"]
         h = F.conv2d(h, w, b, stride=(1, stride), padding=(0, pad))
-        h = F.gelu(F.group_norm(h, 4, s[f"patch_embed.norm{i}.weight"], s[f"patch_embed.norm{i}.bias"]))
+        gw, gb = s[f"patch_embed.norm{i}.weight"], s[f"patch_embed.norm{i}.bias"]
+        h = F.gelu(F.group_norm(h, 4, gw, gb))
     tok = h.permute(0, 2, 3, 1).reshape(B, C * n, -1)  # time-major (T, filters) flattening
     D = tok.shape[-1]
     hd = D // heads
@@ -107,7 +108,8 @@ def official_forward(
         q = F.layer_norm(q, (hd,), s[b + "attn.q_norm.weight"], s[b + "attn.q_norm.bias"], 1e-6)
         k = F.layer_norm(k, (hd,), s[b + "attn.k_norm.weight"], s[b + "attn.k_norm.bias"], 1e-6)
         a = ((q * hd**-0.5) @ k.transpose(-2, -1)).softmax(-1) @ v
-        a = F.linear(a.transpose(1, 2).reshape(B, N, D), s[b + "attn.proj.weight"], s[b + "attn.proj.bias"])
+        a = a.transpose(1, 2).reshape(B, N, D)
+        a = F.linear(a, s[b + "attn.proj.weight"], s[b + "attn.proj.bias"])
         t = t + s[b + "gamma_1"] * a
         y = F.layer_norm(t, (D,), s[b + "norm2.weight"], s[b + "norm2.bias"], 1e-6)
         m = F.linear(F.gelu(F.linear(y, s[b + "mlp.fc1.weight"], s[b + "mlp.fc1.bias"])),

@@ -42,11 +42,13 @@ def test_converted_encoder_computes_the_official_function(qkv_bias):
     x, idx, rows = _inputs()
     with torch.no_grad():
         ours = enc.forward_features(x, idx)
-        ref = official_forward(state, (x * 0.01).reshape(2, len(NAMES), 3, 200), rows, 2, "student.")
+        x_off = (x * 0.01).reshape(2, len(NAMES), 3, 200)
+        ref = official_forward(state, x_off, rows, 2, "student.")
     perm = token_permutation(4, 25)
     torch.testing.assert_close(ours, ref[..., perm], atol=2e-5, rtol=1e-4)
     assert report.prefix == "student."
-    assert report.rows_alias == {"T3": "T7", "T5": "P7", "T4": "T8", "T6": "P8", "A1": "M1", "A2": "M2"}
+    aliases = {"T3": "T7", "T5": "P7", "T4": "T8", "T6": "P8", "A1": "M1", "A2": "M2"}
+    assert report.rows_alias == aliases
     assert {"CB1", "CB2", "T1", "T2"} <= set(report.rows_unmapped)
     assert report.rows_loaded["FP1-F7"].upper() == "FP1-F7"
     assert any("lm_head" in note for note in report.notes)
@@ -82,7 +84,8 @@ def test_mismatches_are_named():
         from_official(extra, _encoder(use_mask_token=True))
     with pytest.raises(ValueError, match=r"width 100 \(4 conv filters\).*width 50 \(2 filters\)"):
         from_official(state, _encoder(filters=2, use_mask_token=True))
-    with pytest.raises(ValueError, match=r"blocks\.0\.attn\.q_norm\.weight: file gives \(50,\), encoder has \(25,\)"):
+    msg = r"blocks\.0\.attn\.q_norm\.weight: file gives \(50,\), encoder has \(25,\)"
+    with pytest.raises(ValueError, match=msg):
         from_official(state, _encoder(heads=4, use_mask_token=True))
     with pytest.raises(ValueError, match="qkv_bias=True"):
         from_official(official_state(qkv_bias=True), _encoder())

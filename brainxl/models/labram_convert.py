@@ -56,15 +56,21 @@ from brainxl.models.labram import SPATIAL_ROWS, LaBraMEncoder
 
 #: Channel names of the official ``standard_1020`` list, in position-table order
 #: (row ``j + 1``). Only the first :data:`OFFICIAL_POS_ROWS` ``- 1`` have a row.
-OFFICIAL_CHANNELS: tuple[str, ...] = tuple(
-    """FP1 FPZ FP2 AF9 AF7 AF5 AF3 AF1 AFZ AF2 AF4 AF6 AF8 AF10 F9 F7 F5 F3 F1 FZ F2 F4 F6 F8
-    F10 FT9 FT7 FC5 FC3 FC1 FCZ FC2 FC4 FC6 FT8 FT10 T9 T7 C5 C3 C1 CZ C2 C4 C6 T8 T10 TP9
-    TP7 CP5 CP3 CP1 CPZ CP2 CP4 CP6 TP8 TP10 P9 P7 P5 P3 P1 PZ P2 P4 P6 P8 P10 PO9 PO7 PO5
-    PO3 PO1 POZ PO2 PO4 PO6 PO8 PO10 O1 OZ O2 O9 CB1 CB2 IZ O10 T3 T5 T4 T6 M1 M2 A1 A2
-    CFC1 CFC2 CFC3 CFC4 CFC5 CFC6 CFC7 CFC8 CCP1 CCP2 CCP3 CCP4 CCP5 CCP6 CCP7 CCP8 T1 T2
-    FTT9h TTP7h TPP9h FTT10h TPP8h TPP10h FP1-F7 F7-T7 T7-P7 P7-O1 FP2-F8 F8-T8 T8-P8 P8-O2
-    FP1-F3 F3-C3 C3-P3 P3-O1 FP2-F4 F4-C4 C4-P4 P4-O2""".split()
+# fmt: off
+OFFICIAL_CHANNELS: tuple[str, ...] = (
+    "FP1", "FPZ", "FP2", "AF9", "AF7", "AF5", "AF3", "AF1", "AFZ", "AF2", "AF4", "AF6", "AF8",
+    "AF10", "F9", "F7", "F5", "F3", "F1", "FZ", "F2", "F4", "F6", "F8", "F10", "FT9", "FT7",
+    "FC5", "FC3", "FC1", "FCZ", "FC2", "FC4", "FC6", "FT8", "FT10", "T9", "T7", "C5", "C3",
+    "C1", "CZ", "C2", "C4", "C6", "T8", "T10", "TP9", "TP7", "CP5", "CP3", "CP1", "CPZ", "CP2",
+    "CP4", "CP6", "TP8", "TP10", "P9", "P7", "P5", "P3", "P1", "PZ", "P2", "P4", "P6", "P8",
+    "P10", "PO9", "PO7", "PO5", "PO3", "PO1", "POZ", "PO2", "PO4", "PO6", "PO8", "PO10", "O1",
+    "OZ", "O2", "O9", "CB1", "CB2", "IZ", "O10", "T3", "T5", "T4", "T6", "M1", "M2", "A1", "A2",
+    "CFC1", "CFC2", "CFC3", "CFC4", "CFC5", "CFC6", "CFC7", "CFC8", "CCP1", "CCP2", "CCP3",
+    "CCP4", "CCP5", "CCP6", "CCP7", "CCP8", "T1", "T2", "FTT9h", "TTP7h", "TPP9h", "FTT10h",
+    "TPP8h", "TPP10h", "FP1-F7", "F7-T7", "T7-P7", "P7-O1", "FP2-F8", "F8-T8", "T8-P8", "P8-O2",
+    "FP1-F3", "F3-C3", "C3-P3", "P3-O1", "FP2-F4", "F4-C4", "C4-P4", "P4-O2",
 )
+# fmt: on
 #: Rows of the official position table (cls + 128 channels).
 OFFICIAL_POS_ROWS = 129
 #: Rows of the official temporal embedding (16 one-second patches).
@@ -221,10 +227,11 @@ def from_official(
     own = {k: v.detach().clone() for k, v in base.state_dict().items()}
     conv = base.patch_embed
     if not hasattr(conv, "out_len"):
-        raise ValueError("the base encoder embeds code vectors (in_dim); convert onto a raw-EEG one")
+        raise ValueError("the base encoder embeds code vectors (in_dim); use a raw-EEG encoder")
     filters = conv.conv1.out_channels
     width = src["cls_token"].shape[-1]
-    file_filters = src["patch_embed.conv1.weight"].shape[0] if "patch_embed.conv1.weight" in src else None
+    conv1 = src.get("patch_embed.conv1.weight")
+    file_filters = None if conv1 is None else conv1.shape[0]
     if width != base.dim or file_filters not in (None, filters):
         raise ValueError(
             f"official LaBraM checkpoint has width {width} ({file_filters} conv filters) but the "
@@ -271,10 +278,10 @@ def from_official(
         pos = src["pos_embed"].detach().float().reshape(-1, src["pos_embed"].shape[-1])
         used.add("pos_embed")
         if pos.shape[0] != OFFICIAL_POS_ROWS:
-            errors.append(f"{p}pos_embed has {pos.shape[0]} rows, the official table {OFFICIAL_POS_ROWS}")
+            errors.append(f"{p}pos_embed has {pos.shape[0]} rows, not {OFFICIAL_POS_ROWS}")
         elif pos.shape[1] != own["spatial_embed"].shape[1]:
             errors.append(
-                f"{p}pos_embed width {pos.shape[1]} vs encoder width {own['spatial_embed'].shape[1]}"
+                f"{p}pos_embed width {pos.shape[1]} vs encoder {own['spatial_embed'].shape[1]}"
             )
         else:
             rows, loaded, alias, unmapped = official_row_map()

@@ -247,4 +247,5 @@ def apply_pretrained(model: nn.Module, path: str | os.PathLike) -> PretrainedRep
 
 
 def _names(keys: list[str]) -> str:
-    return ", ".join(keys[:_SHOWN]) + (f" ... (+{len(keys) - _SHOWN})" if len(keys) > _SHOWN else "")
+    more = f" ... (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
+    return ", ".join(keys[:_SHOWN]) + more
