@@ -92,6 +92,9 @@ def test_mem_on_padded_batch_matches_samples_alone():
     with torch.no_grad():
         both = mem(batch.x, batch.ch_idx, mask, targets, pad_mask=batch.pad_mask)
     assert both["logits"].shape[0] == int((~batch.pad_mask).sum())  # every real token once
+    real = (~batch.pad_mask).sum(1)
+    assert torch.equal(torch.bincount(both["sample_index"], minlength=3), real)
+    assert both["accuracy"] == both["correct"].float().mean()
 
 
 def test_symmetric_mask_halves_real_tokens_only():

@@ -446,7 +446,9 @@ class LaBraMForMEM(WeightsMixin, nn.Module):
         dict
             ``logits`` (M, codebook_size) for the M masked tokens (both passes when
             symmetric: first ``mask`` then ``~mask``, each in row-major order); with
-            ``targets`` also ``loss`` (cross-entropy, scalar) and ``accuracy``.
+            ``targets`` also ``loss`` (cross-entropy, scalar), ``accuracy`` (masked-token
+            accuracy), and per logits row ``correct`` (bool) and ``sample_index`` (its
+            sample in the batch), from which accuracy per dataset is computed.
         """
         n = check_eeg_input(
             x, ch_idx, PATCH_SIZE, self.encoder.max_patches, "LaBraMForMEM", per_sample=True
@@ -475,7 +477,11 @@ class LaBraMForMEM(WeightsMixin, nn.Module):
             tgt = torch.cat([targets, targets]) if self.symmetric else targets
             tgt = tgt[mask]
             out["loss"] = F.cross_entropy(logits.float(), tgt)
-            out["accuracy"] = (logits.argmax(-1) == tgt).float().mean().detach()
+            correct = (logits.argmax(-1) == tgt).detach()
+            out["accuracy"] = correct.float().mean()
+            # per masked token: right or not, and its sample (per-dataset accuracy)
+            out["correct"] = correct
+            out["sample_index"] = mask.nonzero()[:, 0] % x.shape[0]
         return out
 
 
