@@ -67,8 +67,8 @@ from brainxl.models.graph import (
 )
 from brainxl.models.hrf import DoubleGammaHRF
 from brainxl.models.registry import ModelSpec, register_model
-from brainxl.models.samba_losses import cosine_loss, wavelet_skip_loss
 from brainxl.models.wavelets import coeff_lengths, dwt_matrix, idwt_matrix
+from brainxl.objectives import cosine_loss, wavelet_band_loss
 
 TEMPORAL_KINDS = ("lstm", "gru", "conv")
 
@@ -492,7 +492,7 @@ class SambaFMRI2EEG(_SambaBase):
         parts = {"cosine": cos.detach()}
         loss = cos
         if coeffs is not None and self.skip_weight > 0:
-            skip = wavelet_skip_loss(coeffs, self.skip_targets(target))
+            skip = wavelet_band_loss(coeffs, self.skip_targets(target))
             parts["skip"] = skip.detach()
             loss = loss + self.skip_weight * skip
         return loss, parts
