@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from brainxl.distrib.config import RunConfig, run_dir, save_run_config
+from brainxl.distrib.rundir import RunDir
 
 
 def free_port() -> int:
@@ -76,8 +77,8 @@ def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
         return train(cfg)
     folder = run_dir(cfg)
     save_run_config(cfg, folder)
-    logs = folder / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    run = RunDir(folder)
+    run.logs_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     procs: list[subprocess.Popen] = []
     files = []
@@ -85,9 +86,9 @@ def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
         penv = rank_env(rank, nproc, port)
         out = None
         if rank > 0:
-            out = open(logs / f"rank{rank}.log", "w")  # noqa: SIM115 - closed below
+            out = open(run.rank_log(rank), "w")  # noqa: SIM115 - closed below
             files.append(out)
-        cmd = [sys.executable, "-m", "brainxl.distrib.entry", str(folder / "config.yaml")]
+        cmd = [sys.executable, "-m", "brainxl.distrib.entry", str(run.config_path)]
         procs.append(
             subprocess.Popen(cmd, env=penv, stdout=out, stderr=subprocess.STDOUT if out else None)
         )
@@ -129,9 +130,9 @@ def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
             f.close()
     if failed is not None:
         rank, code = failed
-        log = _tail(logs / f"rank{rank}.log") if rank > 0 else "(see the output above)"
+        log = _tail(run.rank_log(rank)) if rank > 0 else "(see the output above)"
         raise RuntimeError(f"rank {rank} exited with code {code}; run folder {folder}\n{log}")
-    final = folder / "final_metrics.json"
+    final = run.final_metrics
     if forwarded and not final.is_file():
         print(f"stopped on signal {forwarded[0]}; the same command resumes run {folder}")
         return {"stopped": True, "run_dir": str(folder)}

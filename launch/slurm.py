@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from brainxl.configs import CONFIG_DIR
+from brainxl.distrib.rundir import RunDir
 
 from brainxl.files import atomic_write_text
 
 CLUSTER_DIR = CONFIG_DIR / "cluster"
-JOB_RECORD = "slurm_job.json"
+JOB_RECORD = RunDir.JOB_RECORD
 JOB_NAME_PREFIX = "brainxl"
 
 # sbatch options that submitit or brainxl manage; a profile may not set them directly.

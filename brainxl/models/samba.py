@@ -59,6 +59,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from brainxl.models import samba_spec
 from brainxl.models.graph import (
     GraphAttentionBlock,
     check_edge_index,
@@ -556,6 +557,17 @@ def _io_fmri(f: str) -> str:
     return f"{kw['n_fmri']} parcels x {kw['n_frames']} TRs (TR {kw['tr']:g} s)"
 
 
+def _spec_hooks(direction: str) -> dict[str, Any]:
+    """The family's hooks (:mod:`brainxl.models.samba_spec`) for one direction."""
+    return dict(
+        data_args=samba_spec.data_args,
+        batch=samba_spec.batch_io(direction),
+        prepare_fold=samba_spec.prepare_fold,
+        loss=samba_spec.own_loss,
+        diagnostics=samba_spec.diagnostics,
+    )
+
+
 register_model(
     ModelSpec(
         name="samba-eeg2fmri",
@@ -564,6 +576,7 @@ register_model(
         example_inputs=_example_eeg2fmri,
         describe_io=lambda f: (_io_eeg(f), _io_fmri(f)),
         task="eeg2fmri",
+        **_spec_hooks("eeg2fmri"),
     )
 )
 register_model(
@@ -574,5 +587,6 @@ register_model(
         example_inputs=_example_fmri2eeg,
         describe_io=lambda f: (_io_fmri(f), _io_eeg(f)),
         task="fmri2eeg",
+        **_spec_hooks("fmri2eeg"),
     )
 )
