@@ -20,9 +20,10 @@ import torch.nn.functional as F
 
 Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 
-#: ``train.loss.name`` values. ``samba`` means the model's own objective where its spec
-#: has one (:func:`uses_model_loss`), else the MSE + Pearson + wavelet composite.
-LOSS_NAMES = ("mse", "pearson", "cosine", "samba")
+#: ``train.loss.name`` values. ``model``: the model spec's own objective (required);
+#: ``samba``: the spec's own objective where it has one (:func:`uses_model_loss`), else
+#: the MSE + Pearson + wavelet composite.
+LOSS_NAMES = ("mse", "pearson", "cosine", "samba", "model")
 
 
 def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -168,12 +169,21 @@ def wavelet_skip_loss(
 def uses_model_loss(name: str, model: object) -> bool:
     """Whether ``train.loss.name`` asks for the model's own objective.
 
-    ``"samba"`` with a model that defines ``loss(pred, target, **aux)`` (the SAMBA models:
-    cosine similarity, plus the wavelet-coefficient skip loss of fMRI -> EEG, fed with
-    ``forward(..., return_aux=True)``'s extras) uses that loss, as the paper trains; for
-    other models ``"samba"`` is the composite of :func:`build_objective`.
+    ``model`` is a model or its spec (:class:`brainxl.models.spec.ModelSpec`): either has
+    a callable ``loss`` when the family brings its own objective. ``"model"`` always asks
+    for it (a ``ValueError`` names the model when there is none); ``"samba"`` asks for it
+    where there is one (the SAMBA models: cosine similarity, plus the wavelet-coefficient
+    skip loss of fMRI -> EEG, as the paper trains), else means the composite of
+    :func:`build_objective`.
     """
-    return name == "samba" and callable(getattr(model, "loss", None))
+    own = callable(getattr(model, "loss", None))
+    if name == "model" and not own:
+        label = getattr(model, "name", type(model).__name__)
+        raise ValueError(
+            f"train.loss.name=model but {label!r} has no loss of its own; choose one of "
+            f"{', '.join(n for n in LOSS_NAMES if n != 'model')}"
+        )
+    return name in ("samba", "model") and own
 
 
 def build_objective(

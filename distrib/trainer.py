@@ -101,7 +101,6 @@ class Trainer:
         self.batches_per_epoch = bpe
         self.total_steps = t.steps if t.epochs <= 0 else max(t.epochs * bpe // t.grad_accum, 1)
         self.state = LoopState()
-        self.objective = _objective(cfg)
 
         torch.manual_seed(cfg.seed)
         self.spec = resolve_spec(cfg.model)
@@ -112,6 +111,7 @@ class Trainer:
         self.graphs = prepare_fold(self.spec, model, cfg, fold, self.shapes)
         own = self.spec.loss is not None and uses_model_loss(t.loss.name, self.spec)
         self.own_loss = self.spec.loss if own else None
+        self.objective = None if own else _objective(cfg)
         if env.is_main:  # what evaluation needs instead of a training stream
             write_data_info(self.run, self.shapes, fold.norm, fold.split)
         if t.activation_checkpointing:
@@ -206,6 +206,7 @@ class Trainer:
             pred, loss, _ = self.own_loss(self.engine.module, self._forward, inputs, target)
         else:
             pred = self._forward(**inputs)
+            assert self.objective is not None
             loss, _ = self.objective(pred.float(), target)
         return pred.float(), target, loss
 
