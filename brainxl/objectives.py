@@ -107,6 +107,35 @@ def pearson_r(
     return correlation(pred, target, dim, centered=True, eps=eps)
 
 
+def correlation_moments(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sums that :func:`pearson_from_moments` turns into Pearson r per column.
+
+    For streams (and ranks): add the moments of every batch (and all-reduce them), then
+    take r once. ``pred, target`` of shape ``(n, R)`` give a ``(6, R)`` tensor.
+    """
+    _check(pred, target)
+    p, y = pred, target
+    return torch.stack(
+        [
+            p.sum(0),
+            y.sum(0),
+            (p * p).sum(0),
+            (y * y).sum(0),
+            (p * y).sum(0),
+            torch.full_like(p[0], len(p)),
+        ]
+    )
+
+
+def pearson_from_moments(sums: torch.Tensor) -> torch.Tensor:
+    """Pearson r per column from summed :func:`correlation_moments` (same r as
+    :func:`pearson_r` over the concatenated rows, up to rounding)."""
+    sp, sy, spp, syy, spy, n = sums
+    cov = spy / n - sp / n * sy / n
+    var_p, var_y = spp / n - (sp / n) ** 2, syy / n - (sy / n) ** 2
+    return cov / torch.sqrt(var_p.clamp_min(1e-12) * var_y.clamp_min(1e-12))
+
+
 def pearson_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``1 - mean Pearson r`` (see :func:`pearson_r` for the axis)."""
     return 1.0 - pearson_r(pred, target).mean()
@@ -239,6 +268,8 @@ __all__ = [
     "LOSS_NAMES",
     "build_objective",
     "correlation",
+    "correlation_moments",
+    "pearson_from_moments",
     "cosine_loss",
     "mse_loss",
     "pearson_loss",

@@ -35,7 +35,7 @@ from brainxl.distrib.tasks import (
 )
 
 from brainxl.files import atomic_torch_save, atomic_write_text
-from brainxl.objectives import uses_model_loss
+from brainxl.objectives import correlation_moments, pearson_from_moments, uses_model_loss
 
 
 @dataclass
@@ -352,26 +352,14 @@ class Trainer:
             pred, true, loss = self._loss(batch)
             loss_sum += torch.tensor([float(loss) * len(pred), len(pred)], dtype=torch.float64)
             p, y = _as_series(pred).double().cpu(), _as_series(true).double().cpu()
-            part = torch.stack(
-                [
-                    p.sum(0),
-                    y.sum(0),
-                    (p * p).sum(0),
-                    (y * y).sum(0),
-                    (p * y).sum(0),
-                    torch.full_like(p[0], len(p)),
-                ]
-            )
+            part = correlation_moments(p, y)
             sums = part if sums is None else sums + part
         self.engine.train()
         if sums is None:
             raise ValueError("an evaluation stream yielded no batch; check the subjects' shards")
         _all_reduce_(sums)
         _all_reduce_(loss_sum)
-        sp, sy, spp, syy, spy, n = sums
-        cov = spy / n - sp / n * sy / n
-        var_p, var_y = spp / n - (sp / n) ** 2, syy / n - (sy / n) ** 2
-        r = cov / torch.sqrt(var_p.clamp_min(1e-12) * var_y.clamp_min(1e-12))
+        r = pearson_from_moments(sums)
         out: dict[str, Any] = {
             "loss": float(loss_sum[0] / loss_sum[1]),
             "pearson_r": float(r.mean()),

@@ -137,3 +137,13 @@ def test_one_correlation_serves_losses_and_metrics() -> None:
     assert cosine_loss(a.T, b.T, centered=True).item() == pytest.approx(
         1 - pearson_r(a, b).mean().item(), abs=1e-6
     )
+
+
+def test_streamed_pearson_equals_the_batch_one() -> None:
+    from brainxl.objectives import correlation_moments, pearson_from_moments
+
+    g = torch.Generator().manual_seed(9)
+    a = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    b = a + torch.randn(30, 4, generator=g, dtype=torch.float64)
+    sums = sum(correlation_moments(a[i : i + 7], b[i : i + 7]) for i in range(0, 30, 7))
+    torch.testing.assert_close(pearson_from_moments(sums), pearson_r(a, b, eps=0.0))
