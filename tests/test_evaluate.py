@@ -137,8 +137,8 @@ def test_evaluate_reads_no_training_data(trained: Path) -> None:
     try:
         for s in ("01", "02", "03"):
             for entry in manifest["subjects"][s]["shards"]:
-                (hidden / Path(entry["path"]).name).parent.mkdir(exist_ok=True)
-                shutil.move(shards / entry["path"], hidden / Path(entry["path"]).name)
+                (hidden / entry["path"]).parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(shards / entry["path"], hidden / entry["path"])
                 moved.append(entry["path"])
         after = evaluate(trained, "test", report=False, baseline=False)
         assert after["per_subject"] == before["per_subject"]
@@ -151,5 +151,5 @@ def test_evaluate_reads_no_training_data(trained: Path) -> None:
         assert old["per_subject"]["04"] == pytest.approx(before["per_subject"]["04"], abs=1e-6)
     finally:
         for p in moved:
-            shutil.move(hidden / Path(p).name, shards / p)
-        hidden.rmdir()
+            shutil.move(hidden / p, shards / p)
+        shutil.rmtree(hidden)
