@@ -50,8 +50,8 @@ class BandPowerNet(nn.Module):
 
 
 def _build(flavor: str, **kw: Any) -> nn.Module:
-    kw.pop("expected_params", None)
-    return BandPowerNet(**{**FLAVORS[flavor], **kw})
+    scale = {k: v for k, v in FLAVORS[flavor].items() if k != "expected_params"}
+    return BandPowerNet(**{**scale, **kw})
 
 
 def _data_args(shapes: DataShapes) -> dict[str, Any]:
@@ -101,7 +101,7 @@ SPEC = ModelSpec(
 )
 
 
-def _run(args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
+def _run(args: list[str], timeout: int = 1200) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "RANK", "SLURM"))}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
