@@ -26,7 +26,7 @@ NAMES = [
 def test_run_file_names_are_spelled_only_in_rundir() -> None:
     """No other module of the runtime or the launchers writes a run-file name as a string."""
     offenders = []
-    for folder in ("distrib", "launch", "brainxl"):
+    for folder in ("distrib", "launch"):
         for path in (REPO / folder).rglob("*.py"):
             if path.name == "rundir.py":
                 continue
