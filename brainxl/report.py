@@ -36,6 +36,9 @@ from brainxl.files import atomic_write_bytes
 from brainxl.metrics import FoldSummary, Interval, paired_difference, to_json
 from brainxl.versions import REPORT_PACKAGES
 
+#: The report's folder inside a run folder (``RunDir.report_dir``).
+REPORT_DIR = "report"
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -277,7 +280,7 @@ def write_report(
             raise ValueError(f"extra table {tname!r} must be a list of dicts (one per row)")
         tables[str(tname)] = _rows_table(rows)
 
-    out = Path(run_dir) / "report"
+    out = Path(run_dir) / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     pngs: dict[str, bytes] = {}
     paths: dict[str, Path] = {}

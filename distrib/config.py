@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from brainxl.configs import CONFIG_DIR
+from brainxl.distrib.rundir import RunDir
 from brainxl.shards.config import ReaderConfig
 
 from brainxl.files import atomic_write_text
+from brainxl.objectives import LOSS_NAMES
 
 
 class ConfigError(ValueError):
@@ -33,7 +35,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     """Which registered model to build (``brainxl.models.registry``)."""
 
-    name: str = "neurobolt"  # registry name: neurobolt | samba-eeg2fmri | samba-fmri2eeg
+    name: str = "neurobolt"  # registry name (brainxl models) or package.module:SPEC
     flavor: str = "debug"  # scale: debug | base | large | huge
     overrides: dict[str, Any] = field(default_factory=dict)  # non-scale keyword arguments
     pretrained: str = ""  # pretraining run folder / weights file for the LaBraM encoder
@@ -56,11 +58,11 @@ class DataConfig:
 class LossConfig:
     """Translation objective (``brainxl.objectives``)."""
 
-    name: str = "mse"  # mse | pearson | cosine | samba
-    mse_weight: float = 1.0  # samba: weight of the MSE term
-    pearson_weight: float = 1.0  # samba: weight of (1 - Pearson r)
-    wavelet_weight: float = 0.5  # samba: weight of the wavelet skip loss
-    wavelet: str = "haar"  # samba: wavelet of the skip loss
+    name: str = "mse"  # one of brainxl.objectives.LOSS_NAMES
+    mse_weight: float = 1.0  # composite: weight of the MSE term
+    pearson_weight: float = 1.0  # composite: weight of (1 - Pearson r)
+    wavelet_weight: float = 0.5  # composite: weight of the wavelet skip loss
+    wavelet: str = "haar"  # composite: wavelet of the skip loss
     wavelet_levels: int = 3
 
 
@@ -133,7 +135,7 @@ NON_SEMANTIC = ("run", "logging", "cluster", "data.num_workers", "train.log_ever
 _CHOICES = {
     "train.schedule": ("cosine", "constant"),
     "train.precision": ("fp32", "bf16", "fp16"),
-    "train.loss.name": ("mse", "pearson", "cosine", "samba"),
+    "train.loss.name": LOSS_NAMES,
     "logging.wandb": ("offline", "online", "disabled"),
     "data.reader.modality": ("sensors", "parcels"),
     "data.reader.on_error": ("fail", "skip"),
@@ -424,7 +426,7 @@ def save_run_config(cfg: RunConfig, folder: str | os.PathLike) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in (
-        ("config.yaml", to_yaml(cfg)),
-        ("version.json", json.dumps({**version_info(), "run_id": run_id(cfg)}, indent=2)),
+        (RunDir.CONFIG, to_yaml(cfg)),
+        (RunDir.VERSION, json.dumps({**version_info(), "run_id": run_id(cfg)}, indent=2)),
     ):
         atomic_write_text(folder / name, text)

@@ -3,8 +3,8 @@
 One fold: the test subject is held out entirely, ``val_subjects`` (training-fold subjects)
 drive early stopping, the rest train. Normalisation statistics come from the training
 subjects only, and neither the train nor the validation source ever opens the test
-subject's shards. :func:`recording_timeseries` reads subjects' time series back from the
-shards (SAMBA's functional-connectivity graphs are built from the training subjects').
+subject's shards. :func:`recording_timeseries` reads subjects' whole-recording time series
+back from the shards (what a model spec's fold hook reads of the training subjects).
 """
 
 from __future__ import annotations
@@ -305,20 +305,14 @@ def subject_source(
     return ReaderSource(ds, cfg.train.batch_size, d.num_workers, manifest.get("tr"))
 
 
-#: Electrophysiology rate (Hz) the functional-connectivity time series are subsampled to.
-GRAPH_EPHYS_HZ = 20.0
-#: Recording time read per subject for the functional-connectivity graphs (seconds).
-GRAPH_MAX_S = 600.0
-
-
 def recording_timeseries(
     root: str | os.PathLike,
     subjects: Sequence[str],
     modalities: Sequence[str],
     *,
     norm: Any = None,
-    ephys_hz: float = GRAPH_EPHYS_HZ,
-    max_seconds: float = GRAPH_MAX_S,
+    ephys_hz: float = 0.0,
+    max_seconds: float = 0.0,
 ) -> dict[str, list[np.ndarray]]:
     """Contiguous time series of the subjects' recordings, read back from their shards.
 

@@ -24,12 +24,10 @@ from brainxl.distrib.config import (
     run_id,
     save_run_config,
 )
-from brainxl.distrib.runlock import LOCK_FILE, RunLock, RunLockedError, probe
+from brainxl.distrib.rundir import RunDir
+from brainxl.distrib.runlock import RunLock, RunLockedError, probe
 
 from brainxl.files import atomic_write_text
-
-#: Run-folder file naming the shards the run trains on (see :func:`data_identity`).
-DATA_ID = "data.json"
 
 
 def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None) -> dict:
@@ -61,7 +59,7 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
     data_id = data_identity(cfg)
     if cfg.run.resume:
         check_same_data(folder, data_id)
-    done = folder / "final_metrics.json"
+    done = RunDir(folder).final_metrics
     if cfg.run.resume and done.is_file():
         if env.is_main:
             print(f"run {folder} is already complete; delete it or set run.resume=false to rerun")
@@ -76,7 +74,7 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
         agree_on_lock(refused)  # every rank fails together when rank 0 was refused
         if env.is_main:
             save_run_config(cfg, folder)
-            atomic_write_text(folder / DATA_ID, json.dumps(data_id, indent=2))
+            atomic_write_text(RunDir(folder).data_id_path, json.dumps(data_id, indent=2))
         dist.barrier()
         reporter = make_reporter(
             cfg,
@@ -115,7 +113,7 @@ def take_run_lock(folder: Path) -> tuple[RunLock | None, str]:
     refused : str
         Why it was refused (the holder and the fix), ``""`` when it was not.
     """
-    path = folder / LOCK_FILE
+    path = RunDir(folder).lock_path
     holder = probe(path)
     if holder is not None and holder.on_this_host() and holder.pid == os.getppid():
         return None, ""
@@ -164,7 +162,7 @@ def data_identity(cfg: RunConfig) -> dict[str, str]:
 
 def check_same_data(folder: Path, data_id: dict[str, str]) -> None:
     """Refuse to resume (or report as complete) a run whose shards have changed since."""
-    path = folder / DATA_ID
+    path = RunDir(folder).data_id_path
     if not path.is_file():
         return
     before = json.loads(path.read_text())

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from brainxl.distrib.rundir import RunDir
+
 from brainxl.files import atomic_write_text
 
 Report = Callable[[dict[str, Any]], None]
@@ -181,7 +183,7 @@ def make_reporter(
     sinks: list[Report] = []
     if cfg.logging.console:
         sinks.append(ConsoleSink())
-    sinks.append(JsonlSink(Path(run_dir) / "metrics.jsonl"))
+    sinks.append(JsonlSink(RunDir(run_dir).metrics_path))
     wandb = _wandb_sink(cfg, run_dir, run_id, fold)
     if wandb is not None:
         sinks.append(wandb)

@@ -42,9 +42,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-#: File name of the lock inside a run folder.
-LOCK_FILE = "run.lock"
-
 _HELD_FDS: set[int] = set()
 
 
@@ -182,7 +179,7 @@ class RunLock:
 
     Examples
     --------
-    >>> with RunLock(folder / LOCK_FILE):  # doctest: +SKIP
+    >>> with RunLock(RunDir(folder).lock_path):  # doctest: +SKIP
     ...     train()
     """
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from brainxl.distrib.config import RunConfig, run_dir, save_run_config
 from brainxl.distrib.env import free_port, local_rank_env
+from brainxl.distrib.rundir import RunDir
 
 __all__ = ["free_port", "launch_local", "rank_env"]
 
@@ -68,19 +69,19 @@ def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
 
         return train(cfg)
     from brainxl.distrib import signals
-    from brainxl.distrib.runlock import LOCK_FILE, RunLock
+    from brainxl.distrib.runlock import RunLock
 
     folder = run_dir(cfg)
+    run = RunDir(folder)
     signals.clear()
-    with RunLock(folder / LOCK_FILE):  # the ranks see that their parent holds it
+    with RunLock(run.lock_path):  # the ranks see that their parent holds it
         failed = _run_ranks(cfg, folder, nproc)
         reason = signals.stop_reason()
     if failed is not None:
         rank, code = failed
-        logs = folder / "logs"
-        log = _tail(logs / f"rank{rank}.log") if rank > 0 else "(see the output above)"
+        log = _tail(run.rank_log(rank)) if rank > 0 else "(see the output above)"
         raise RankFailedError(f"rank {rank} exited with code {code}; run folder {folder}\n{log}")
-    final = folder / "final_metrics.json"
+    final = run.final_metrics
     if reason is not None and not final.is_file():
         print(f"stopped on {reason}; the same command resumes run {folder}")
         return {"stopped": True, "run_dir": str(folder)}
@@ -96,8 +97,8 @@ def _run_ranks(cfg: RunConfig, folder: Path, nproc: int) -> tuple[int, int] | No
     from brainxl.distrib.signals import StopSignals
 
     save_run_config(cfg, folder)
-    logs = folder / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    run = RunDir(folder)
+    run.logs_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     procs: list[subprocess.Popen] = []
     files = []
@@ -114,9 +115,9 @@ def _run_ranks(cfg: RunConfig, folder: Path, nproc: int) -> tuple[int, int] | No
                 penv = rank_env(rank, nproc, port)
                 out = None
                 if rank > 0:
-                    out = open(logs / f"rank{rank}.log", "w")  # noqa: SIM115 - closed below
+                    out = open(run.rank_log(rank), "w")  # noqa: SIM115 - closed below
                     files.append(out)
-                cmd = [sys.executable, "-m", "brainxl.distrib.entry", str(folder / "config.yaml")]
+                cmd = [sys.executable, "-m", "brainxl.distrib.entry", str(run.config_path)]
                 procs.append(
                     subprocess.Popen(
                         cmd, env=penv, stdout=out, stderr=subprocess.STDOUT if out else None

@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from brainxl.configs import CONFIG_DIR
+from brainxl.distrib.rundir import RunDir
 
 from brainxl.files import atomic_write_text
 
 CLUSTER_DIR = CONFIG_DIR / "cluster"
-JOB_RECORD = "slurm_job.json"
+JOB_RECORD = RunDir.JOB_RECORD
 JOB_NAME_PREFIX = "brainxl"
 
 # sbatch options that submitit or brainxl manage; a profile may not set them directly.
@@ -576,9 +577,10 @@ def check_not_running(run_dir: Path) -> None:
         The run's lock is held (a local ``brainxl train`` or a running job), or its
         ``slurm_job.json`` names a job SLURM still lists as pending or running.
     """
-    from brainxl.distrib.runlock import LOCK_FILE, RunLockedError, check_free
+    from brainxl.distrib.rundir import RunDir
+    from brainxl.distrib.runlock import RunLockedError, check_free
 
-    check_free(run_dir / LOCK_FILE)
+    check_free(RunDir(run_dir).lock_path)
     try:
         rec = json.loads((run_dir / JOB_RECORD).read_text())
     except (OSError, json.JSONDecodeError):

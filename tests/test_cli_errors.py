@@ -90,7 +90,7 @@ def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_run_locked_is_one_line(tmp_path: Path, capsys) -> None:
     from brainxl.distrib.config import load_config, run_dir
-    from brainxl.distrib.runlock import LOCK_FILE
+    from brainxl.distrib.rundir import RunDir
     from train_fixtures import overrides, write_shards
 
     shards = write_shards(tmp_path / "shards")
@@ -104,7 +104,7 @@ def test_run_locked_is_one_line(tmp_path: Path, capsys) -> None:
             "import sys, time\n"
             "from brainxl.distrib.runlock import RunLock\n"
             "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
-            str(folder / LOCK_FILE),
+            str(RunDir(folder).lock_path),
         ],
         stdout=subprocess.PIPE,
         text=True,

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+from brainxl.distrib.rundir import RunDir
 from brainxl.distrib.runlock import (
-    LOCK_FILE,
     LockHolder,
     RunLock,
     RunLockedError,
@@ -86,7 +86,7 @@ def no_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_second_holder_fails_at_once_naming_the_first(tmp_path: Path, no_slurm) -> None:
-    path = tmp_path / "run" / LOCK_FILE
+    path = RunDir(tmp_path / "run").lock_path
     proc, _ = _start(path, "hold")
     try:
         holder = read_holder(path)
@@ -112,7 +112,7 @@ def test_second_holder_fails_at_once_naming_the_first(tmp_path: Path, no_slurm) 
 
 
 def test_lock_of_a_killed_process_does_not_block(tmp_path: Path, no_slurm) -> None:
-    path = tmp_path / LOCK_FILE
+    path = RunDir(tmp_path).lock_path
     proc, _ = _start(path, "hold")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -126,7 +126,7 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path: Path, no_slurm) -> No
 
 
 def test_forked_children_do_not_keep_the_lock(tmp_path: Path, no_slurm) -> None:
-    path = tmp_path / LOCK_FILE
+    path = RunDir(tmp_path).lock_path
     proc, child = _start(path, "fork")
     proc.wait()
     try:
@@ -138,7 +138,7 @@ def test_forked_children_do_not_keep_the_lock(tmp_path: Path, no_slurm) -> None:
 
 
 def test_dead_holder_whose_descendant_kept_the_lock_is_taken_over(tmp_path: Path, no_slurm) -> None:
-    path = tmp_path / LOCK_FILE
+    path = RunDir(tmp_path).lock_path
     proc, child = _start(path, "inherit")
     proc.wait()
     try:
@@ -153,7 +153,7 @@ def test_dead_holder_whose_descendant_kept_the_lock_is_taken_over(tmp_path: Path
 def test_requeued_slurm_job_takes_its_lock_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_slurm
 ) -> None:
-    path = tmp_path / LOCK_FILE
+    path = RunDir(tmp_path).lock_path
     proc, _ = _start(path, "hold", SLURM_JOB_ID="4242")
     try:
         monkeypatch.setenv("SLURM_JOB_ID", "999")  # another job: refused at once
@@ -174,7 +174,7 @@ def test_requeued_slurm_job_takes_its_lock_over(
 def test_requeue_on_another_node_takes_over_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_slurm
 ) -> None:
-    path = tmp_path / LOCK_FILE
+    path = RunDir(tmp_path).lock_path
     proc, _ = _start(path, "hold", SLURM_JOB_ID="77")
     try:
         # the record of an attempt on node n1 (as on a shared file system)
@@ -239,7 +239,7 @@ def test_second_launch_of_a_running_run_fails_at_once(
             assert time.monotonic() < deadline, "the first run never saved a checkpoint"
             time.sleep(0.1)
         (folder,) = [p for p in (runs / "default").iterdir() if p.is_dir()]
-        holder = read_holder(folder / LOCK_FILE)
+        holder = read_holder(RunDir(folder).lock_path)
         assert holder is not None and holder.pid != os.getpid()
         before = {n: (folder / n).read_bytes() for n in ("config.yaml", "data.json")}
 
@@ -276,4 +276,4 @@ def test_second_launch_of_a_running_run_fails_at_once(
     records = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in records if r["split"] == "train"]
     assert train_steps == sorted(set(train_steps))  # one writer: no interleaved lines
-    assert probe(folder / LOCK_FILE) is None  # released when the run stopped
+    assert probe(RunDir(folder).lock_path) is None  # released when the run stopped
