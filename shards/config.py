@@ -3,7 +3,7 @@
 These dataclasses are the ``data`` part of the run schema (``distrib.config``) and the
 settings of ``brainxl shard``; YAML files in ``configs/data/`` are merged onto them.
 Owners: ingest settings (``PreprocessConfig``, ``BoldConfig``, ``SyncConfig``,
-``SourceConfig``) are read by ``shards.bids``/``shards.preprocess``/``shards.source``;
+``SourceConfig``) are read by ``shards.ingest.bids``/``shards.ingest.preprocess``/``shards.ingest.source_recon``;
 ``ShardingConfig`` by ``shards.writer``; ``ReaderConfig`` by ``shards.reader``.
 """
 
@@ -70,7 +70,7 @@ class SourceConfig:
 
 @dataclass
 class IngestConfig:
-    """Everything that turns one BIDS run into a :class:`shards.recording.Recording`."""
+    """Everything that turns one BIDS run into a :class:`shards.ingest.recording.Recording`."""
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     bold: BoldConfig = field(default_factory=BoldConfig)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from brainxl.shards.recording import Recording
+from brainxl.shards.ingest.recording import Recording
 
 MODALITIES = ("ephys", "bold", "parcels")
 

@@ -32,7 +32,7 @@ from brainxl.shards.manifest import (
     subject_dir,
     write_json_atomic,
 )
-from brainxl.shards.recording import Recording
+from brainxl.shards.ingest.recording import Recording
 from brainxl.shards.segments import segment_recording
 from brainxl.shards.stats import recording_sums
 
@@ -389,10 +389,10 @@ def shard_bids(
     *,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Shard a BIDS dataset (``shards.bids`` ingest) into ``out``; see :func:`shard_dataset`."""
+    """Shard a BIDS dataset (``shards.ingest.bids`` ingest) into ``out``; see :func:`shard_dataset`."""
     from functools import partial
 
-    from brainxl.shards.bids import list_subjects, load_subject
+    from brainxl.shards.ingest.bids import list_subjects, load_subject
 
     ingest = ingest or IngestConfig()
     cfg = cfg or ShardingConfig()

@@ -8,7 +8,7 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
-from brainxl.shards.bids import load_subject
+from brainxl.shards.ingest.bids import load_subject
 from brainxl.shards.config import IngestConfig
 from brainxl.shards.errors import (
     AtlasMismatchError,

@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from brainxl.shards.bids import list_subjects, load_subject
+from brainxl.shards.ingest.bids import list_subjects, load_subject
 from brainxl.shards.config import IngestConfig
 from brainxl.shards.errors import MissingFileError, SourceModelError
 from ingest_fixtures import make_bids
