@@ -108,7 +108,8 @@ def split_fold(
     test = _match(test_subject, subs) if test_subject else ""
     if test and test not in subs:
         raise ValueError(
-            f"data.test_subject {test_subject!r} is not in the shards (subjects: {subs}); "
+            f"data.test_subject {test_subject!r} is not among the fold's subjects {subs} (the "
+            "shards' subjects after data.reader.include_subjects/exclude_subjects); "
             "fix data.test_subject"
         )
     rest = [s for s in subs if s != test]
