@@ -162,7 +162,7 @@ def full_window_mask(
     """Which TRs have a complete electrophysiology window before them.
 
     The window of TR ``k`` spans ``[k*tr - lag_s - window_s, k*tr - lag_s)`` seconds and
-    the recording starts at ``-lead_in`` seconds (as in :class:`shards.recording.Recording`).
+    the recording starts at ``-lead_in`` seconds (as in :class:`shards.ingest.recording.Recording`).
 
     Returns
     -------

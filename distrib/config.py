@@ -21,7 +21,7 @@ from typing import Any
 
 from brainxl.configs import CONFIG_DIR
 from brainxl.distrib.rundir import RunDir
-from brainxl.shards.config import ReaderConfig
+from brainxl.shards.config import WindowConfig
 
 from brainxl.files import atomic_write_text
 from brainxl.objectives import LOSS_NAMES
@@ -46,7 +46,7 @@ class DataConfig:
     """Where the shards are and how one LOSO fold splits the subjects."""
 
     shards: str = "data/shards"  # folder holding manifest.json and the tar shards
-    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    reader: WindowConfig = field(default_factory=WindowConfig)
     test_subject: str = ""  # LOSO test subject ("" = no test subject)
     val_subjects: list[str] = field(default_factory=list)  # held-out TRAINING-fold subjects
     n_val_subjects: int = 1  # how many to hold out when val_subjects is empty
@@ -162,11 +162,21 @@ def _closest(key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+#: Keys the schema no longer has, with where their setting lives now.
+REMOVED_KEYS = {
+    "data.reader.batch_size": "a run's batch size is train.batch_size (per rank)",
+}
+
+
 def _wrap(err: Exception, source: str) -> ConfigError:
     from omegaconf.errors import ConfigKeyError, ValidationError
 
     key = getattr(err, "full_key", None) or ""
     where = f" in {source}" if source else ""
+    if isinstance(err, ConfigKeyError) and key in REMOVED_KEYS:
+        return ConfigError(
+            f"config key {key!r}{where} is not a run setting: {REMOVED_KEYS[key]}; remove the key"
+        )
     if isinstance(err, ConfigKeyError):
         return ConfigError(
             f"unknown config key {key!r}{_closest(key)}{where}; valid keys are listed "

@@ -145,7 +145,7 @@ def data_identity(cfg: RunConfig) -> dict[str, str]:
     but its creation time, shard checksums included) is what tells a resumed run that
     the data under the same path has changed.
     """
-    import hashlib
+    from brainxl.distrib.data import open_shards
 
     shards = Path(cfg.data.shards)
     manifest = shards / "manifest.json"
@@ -153,11 +153,7 @@ def data_identity(cfg: RunConfig) -> dict[str, str]:
         raise ValueError(
             f"{manifest} not found: data.shards must be a folder written by `brainxl shard`"
         )
-    content = json.loads(manifest.read_text())
-    content.pop("created", None)
-    blob = json.dumps(content, sort_keys=True).encode()
-    digest = hashlib.sha256(blob).hexdigest()
-    return {"shards": str(shards.resolve()), "manifest_sha256": digest}
+    return {"shards": str(shards.resolve()), "manifest_sha256": open_shards(cfg).digest()}
 
 
 def check_same_data(folder: Path, data_id: dict[str, str]) -> None:

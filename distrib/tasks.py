@@ -68,7 +68,7 @@ def fold_context(cfg: Any, fold: Any, shapes: DataShapes) -> FoldContext:
 
     from brainxl.distrib.data import recording_timeseries
 
-    shards = fold.info["manifest"]
+    shards = fold.shards if fold.shards is not None else fold.info["manifest"]
     timeseries = functools.partial(
         recording_timeseries, shards, list(fold.split.train), norm=fold.norm
     )
@@ -77,7 +77,7 @@ def fold_context(cfg: Any, fold: Any, shapes: DataShapes) -> FoldContext:
         shapes=shapes,
         timeseries=timeseries,
         on_main=on_main,
-        where=str(shards),
+        where=str(fold.info["manifest"]),
     )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from brainxl.shards.config import ShardingConfig
-from brainxl.shards.recording import Recording
+from brainxl.shards.ingest.recording import Recording
 from brainxl.shards.writer import shard_dataset
 
 from brainxl.models.graph import fc_graph
