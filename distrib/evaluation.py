@@ -222,24 +222,23 @@ def read_data_info(run: RunDir, cfg: Any) -> tuple[DataShapes, Any, Any]:
         sp = d["split"]
         split = FoldSplit(tuple(sp["train"]), tuple(sp["val"]), tuple(sp["test"]))
         return DataShapes.from_json(d["shapes"]), _norm_from_json(d["norm"]), split
-    from brainxl.shards.manifest import read_manifest
-    from brainxl.shards.stats import fold_statistics
+    from brainxl.distrib.data import fold_subjects, open_shards
 
     dc = cfg.data
-    manifest = read_manifest(dc.shards)
+    shards = open_shards(cfg)
     split = split_fold(
-        list(manifest["subjects"]), dc.test_subject, dc.val_subjects, dc.n_val_subjects, cfg.seed
+        fold_subjects(cfg, shards), dc.test_subject, dc.val_subjects, dc.n_val_subjects, cfg.seed
     )
-    frag = manifest["subjects"][split.train[0]]
+    frag = shards.fragment(split.train[0])
     r = dc.reader
     rows = frag["parcel_names"] if r.modality == "parcels" else frag["ch_names"]
     shapes = DataShapes(
         ch_names=tuple(rows),
         roi_names=tuple(frag["roi_names"]),
-        sfreq=float(manifest["sfreq"]),
+        sfreq=float(shards.sfreq),
         window_s=r.window_s,
         n_frames=int(r.n_targets),
-        tr=manifest.get("tr"),
+        tr=shards.tr,
         modality=r.modality,
     )
-    return shapes, fold_statistics(manifest, split.train), split
+    return shapes, shards.fold_statistics(split.train), split
