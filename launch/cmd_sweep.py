@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = (
-    "Nested leave-one-subject-out hyperparameter sweep with Ray Tune (resumes when repeated)."
-)
+HELP = "Nested leave-one-subject-out hyperparameter sweep with Ray Tune (resumes when repeated)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster", default=None, help="run in one SLURM job of this profile")
     parser.add_argument("--cpus", type=int, default=None, help="CPUs of the embedded Ray")
     parser.add_argument("--no-baseline", action="store_true", help="skip the ridge baseline")
+    parser.add_argument(
+        "--search-only",
+        action="store_true",
+        help="stop after the searches (no retrain, no report); repeat without it to finish",
+    )
     parser.add_argument(
         "--status", metavar="DIR", default=None, help="print the trial table of a sweep folder"
     )
@@ -63,11 +66,19 @@ def run(args: argparse.Namespace) -> int:
             return 2
         print(f"submitted SLURM job {job.job_id}; `brainxl sweep --status {plan.folder}`")
         return 0
+    phases = ("search",) if args.search_only else sw.PHASES
     result = sw.run_sweep(
-        plan, outer, address=args.address, num_cpus=args.cpus, ridge=not args.no_baseline
+        plan,
+        outer,
+        address=args.address,
+        num_cpus=args.cpus,
+        ridge=not args.no_baseline,
+        phases=phases,
     )
     summary = result.get("summary", {})
     print(json.dumps({"report": result.get("report"), "summary": summary}, indent=1))
-    print(f"W&B runs are offline under {plan.folder}: `wandb sync --sync-all` from there, or "
-          f"`wandb sync {plan.folder}/outer-*/wandb/offline-run-*` to upload them")
+    print(
+        f"W&B runs are offline under {plan.folder}: `wandb sync --sync-all` from there, or "
+        f"`wandb sync {plan.folder}/outer-*/wandb/offline-run-*` to upload them"
+    )
     return 0

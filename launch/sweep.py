@@ -31,8 +31,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from brainxl.files import atomic_write_text
 from brainxl.launch.sweep_space import SearchSpec
+
+from brainxl.files import atomic_write_text
 
 SWEEP_RECORD = "sweep.json"
 OUTER_RESULT = "result.json"
@@ -151,7 +152,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    # Tune warns when trials checkpoint often; a trial here checkpoints once per inner fold
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if address:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     else:
@@ -186,11 +188,10 @@ def _trial_context(sweep: Sweep, subject: str) -> Any:
 
 def _tuner(sweep: Sweep, ctx: Any, callbacks: list[Any]) -> Any:
     """A new Tune experiment for one outer fold, or the restored one when it exists."""
+    from brainxl.launch import sweep_trial
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
-
-    from brainxl.launch import sweep_trial
 
     spec = sweep.spec
     res = spec.resources
@@ -321,7 +322,6 @@ def finish_outer(
 ) -> dict[str, Any]:
     """Retrain the best configuration and the default one; test both on ``subject``."""
     import ray
-
     from brainxl.distrib.config import load_config, run_dir
 
     od = sweep.outer_dir(subject)

@@ -149,8 +149,10 @@ def status(folder: str | os.PathLike[str]) -> str:
     folder = Path(folder)
     rec_path = folder / "sweep.json"
     if not rec_path.is_file():
-        raise ValueError(f"{folder} is not a sweep folder (no sweep.json); give the folder "
-                         "`brainxl sweep` printed")
+        raise ValueError(
+            f"{folder} is not a sweep folder (no sweep.json); give the folder "
+            "`brainxl sweep` printed"
+        )
     rec = json.loads(rec_path.read_text())
     objective = rec["spec"]["objective"]
     out = [f"sweep {rec['name']} ({folder})"]
@@ -238,7 +240,11 @@ def log_wandb_folds(sweep: Any, subject: str, search: dict[str, Any]) -> int:
                         step=int(rec["step"]),
                     )
             run.summary.update(
-                {"val_pearson_r": f["val_pearson_r"], "val_loss": f["val_loss"], "state": t["state"]}
+                {
+                    "val_pearson_r": f["val_pearson_r"],
+                    "val_loss": f["val_loss"],
+                    "state": t["state"],
+                }
             )
             run.finish()
             (marks / run_id).touch()
@@ -389,8 +395,7 @@ def _wandb_summary(sweep: Any, results: Sequence[dict[str, Any]], figs: dict[str
     table = wandb.Table(
         columns=cols,
         data=[
-            [r["outer"], json.dumps(r["params"]), *[_num(r[c]) for c in cols[2:]]]
-            for r in results
+            [r["outer"], json.dumps(r["params"]), *[_num(r[c]) for c in cols[2:]]] for r in results
         ],
     )
     run = wandb.init(

@@ -173,7 +173,7 @@ def _check_space(raw: Any, source: str) -> dict[str, dict[str, list[Any]]]:
             if kind == "loguniform" and args[0] <= 0:
                 raise _fail(source, where, "loguniform needs low > 0")
         # every value must be a valid override of the run schema (key and type)
-        for value in (args if n is None else args[:1]):
+        for value in args if n is None else args[:1]:
             try:
                 load_config(None, [override(key, value)])
             except ConfigError as err:
