@@ -166,7 +166,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         )
 
 
-def _trial_context(sweep: Sweep, subject: str) -> Any:
+def trial_context(sweep: Sweep, subject: str) -> Any:
     from brainxl.launch.sweep_folds import inner_folds, write_view
     from brainxl.launch.sweep_trial import TrialContext
 
@@ -210,7 +210,8 @@ def _tuner(sweep: Sweep, ctx: Any, callbacks: list[Any]) -> Any:
 
         searcher: Any = OptunaSearch(seed=spec.seed)
     else:
-        searcher = BasicVariantGenerator(random_state=spec.seed)
+        # its own limit: Tune ignores max_concurrent_trials for a variant generator
+        searcher = BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.max_concurrent)
     scheduler: Any = FIFOScheduler()
     if spec.scheduler == "asha":
         scheduler = ASHAScheduler(
@@ -253,7 +254,7 @@ def search_outer(sweep: Sweep, subject: str, *, live: bool = True) -> dict[str, 
     done = od / SEARCH_RESULT
     if done.is_file():
         return json.loads(done.read_text())
-    ctx = _trial_context(sweep, subject)
+    ctx = trial_context(sweep, subject)
     callback = StatusCallback(od / "trials", len(ctx.folds), sweep.spec, live=live)
     tuner = _tuner(sweep, ctx, [callback])
     tuner.fit()

@@ -140,7 +140,18 @@ def run_fold(ctx: TrialContext, params: dict[str, Any], k: int) -> dict[str, Any
         _clean_env()
         launch_local(cfg, ctx.ranks)
     score = fold_score(folder)
-    return {"fold": k, "val_subjects": list(ctx.folds[k]), **score}
+    return {"fold": k, "val_subjects": list(ctx.folds[k]), **score, "node": node_name()}
+
+
+def node_name() -> str:
+    """The SLURM node (inside an allocation) or host this trial runs on."""
+    import socket
+
+    return (
+        os.environ.get("BRAINXL_SWEEP_NODE")
+        or os.environ.get("SLURMD_NODENAME")
+        or socket.gethostname()
+    )
 
 
 def trial_record_path(ctx: TrialContext, trial_id: str) -> Path:
@@ -172,6 +183,7 @@ def trial(params: dict[str, Any], ctx: dict[str, Any]) -> None:
 
     c = TrialContext.from_dict(ctx)
     trial_id = tune.get_context().get_trial_id()
+    os.environ.setdefault("BRAINXL_SWEEP_NODE", node_name())
     path = trial_record_path(c, trial_id)
     record: dict[str, Any] = {
         "trial_id": trial_id,

@@ -54,6 +54,9 @@ def _env(**extra: str) -> dict[str, str]:
     for key in ("WANDB_MODE", "RAY_ADDRESS"):
         env.pop(key, None)
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    # DeepSpeed JIT-builds its CPU comm op into a cache shared by every checkout on this
+    # machine, under a lock; a cache of this checkout's own is built once, then reused
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
     return env
 
 
