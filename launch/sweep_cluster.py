@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 #: Ray's GCS port of a job: ``BASE + job_id % SPAN`` (away from DeepSpeed's 20000-39999).
 RAY_PORT_BASE, RAY_PORT_SPAN = 40000, 10000
 HEAD_READY = "ray-head.json"
+TOKEN_FILE = "ray-auth-token"
 SWEEP_JOB_RECORD = "sweep_slurm_job.json"
 SWEEP_OVER = "sweep-over"
 
@@ -53,9 +53,9 @@ def allocation_resources(environ: dict[str, str] | None = None) -> tuple[int, in
     return cpus, gpus
 
 
-def _ray_bin() -> str:
-    exe = Path(sys.executable).with_name("ray")
-    return str(exe) if exe.is_file() else (shutil.which("ray") or "ray")
+def _ray_cli() -> list[str]:
+    """The ``ray`` command of this interpreter (a ``ray`` script may belong to another env)."""
+    return [sys.executable, "-m", "ray.scripts.scripts"]
 
 
 class SweepJob:
@@ -85,6 +85,7 @@ class SweepJob:
         control = Path(self.args["out"]) / ".slurm" / job_id
         control.mkdir(parents=True, exist_ok=True)
         if env.global_rank == 0:
+            _use_token(control, create=True)
             return self._head(env, job_id, control)
         if env.local_rank == 0:
             self._worker(env, job_id, control)
@@ -99,7 +100,7 @@ class SweepJob:
         cpus, gpus = allocation_resources()
         (control / SWEEP_OVER).unlink(missing_ok=True)
         cmd = [
-            _ray_bin(),
+            *_ray_cli(),
             "start",
             "--head",
             "--block",
@@ -110,7 +111,7 @@ class SweepJob:
             f"--temp-dir={ray_temp_dir(job_id, 0)}",
             "--include-dashboard=false",
         ]
-        head = subprocess.Popen(cmd, start_new_session=True)
+        head = subprocess.Popen(cmd)  # in the task's process group: SLURM's kill reaches it
         try:
             address = f"{addr}:{port}"
             import ray
@@ -145,9 +146,10 @@ class SweepJob:
         )
         if (control / SWEEP_OVER).is_file():
             return
+        _use_token(control, create=False)
         address = json.loads((control / HEAD_READY).read_text())["address"]
         cmd = [
-            _ray_bin(),
+            *_ray_cli(),
             "start",
             "--block",
             f"--address={address}",
@@ -155,17 +157,36 @@ class SweepJob:
             f"--num-gpus={gpus}",
             f"--temp-dir={ray_temp_dir(job_id, env.node)}",
         ]
-        node = subprocess.Popen(cmd, start_new_session=True)
+        node = subprocess.Popen(cmd)
         try:
             while not (control / SWEEP_OVER).is_file():
                 if node.poll() is not None:  # lost the head; try again unless it is over
                     time.sleep(2.0)
                     if (control / SWEEP_OVER).is_file():
                         break
-                    node = subprocess.Popen(cmd, start_new_session=True)
+                    node = subprocess.Popen(cmd)
                 time.sleep(1.0)
         finally:
             _stop(node)
+
+
+def _use_token(control: Path, create: bool) -> None:
+    """Ray token authentication for this job's cluster: one random token in a 0600 file.
+
+    Every process of the job (``ray start`` on each node, the sweep driver, and the Ray
+    workers they start) reads it through ``RAY_AUTH_TOKEN_PATH``.
+    """
+    import secrets
+
+    path = control / TOKEN_FILE
+    if create:
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        os.replace(tmp, path)
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
 
 
 def _try_init(address: str) -> bool:
@@ -193,7 +214,7 @@ def _stop(proc: subprocess.Popen) -> None:
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
             proc.wait()
 
 

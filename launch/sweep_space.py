@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,14 @@ def _int(raw: dict[str, Any], key: str, default: int, source: str, low: int = 0)
     return value
 
 
+_SCI = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def _number(value: Any) -> Any:
+    """``1e-4`` as a float: YAML 1.1 reads exponents without a dot as strings."""
+    return float(value) if isinstance(value, str) and _SCI.fullmatch(value.strip()) else value
+
+
 def _check_space(raw: Any, source: str) -> dict[str, dict[str, list[Any]]]:
     from brainxl.distrib.config import ConfigError, load_config
 
@@ -158,6 +167,8 @@ def _check_space(raw: Any, source: str) -> dict[str, dict[str, list[Any]]]:
                 source, where, f"must be one of {{{', '.join(DISTRIBUTIONS)}: [...]}}, got {spec!r}"
             )
         (kind, args), *_ = spec.items()
+        if isinstance(args, list):
+            args = [_number(a) for a in args]
         if kind not in DISTRIBUTIONS:
             close = difflib.get_close_matches(str(kind), DISTRIBUTIONS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -40,6 +40,7 @@ def test_search_file_distributions_and_defaults(tmp_path: Path) -> None:
             "  train.weight_decay: {uniform: [0.0, 0.1]}\n"
             "  model.overrides.readout_rank: {randint: [2, 5]}\n"
             "  train.schedule: {choice: [cosine, constant]}\n"
+            "  train.eps: {choice: [1e-8, 1e-6]}\n"
             "resources: {ranks: 2, cpus: 1.5}\n",
         )
     )
@@ -50,6 +51,7 @@ def test_search_file_distributions_and_defaults(tmp_path: Path) -> None:
     assert 1e-4 <= space["train.lr"].sample() <= 1e-2
     assert space["model.overrides.readout_rank"].sample() in (2, 3, 4)
     assert space["train.schedule"].sample() in ("cosine", "constant")
+    assert spec.space["train.eps"] == {"choice": [1e-8, 1e-6]}  # YAML 1.1 reads strings
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,11 @@ def cluster():
         os.environ["SLURM_CONF"] = old
 
 
-def test_sweep_in_one_allocation_runs_trials_on_both_nodes(tmp_path: Path) -> None:
+def test_sweep_in_one_allocation_runs_trials_on_both_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
     from brainxl.launch import sweep as sw
     from brainxl.launch.sweep_cluster import submit_sweep
 
@@ -56,6 +60,10 @@ def test_sweep_in_one_allocation_runs_trials_on_both_nodes(tmp_path: Path) -> No
     skip = ("data.test_subject", "data.val_subjects")
     ov = [o for o in train_fixtures.overrides(shards, tmp_path / "runs") if not o.startswith(skip)]
     plan = sw.plan("neurobolt-debug", str(search), ov, tmp_path / "sweep")
+    # the job inherits this environment: DeepSpeed's JIT-built CPU op in a cache of this
+    # checkout's own (the shared one is rebuilt, under a lock, by every other checkout)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     job = submit_sweep(plan, ["05"], "local", ridge=False)
     deadline = time.time() + 1200
     while not job.done():
