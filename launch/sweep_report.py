@@ -185,7 +185,10 @@ def _wandb_enabled(sweep: Any) -> str:
     from brainxl.distrib.reporting import wandb_mode
 
     cfg = load_config(sweep.config, sweep.all_overrides())
-    return wandb_mode(cfg.logging.wandb)
+    mode = wandb_mode(cfg.logging.wandb)
+    if mode != "disabled":  # before wandb starts: its process-wide settings come from here
+        os.environ.setdefault("WANDB_MODE", mode)
+    return mode
 
 
 def log_wandb_folds(sweep: Any, subject: str, search: dict[str, Any]) -> int:

@@ -170,3 +170,37 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and all(line.startswith("error: ") for line in out)
     assert "not a sweep folder" in out[1]
+
+
+def test_an_offline_wandb_run_makes_no_network_call(tmp_path: Path) -> None:
+    """brainxl's W&B sink (training runs) and the sweep's runs: offline means no request.
+
+    wandb 0.31 posts telemetry to the server from an offline run unless ``WANDB_MODE``
+    says offline process-wide; a local listener stands in for the server.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    child = (
+        "from brainxl.distrib.reporting import WandbSink\n"
+        f"s = WandbSink(mode='offline', project='p', group='g', fold='f', run_id='abc123',"
+        f" run_dir={str(tmp_path)!r}, config={{'a': 1}})\n"
+        "import wandb\n"
+        "s.run.log({'t': wandb.Table(columns=['a'], data=[[1]])})\n"
+        "s({'split': 'val', 'step': 1, 'loss': 0.5})\n"
+        "s.close()\n"
+    )
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        server.settimeout(3.0)
+        env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+        env["WANDB_BASE_URL"] = f"http://127.0.0.1:{server.getsockname()[1]}"
+        proc = subprocess.run([sys.executable, "-c", child], env=env, timeout=300)
+        assert proc.returncode == 0
+        with pytest.raises(TimeoutError):
+            conn, _ = server.accept()
+            conn.close()
+    assert list(tmp_path.glob("wandb/offline-run-*"))

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -105,11 +106,30 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     search = root / "search.yaml"
     search.write_text(SEARCH)
     out = root / "sweep"
-    # a W&B "server" that records connections: offline logging must never connect
+    # a W&B "server" that records every connection: offline logging must never connect
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
-    server.setblocking(False)
+    server.settimeout(0.5)
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, peer = server.accept()
+            except (TimeoutError, OSError):
+                continue
+            conn.settimeout(2.0)
+            try:
+                data = conn.recv(300)
+            except OSError:
+                data = b""
+            conn.close()
+            seen.append(f"{peer}: {data!r}")
+
+    listener = threading.Thread(target=accept, daemon=True)
+    listener.start()
     env = _env(
         BRAINXL_SWEEP_CRASH_ON=str(CRASH),
         WANDB_BASE_URL=f"http://127.0.0.1:{server.getsockname()[1]}",
@@ -124,14 +144,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         hidden.rename(shards / "sub-05")
     finals_after_search = (out / "outer-05" / "final").exists()
     rc_full = _run(cmd, env, log) if rc_search == 0 else None
-    connections = 0
-    while True:
-        try:
-            conn, _ = server.accept()
-            conn.close()
-            connections += 1
-        except BlockingIOError:
-            break
+    stop.set()
+    listener.join()
     server.close()
     return {
         "root": root,
@@ -141,7 +155,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "rc_search": rc_search,
         "rc_full": rc_full,
         "finals_after_search": finals_after_search,
-        "connections": connections,
+        "connections": seen,
         "search": search,
     }
 
@@ -233,7 +247,7 @@ def _offline_runs(folder: Path) -> dict[str, Path]:
 
 def test_wandb_offline_runs_per_trial_and_fold_and_no_network(sweep: dict[str, Any]) -> None:
     _ok(sweep)
-    assert sweep["connections"] == 0
+    assert sweep["connections"] == []
     out = sweep["out"]
     name = json.loads((out / "sweep.json").read_text())["name"]
     od = out / "outer-05"
