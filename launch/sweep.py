@@ -154,6 +154,10 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     # Tune warns when trials checkpoint often; a trial here checkpoints once per inner fold
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray lowers its workers' priority by 15 (to 19 from a `nice -n 5` shell): right for
+    # background tasks, but a sweep's trials are the work itself and starved behind any
+    # other load on the machine; run them at the driver's priority, as training runs do
+    os.environ.setdefault("RAY_worker_niceness", "0")
     if address:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     else:

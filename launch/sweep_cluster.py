@@ -81,6 +81,7 @@ class SweepJob:
         import submitit
 
         env = submitit.JobEnvironment()
+        os.environ.setdefault("RAY_worker_niceness", "0")  # see sweep.start_ray
         job_id = str(env.job_id).split("_")[0]
         control = Path(self.args["out"]) / ".slurm" / job_id
         control.mkdir(parents=True, exist_ok=True)
