@@ -204,3 +204,16 @@ def test_an_offline_wandb_run_makes_no_network_call(tmp_path: Path) -> None:
             conn, _ = server.accept()
             conn.close()
     assert list(tmp_path.glob("wandb/offline-run-*"))
+
+
+def test_optuna_searcher_suggests_from_the_shipped_samba_space() -> None:
+    from ray.tune.search.optuna import OptunaSearch
+
+    spec = load_search("samba-eeg2fmri-debug")
+    searcher = OptunaSearch(seed=spec.seed)
+    assert searcher.set_search_properties("objective", spec.mode, spec.param_space())
+    params = searcher.suggest("t1")
+    assert set(params) == set(spec.space)
+    assert 3e-4 <= params["train.lr"] <= 1e-2
+    assert params["train.loss.pearson_weight"] in (0.5, 1.0, 2.0)
+    searcher.on_trial_complete("t1", {"objective": 0.3, "training_iteration": 2})
