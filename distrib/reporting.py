@@ -105,6 +105,10 @@ class WandbSink:
         run_dir: str | os.PathLike,
         config: dict[str, Any],
     ) -> None:
+        # in the environment too: wandb reads its process-wide settings (telemetry included)
+        # from there, and an offline run of a process without WANDB_MODE still posts to the
+        # server (wandb 0.31: /sdk/otel/v1/metrics)
+        os.environ.setdefault("WANDB_MODE", mode)
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")

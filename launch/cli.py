@@ -39,6 +39,7 @@ SUBCOMMANDS: dict[str, str] = {
     "status": "brainxl.launch.cmd_status",
     "logs": "brainxl.launch.cmd_logs",
     "collect": "brainxl.launch.cmd_collect",
+    "sweep": "brainxl.launch.cmd_sweep",
 }
 
 
