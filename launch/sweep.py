@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from brainxl.distrib.rundir import RunDir
 from brainxl.launch.sweep_space import SearchSpec
 
 from brainxl.files import atomic_write_text
@@ -305,9 +306,9 @@ def _train_and_score(config: str, overrides: list[str], ranks: int, ridge: bool)
     _clean_env()
     cfg = load_config(config, overrides)
     folder = run_dir(cfg)
-    if not (folder / "final_metrics.json").is_file():
+    if not RunDir(folder).final_metrics.is_file():
         launch_local(cfg, ranks)
-    final = json.loads((folder / "final_metrics.json").read_text())
+    final = json.loads(RunDir(folder).final_metrics.read_text())
     out = {"run_dir": str(folder), "test": final.get("test", {}), "ridge_r": None}
     if ridge:
         cached = folder / "sweep_ridge.json"

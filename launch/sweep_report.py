@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from brainxl.distrib.rundir import RunDir
+
 from brainxl.files import atomic_write_text
 
 try:  # the callback base class; plain object when Ray is absent (``--status`` needs no Ray)
@@ -235,7 +237,7 @@ def log_wandb_folds(sweep: Any, subject: str, search: dict[str, Any]) -> int:
                 },
                 reinit="finish_previous",
             )
-            for line in (Path(f["run_dir"]) / "metrics.jsonl").read_text().splitlines():
+            for line in RunDir(f["run_dir"]).metrics_path.read_text().splitlines():
                 rec = json.loads(line)
                 if rec.get("split") == "val":
                     run.log(

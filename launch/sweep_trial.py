@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from brainxl.distrib.rundir import RunDir
+
 from brainxl.files import atomic_write_text
 
 #: Environment of an enclosing launcher that must not leak into a trial's ranks: inside a
@@ -95,10 +97,10 @@ def fold_score(run_folder: str | os.PathLike[str]) -> dict[str, Any]:
     subjects, reduced over all ranks by the trainer.
     """
     folder = Path(run_folder)
-    final = json.loads((folder / "final_metrics.json").read_text())
+    final = json.loads(RunDir(folder).final_metrics.read_text())
     best = final.get("best_step", -1)
     vals = []
-    for line in (folder / "metrics.jsonl").read_text().splitlines():
+    for line in RunDir(folder).metrics_path.read_text().splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
@@ -131,7 +133,7 @@ def run_fold(ctx: TrialContext, params: dict[str, Any], k: int) -> dict[str, Any
 
     cfg = fold_config(ctx, params, k)
     folder = run_dir(cfg)
-    if not (folder / "final_metrics.json").is_file():
+    if not RunDir(folder).final_metrics.is_file():
         crash = os.environ.get(CRASH_ENV)
         if crash and crash in {str(v) for v in params.values()}:
             raise RuntimeError(f"{CRASH_ENV}={crash}: this trial crashes on purpose")
