@@ -84,7 +84,12 @@ def score_subjects(
     for s in subjects:
         src = subject_source(cfg, [s], norm)
         keys, pred, true = predict(model, adapter, src)
-        names = list(src.roi_names if adapter.task == "eeg2fmri" else src.ch_names)
+        if adapter.task == "eeg2fmri":
+            names = list(src.roi_names)
+        else:  # the electrophysiology rows the model predicts: parcels or sensors
+            names = list(src.parcel_names if adapter.source_key == "parcels" else src.ch_names)
+            if callable(getattr(model, "output_names", None)):
+                names = model.output_names(names)
         ceiling = (ceilings or {}).get(s) if adapter.task == "eeg2fmri" else None
         res = bm.evaluate_subject(s, series(pred), series(true), names, noise_ceiling=ceiling)
         results.append(res)
@@ -107,19 +112,15 @@ def learned_hrfs(model: nn.Module, dt: float = 0.1) -> np.ndarray | None:
     Returns
     -------
     ndarray, shape (n_parcels, n_lags) or None
-        SAMBA's per-parcel double-gamma kernels, one row per input parcel or channel.
+        SAMBA's per-parcel double-gamma kernels (one row per parcel the HRF belongs to:
+        the fMRI parcels for eeg2fmri, the electrophysiology rows for fmri2eeg).
     """
     from brainxl.models.hrf import DoubleGammaHRF
 
     hrf = getattr(model, "hrf", None)
     if not isinstance(hrf, DoubleGammaHRF):
         return None
-    with torch.no_grad():
-        k = hrf.kernel().float().cpu().numpy()
-    step = max(1, int(round(dt * hrf.sfreq)))
-    k = k[:, ::step]
-    peak = np.abs(k).max(axis=1, keepdims=True)
-    return k / np.where(peak > 0, peak, 1.0)
+    return hrf.curves(dt).float().cpu().numpy()
 
 
 def wavelet_attention(

@@ -45,6 +45,8 @@ class TaskAdapter:
     ch_idx: torch.Tensor | None = None
     sequence_target: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the model's ``transform_target`` (e.g. SAMBA fmri2eeg band envelopes), or None
+    target_transform: Any = None
 
     def _bold(self, batch: dict[str, Any]) -> torch.Tensor:
         bold = batch["bold"].float()
@@ -75,7 +77,8 @@ class TaskAdapter:
     def target(self, batch: dict[str, Any], device: Any) -> torch.Tensor:
         """The tensor the output is compared with (float32)."""
         y = batch[self.source_key].float() if self.task == "fmri2eeg" else self._bold(batch)
-        return y.to(device)
+        y = y.to(device)
+        return y if self.target_transform is None else self.target_transform(y)
 
 
 #: Data-derived keyword arguments each registered model's builder takes (a spec may also
@@ -159,6 +162,7 @@ def build_model_and_adapter(model_cfg: Any, info: dict[str, Any]) -> tuple[nn.Mo
         input_name=input_name,
         ch_idx=ch_idx,
         sequence_target=bool(getattr(model, "sequence_target", "samba" in model_cfg.name)),
+        target_transform=getattr(model, "transform_target", None),
     )
     if "samba" in model_cfg.name and info.get("tr"):
         _check_samba_window(model, info)
