@@ -72,25 +72,27 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], help="model overrides key=value")
+    ap.add_argument("--train", default="", help="training subjects (default: all but --test)")
+    ap.add_argument("--bids", default="", help="simulated BIDS root: compare learned HRFs")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
-    from brainxl.models.registry import build_model
     from brainxl.shards.manifest import read_manifest
+
+    from brainxl.models.registry import build_model
 
     m = read_manifest(a.shards)
     sfreq, tr = float(m["sfreq"]), float(m["tr"])
     S = int(round(sfreq * tr))
     subs = sorted(m["subjects"])
-    train = [s for s in subs if s != a.test]
-    recs = load(a.shards, subs, a.modality)
+    train = a.train.split(",") if a.train else [s for s in subs if s != a.test]
+    recs = load(a.shards, sorted(set(train) | {a.test}), a.modality)
     (em, es), (bm, bs) = zstats(recs, train)
-    norm = {
-        s: [
-            ((e - em[:, None]) / es[:, None], (b - bm[:, None]) / bs[:, None], ld) for e, b, ld in r
-        ]
-        for s, r in recs.items()
-    }
+
+    def z(e: np.ndarray, b: np.ndarray, lead: int) -> tuple:
+        return (e - em[:, None]) / es[:, None], (b - bm[:, None]) / bs[:, None], lead
+
+    norm = {s: [z(*rec) for rec in r] for s, r in recs.items()}
     Xtr, Ytr = zip(*(windows(norm[s], 15, S) for s in train))
     Xtr, Ytr = np.concatenate(Xtr), np.concatenate(Ytr)
     Xte, Yte = windows(norm[a.test], 15, S)
@@ -145,6 +147,19 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"train_loss_first": first, "train_loss_last": tl, "test_r": float(np.nanmean(r))}
     if hasattr(model, "hrf"):
         out["hrf_peak_s"] = model.hrf.peak_time(0.05).numpy().round(2).tolist()
+    if a.bids and hasattr(model, "hrf"):
+        from brainxl.metrics import load_true_hrfs
+
+        dt = 0.05
+        true = np.mean([load_true_hrfs(a.bids, s, dt) for s in train], axis=0)
+        learned = model.hrf.curves(dt).numpy()
+        n = min(true.shape[1], learned.shape[1])
+        tp, lp = true.argmax(1) * dt, learned.argmax(1) * dt
+        out["true_peak_s"] = tp.round(2).tolist()
+        out["peak_corr"] = float(np.corrcoef(tp, lp)[0, 1])
+        out["shape_corr"] = float(
+            np.mean([np.corrcoef(true[i, :n], learned[i, :n])[0, 1] for i in range(len(tp))])
+        )
     print(out)
     return out
 

@@ -8,23 +8,34 @@ the graphs are sparse, evaluation is deterministic and sees no ground truth.
 Electrophysiology -> fMRI (:class:`SambaEEG2fMRI`), for a window of ``F`` TRs,
 ``x (B, N, T)`` with ``T = F * S`` (``S = sfreq * tr`` samples per TR):
 
-1. per-parcel learnable double-gamma HRF, causal FFT convolution at ``sfreq``;
-2. the HRF output is cut into ``F`` chunks of ``S`` samples; a ``level``-level DWT of each
-   chunk (one matmul with the exact DWT matrix of an ``S``-sample chunk); attention over
-   the ``level + 1`` scales (softmax of scores computed from each band's coefficients and
-   log-energy, so per window, parcel and chunk) pools them into one ``d``-vector per
-   (parcel, chunk);
-3. GATv2 on the ``N``-node source graph, a learned ``N -> M`` map over nodes, GATv2 on
-   the ``M``-node target graph (all ``B * F`` graphs in one call);
-4. per frame, each parcel's features are reduced to ``frame_channels`` values and the
+1. the window is cut into ``F * blocks_per_tr`` blocks (0.5 s by default); a
+   ``level``-level DWT of each block (one matmul with the exact DWT matrix of a block);
+   each band is summarised by its log-energy (the band power of the block), and attention
+   over the ``level + 1`` scales (softmax of scores computed from each band's embedding,
+   so per window, parcel and block) pools them into one ``d``-vector per (parcel, block);
+2. GATv2 on the ``N``-node source graph and a learned ``N -> M`` map over nodes give the
+   neural drive of each fMRI parcel per block;
+3. per-fMRI-parcel learnable double-gamma HRF, causal FFT convolution of the drive on the
+   block grid; the result is read at the end of each TR;
+4. GATv2 on the ``M``-node target graph (all ``B * F`` graphs in one call); per frame,
+   each parcel's features are reduced to ``frame_channels`` values and the
    ``M * frame_channels`` vector of the window runs through a recurrent block over the
    ``F`` frames (a 2-layer LSTM by default as the reference, GRU or a causal convolution
    by config; one sequence per window, not per parcel, so it costs little), whose output
    is added back per parcel before a shared linear read-out.
 
+Why this order (issue 13, measured on the simulator): BOLD follows the band POWER of
+neural activity. The released code convolves the raw 200 Hz waveform with the HRF, a
+low-pass filter that removes every oscillation above ~0.2 Hz: what is left has no
+relation to BOLD (held-out r of the HRF-convolved parcel signal with BOLD: 0.00; of
+HRF-convolved gamma log-power: 0.36), and a linear map of wavelet coefficients averages
+to zero over the random phase of ongoing rhythms. So the wavelets and their attention
+come first and produce band energies, and the HRF acts on the neural drive those give,
+where neurovascular coupling acts, per fMRI parcel.
+
 Alignment: output frame ``f`` is the BOLD at the END of TR-chunk ``f``, i.e. at time
 ``(f + 1) * tr`` after the window start, and depends on input samples ``[0, (f+1) * S)``
-only (the HRF is causal with zero history before the window, the DWT is per chunk, the
+only (the HRF is causal with zero history before the window, the DWT is per block, the
 graphs act within a frame and the recurrence runs forward). Hence a window must be long
 enough for the HRF lead-in: early frames see less history.
 
@@ -108,9 +119,11 @@ class WaveletScaleAttention(nn.Module):
     #: Floor added to the mean squared coefficient before the log (inputs are z-scored).
     EPS = 1e-6
 
-    def __init__(self, lengths: list[int], dim: int) -> None:
+    def __init__(self, lengths: list[int], dim: int, energy: str = "log") -> None:
         super().__init__()
-        self.lengths = list(lengths)
+        if energy not in ("log", "linear"):
+            raise ValueError(f"band energy must be 'log' or 'linear', got {energy!r}")
+        self.lengths, self.energy = list(lengths), energy
         J = len(lengths)
         self.gain = nn.Parameter(torch.randn(J, dim) * 0.5)
         self.bias = nn.Parameter(torch.zeros(J, dim))
@@ -129,7 +142,10 @@ class WaveletScaleAttention(nn.Module):
                 f"wavelet bands have lengths {[c.shape[-1] for c in coeffs]}, "
                 f"expected {self.lengths}: the window's samples per TR differ from the model's"
             )
-        e = self.log_energy(coeffs).to(coeffs[0].dtype)  # (..., J)
+        if self.energy == "log":
+            e = self.log_energy(coeffs).to(coeffs[0].dtype)  # (..., J)
+        else:  # band power itself: what drives BOLD linearly
+            e = torch.stack([c.square().mean(-1) for c in coeffs], dim=-1)
         h = e.unsqueeze(-1) * self.gain + self.bias  # (..., J, d)
         w = torch.softmax(self.score(h).squeeze(-1).float(), dim=-1).to(h.dtype)  # (..., J)
         return (w.unsqueeze(-1) * h).sum(-2), w
@@ -318,6 +334,9 @@ class SambaEEG2fMRI(_SambaBase):
         Learning-rate multiplier of the HRF parameters (see
         :class:`~brainxl.models.hrf.DoubleGammaHRF`; default 10: with one shared rate the
         six HRF parameters otherwise barely leave their start in a short run).
+    band_energy : {"log", "linear"}
+        Band summary fed to the scale attention: log-energy (default; better held-out r
+        in the issue-13 measurements) or the energy itself.
     """
 
     task = "eeg2fmri"
@@ -345,6 +364,7 @@ class SambaEEG2fMRI(_SambaBase):
         centered_loss: bool = False,
         blocks_per_tr: int = 4,
         hrf_gain: float = 10.0,
+        band_energy: str = "log",
     ) -> None:
         super().__init__()
         S = samples_per_tr(sfreq, tr)
@@ -364,7 +384,7 @@ class SambaEEG2fMRI(_SambaBase):
         self.hrf = DoubleGammaHRF(
             n_fmri, rate, length_s=hrf_length_s, offset_s=0.5 / rate, gain=hrf_gain
         )
-        self.scales = WaveletScaleAttention(self.lengths, dim)
+        self.scales = WaveletScaleAttention(self.lengths, dim, band_energy)
         self._init_graph_path(n_eeg, n_fmri, dim, heads, gat_layers, graph_k, dropout)
         self.frame_in = nn.Linear(dim, frame_channels)
         self.temporal = make_temporal(
