@@ -24,7 +24,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def _cli(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "brainxl.launch.cli", *args]
     proc = subprocess.run(
         cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout
