@@ -63,6 +63,7 @@ Sensor-level input works the same way: ``n_eeg`` is then the channel count.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -683,10 +684,12 @@ _COMMON: dict[str, dict[str, Any]] = {
     "base": dict(
         n_eeg=200, n_fmri=500, n_frames=15, sfreq=200.0, tr=2.0, dim=32, heads=4,
         gat_layers=1, graph_k=8, rnn_hidden=256, rnn_layers=2, frame_channels=4,
+        blocks_per_tr=2,  # 1 s blocks: the source graph runs per block (cost x blocks)
     ),
     "large": dict(
         n_eeg=200, n_fmri=500, n_frames=15, sfreq=200.0, tr=2.0, dim=128, heads=8,
         gat_layers=2, graph_k=8, rnn_hidden=512, rnn_layers=2, frame_channels=8,
+        blocks_per_tr=2,
     ),
 }  # fmt: skip
 
@@ -701,8 +704,10 @@ def _flavors(name: str) -> dict[str, dict[str, Any]]:
 
 
 def _builder(cls: type[nn.Module], name: str):  # type: ignore[no-untyped-def]
+    accepted = set(inspect.signature(cls.__init__).parameters)
+
     def build(flavor: str, **overrides: Any) -> nn.Module:
-        kw = {k: v for k, v in _COMMON[flavor].items()}
+        kw = {k: v for k, v in _COMMON[flavor].items() if k in accepted}  # shared table
         kw.update({k: v for k, v in overrides.items() if k != "expected_params"})
         return cls(**kw)
 
