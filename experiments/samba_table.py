@@ -38,15 +38,16 @@ def _run_info(run: Path) -> dict[str, Any]:
 
 
 def _model(run: Path, cfg: Any) -> Any:
+    """``(model, adapter, split, norm)`` of a finished run (final weights)."""
     import torch
-    from brainxl.distrib.data import build_fold
+    from brainxl.distrib.evaluation import read_data_info
+    from brainxl.distrib.rundir import RunDir
     from brainxl.distrib.tasks import build_model_and_adapter
-    from brainxl.distrib.trainer import data_info
 
-    fold = build_fold(cfg, 0, 1)
-    model, adapter = build_model_and_adapter(cfg.model, data_info(fold.train, cfg))
+    shapes, norm, split = read_data_info(RunDir(run), cfg)
+    model, adapter = build_model_and_adapter(cfg.model, shapes)
     model.load_state_dict(torch.load(run / "final_model.pt", map_location="cpu"))
-    return model.eval(), adapter, fold
+    return model.eval(), adapter, split, norm
 
 
 def hrf_recovery(model: Any, bids: str, subjects: list[str], dt: float = 0.05) -> dict:
@@ -100,19 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     for run in a.runs:
         info = _run_info(run)
         cfg, final = info["cfg"], info["final"]
-        model, adapter, fold = _model(run, cfg)
-        test = list(fold.split.test)
+        model, adapter, split, norm = _model(run, cfg)
+        test = list(split.test)
         key = (cfg.data.shards, adapter.task, adapter.source_key, str(getattr(model, "target", "")))
         if key not in feats:  # every subject's features once (training-subject norm: r-invariant)
             from brainxl.shards.manifest import read_manifest
 
             everyone = sorted(read_manifest(cfg.data.shards)["subjects"])
-            src = subject_source(cfg, everyone, fold.norm)
+            src = subject_source(cfg, everyone, norm)
             feats[key] = multiframe_features(
                 src, adapter.task, src.sfreq, int(cfg.data.reader.n_targets), adapter.source_key
             )
         F = feats[key]
-        train = list(fold.split.train)  # the run's training subjects (not its validation one)
+        train = list(split.train)  # the run's training subjects (not its validation one)
         lags = EEG2FMRI_LAGS if adapter.task == "eeg2fmri" else FMRI2EEG_LAGS
         ridge = MultiFrameRidge(lags).fit([F[s][0] for s in train], [F[s][1] for s in train])
         X, Y = F[test[0]]
@@ -122,11 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if adapter.task == "eeg2fmri":
             c = bm.load_noise_ceiling(a.bids, test[0])
             ceiling = float(np.mean(list(c.values()))) if isinstance(c, dict) else None
-        rec = (
-            hrf_recovery(model, a.bids, list(fold.split.train))
-            if adapter.task == "eeg2fmri"
-            else {}
-        )
+        rec = hrf_recovery(model, a.bids, list(split.train)) if adapter.task == "eeg2fmri" else {}
         rows.append(
             {
                 "run": run.name,
