@@ -87,7 +87,7 @@ def test_fmri2eeg_end_to_end(
     rows = m["parcel_names"] if modality == "parcels" else m["ch_names"]
     if target == "envelopes":
         rows = [f"{r}:{b}" for r in rows for b in ("alpha", "beta", "gamma")]
-    (npz,) = (folder / "evaluation").rglob("predictions-01.npz")
+    (npz,) = folder.rglob("predictions-01.npz")
     pred = np.load(npz)
     assert list(pred["names"]) == rows and pred["pred"].shape[1] == len(rows)
     if target == "envelopes":
