@@ -221,7 +221,7 @@ def test_a_run_refuses_to_resume_on_changed_shards(shards: Path, tmp_path: Path)
         _cmd(data, tmp_path / "runs", 1, **kw), cwd=REPO, env=_env(), capture_output=True, text=True
     )
     assert proc.returncode == 2
-    assert "changed since it started" in proc.stdout and "run.resume=false" in proc.stdout
+    assert "changed since it started" in proc.stderr and "run.resume=false" in proc.stderr
     assert json.loads((folder / "data.json").read_text()) == before  # nothing overwritten
 
 
