@@ -87,6 +87,16 @@ def write_description(
         content["SourceDatasets"] = [{"URL": Path(source).resolve().as_uri()}]
     path = out / "dataset_description.json"
     path.write_text(json.dumps(content, indent=2) + "\n")
+    (out / "README").write_text(
+        f"brainxl predictions\n===================\n\n{desc}.\n\n"
+        "func/*_desc-brainxl_timeseries.tsv: predicted BOLD, one column per ROI, one row per "
+        "volume (JSON sidecar: RepetitionTime, StartTime, source run).\n"
+        "func/*_desc-brainxl_bold.nii.gz: the same in the atlas space (when the atlas is "
+        "known).\neeg/ and meg/: predicted electrophysiology as MNE raw files.\n"
+    )
+    # ROI time series (BEP012/BEP017) have no rule in the BIDS schema yet: the validator
+    # is told to skip them, and the HTML report, instead of flagging them as unknown files
+    (out / ".bidsignore").write_text("*_timeseries.tsv\n*_timeseries.json\nreport.html\n")
     return path
 
 
@@ -315,7 +325,15 @@ def write_bold_nifti(
     stem = f"{bids_stem(entities)}{sp}_desc-{DESC}_bold"
     path = folder / f"{stem}.nii.gz"
     nib.save(nii, path)
-    meta = {"RepetitionTime": float(tr), "TaskName": entities.get("task") or "unknown"}
+    meta: dict[str, Any] = {
+        "RepetitionTime": float(tr),
+        "TaskName": entities.get("task") or "unknown",
+        "SkullStripped": False,
+        "Description": "BOLD predicted by brainxl; each atlas parcel holds its ROI's series",
+    }
+    if space:
+        ref = Path(atlas_img).resolve().as_uri() if isinstance(atlas_img, str | Path) else space
+        meta["SpatialReference"] = {"URI": ref} if ref.startswith("file:") else ref
     meta.update(dict(extra or {}))
     (folder / f"{stem}.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return path

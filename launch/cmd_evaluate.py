@@ -119,6 +119,7 @@ def _figures(
     import numpy as np
     from brainxl.distrib.data import subject_source
     from brainxl.distrib.evaluation import learned_hrfs, series, wavelet_attention
+    from brainxl.shards.manifest import read_manifest
 
     from brainxl import metrics as bm
     from brainxl import plots
@@ -144,7 +145,7 @@ def _figures(
     if jl.is_file():
         recs = [json.loads(line) for line in jl.read_text().splitlines() if line.strip()]
         records = [r for r in recs if r.get("split") in ("train", "val")] or None
-    return plots.standard_figures(
+    figs = plots.standard_figures(
         summary,
         predictions if adapter.task == "eeg2fmri" else None,
         tr=getattr(source, "tr", None),
@@ -153,6 +154,19 @@ def _figures(
         hrf_dt=dt,
         attention=attention,
         records=records,
+    )
+    from brainxl.distrib.brain_figures import evaluation_figures
+
+    return evaluation_figures(
+        figs,
+        summary,
+        manifest=read_manifest(cfg.data.shards),
+        model=model,
+        adapter=adapter,
+        ch_names=list(source.ch_names),
+        predictions=predictions if adapter.task == "fmri2eeg" else None,
+        sfreq=source.sfreq,
+        roots=[Path(bids_root)] if bids_root else None,
     )
 
 
