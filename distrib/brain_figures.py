@@ -10,6 +10,7 @@ topographies and fMRI -> EEG power spectra to a report's figure set.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,12 +143,11 @@ def evaluation_figures(
     if model is not None and adapter is not None and adapter.ch_idx is not None and ch_names:
         w = brainmaps.neurobolt_channel_weights(model, adapter.ch_idx.tolist())
         if w is not None:
-            try:
+            # channels without scalp positions (e.g. MEG): no topography
+            with contextlib.suppress(ValueError):
                 out["readout_topomaps"] = brainmaps.plot_channel_weight_topomaps(
                     w, ch_names, list(summary.roi_names)
                 )
-            except ValueError:
-                pass  # channels without scalp positions (e.g. MEG): no topography
     if task == "fmri2eeg" and predictions and sfreq:
         for sub, (pred, true) in predictions.items():
             out[f"power_spectra_sub-{sub}"] = brainmaps.plot_power_spectra(

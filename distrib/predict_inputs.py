@@ -418,9 +418,7 @@ def _need_tr(src: str) -> float:
     raise ValueError(f"{src}: the run records no single TR and the input has no BOLD; use --tr")
 
 
-def _bids_bold_only(
-    run: TrainedRun, root: Path, sub: str, ingest: Any
-) -> list[RecordingInput]:
+def _bids_bold_only(run: TrainedRun, root: Path, sub: str, ingest: Any) -> list[RecordingInput]:
     """BOLD runs of a subject without electrophysiology: ROI TSVs, else NIfTI + atlas."""
     from brainxl.shards.bids import EXCLUDED_DESCS
 

@@ -150,7 +150,9 @@ def load_trained_run(target: str | Path, weights: str = "best") -> TrainedRun:
     model, adapter = build_model_and_adapter(cfg.model, data_info(fold.train, cfg))
     model.load_state_dict(load_weights(run_dir, ckpt_dir, tag))
     model.eval()
-    return TrainedRun(run_dir, cfg, model, adapter, fold.norm, tag or "final", read_manifest(shards))
+    return TrainedRun(
+        run_dir, cfg, model, adapter, fold.norm, tag or "final", read_manifest(shards)
+    )
 
 
 @dataclass
@@ -391,7 +393,9 @@ def match_channels(
     have = {n: i for i, n in enumerate(names)}
     missing = [c for c in want if c not in have]
     extra = [c for c in names if c not in set(want)]
-    notes = [f"dropped {len(extra)} channel(s) the run was not trained on: {extra}"] if extra else []
+    notes = (
+        [f"dropped {len(extra)} channel(s) the run was not trained on: {extra}"] if extra else []
+    )
     if missing:
         by_name = run.adapter.ch_idx is not None
         if not (allow_missing and by_name):

@@ -221,9 +221,7 @@ def write_outputs(
                     )
                 )
         else:
-            types = (
-                trained.ch_types if trained.modality != "parcels" else ["misc"] * len(p.names)
-            )
+            types = trained.ch_types if trained.modality != "parcels" else ["misc"] * len(p.names)
             if p.units.startswith("z-score"):
                 types = ["misc"] * len(p.names)
             p.files["out_raw"] = str(
