@@ -99,6 +99,7 @@ def read_inputs(
     atlas: str | Path | None = None,
     atlas_labels: str | Path | None = None,
     tr: float | None = None,
+    volume_marker: str | None = None,
 ) -> list[RecordingInput]:
     """Read every recording of ``path`` the run can predict from.
 
@@ -116,6 +117,9 @@ def read_inputs(
         Label NIfTI on the BOLD grid (and its ``index``/``name`` TSV) for NIfTI BOLD.
     tr : float, optional
         Repetition time when no sidecar or header gives it (default: the run's TR).
+    volume_marker : str, optional
+        Regular expression of the annotations that mark volumes (default: the run's
+        ``sync.volume_marker``); volume 0 is the first match, else the recording start.
 
     Returns
     -------
@@ -125,6 +129,10 @@ def read_inputs(
     if not p.exists():
         raise ValueError(f"{p}: input not found; give a BIDS folder or a recording file")
     ingest, notes = ingest_config(run)
+    if volume_marker:
+        ingest = dataclasses.replace(
+            ingest, sync=dataclasses.replace(ingest.sync, volume_marker=volume_marker)
+        )
     if p.is_dir():
         if not (p / "dataset_description.json").is_file():
             raise ValueError(
@@ -172,7 +180,10 @@ def _preprocessed(
         t0 = float(onsets[0])
     else:
         t0 = 0.0
-        notes.append("no volume triggers: volume 0 at the recording start")
+        notes.append(
+            f"no annotation matches the volume marker {ingest.sync.volume_marker!r}: volume 0 "
+            "at the recording start (set --volume-marker to the scanner's trigger)"
+        )
     data, _ = to_array(raw, 0, raw.n_times)
     return data, list(raw.ch_names), t0, notes, raw
 

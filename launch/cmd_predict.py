@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--atlas-labels", default=None, help="index/name TSV of the atlas")
     parser.add_argument("--tr", type=float, default=None, help="repetition time (s) if unknown")
     parser.add_argument(
+        "--volume-marker",
+        default=None,
+        help="regex of the annotations marking volumes (default: the run's sync.volume_marker)",
+    )
+    parser.add_argument(
         "--format",
         choices=("fif", "brainvision", "edf"),
         default="fif",
@@ -71,6 +76,7 @@ def predict(
     atlas: str | Path | None = None,
     atlas_labels: str | Path | None = None,
     tr: float | None = None,
+    volume_marker: str | None = None,
     raw_format: str = "fif",
     report: bool = False,
     batch_size: int | None = None,
@@ -98,6 +104,8 @@ def predict(
         predicted NIfTI (default: the run's atlas when known).
     tr : float, optional
         Repetition time when nothing else gives it.
+    volume_marker : str, optional
+        Regex of the annotations marking volumes (default: the run's).
     raw_format : {"fif", "brainvision", "edf"}
         fMRI -> EEG output format.
     report : bool
@@ -127,6 +135,7 @@ def predict(
         atlas=atlas,
         atlas_labels=atlas_labels,
         tr=tr,
+        volume_marker=volume_marker,
     )
     own: dict[str, dict[str, list[Any]]] = {}
     for r in recs:
@@ -316,6 +325,7 @@ def run(args: argparse.Namespace) -> int:
             atlas=args.atlas,
             atlas_labels=args.atlas_labels,
             tr=args.tr,
+            volume_marker=args.volume_marker,
             raw_format=args.format,
             report=args.report,
             batch_size=args.batch_size,

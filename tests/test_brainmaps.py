@@ -126,3 +126,16 @@ def test_roi_timeseries_and_raw_writers(tmp_path: Path) -> None:
         content["DatasetType"] == "derivative"
         and "run-abc" in content["GeneratedBy"][0]["Description"]
     )
+
+
+def test_import_brainxl_does_not_import_the_runtime() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, brainxl; assert callable(brainxl.predict); "
+        "print(sorted(m for m in sys.modules if m.startswith(('brainxl.distrib', 'torch'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

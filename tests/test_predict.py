@@ -120,8 +120,10 @@ def test_eeg_only_bids_input_predicts_the_same_bold(world: World, tmp_path: Path
     (with_bold,) = brainxl.predict(world.neurobolt, world.bids, subjects=["04"], progress=False)
     (pred,) = brainxl.predict(world.neurobolt, bids, tmp_path / "out", progress=False)
     assert pred.true is None and pred.window_true is None
-    np.testing.assert_allclose(pred.data, with_bold.data, rtol=1e-5, atol=1e-6)
-    assert list(pred.volumes) == list(with_bold.volumes)
+    # without BOLD, every TR the EEG covers (the simulated EEG runs past the last volume)
+    n = len(with_bold.volumes)
+    assert list(pred.volumes[:n]) == list(with_bold.volumes) and len(pred.volumes) >= n
+    np.testing.assert_allclose(pred.data[:n], with_bold.data, rtol=1e-5, atol=1e-6)
     img = nib.load(pred.files["out_nifti"])
     assert img.shape[3] == len(pred.volumes)
     assert any("no BOLD" in n for n in pred.notes)
@@ -133,7 +135,9 @@ def test_single_recording_files(world: World, tmp_path: Path) -> None:
     vhdr = world.bids / "sub-04" / "eeg" / "sub-04_task-rest_run-1_eeg.vhdr"
     tsv = next((world.bids / "derivatives").rglob("sub-04_*_atlas-brainxlsim_timeseries.tsv"))
     (ref,) = brainxl.predict(world.neurobolt, world.bids, subjects=["04"], progress=False)
-    (bv,) = brainxl.predict(world.neurobolt, vhdr, bold=tsv, progress=False)
+    # the simulator's markers read outside BIDS are "Stimulus/S  1", not "Volume"
+    marker = r"Stimulus/S\s+1"
+    (bv,) = brainxl.predict(world.neurobolt, vhdr, bold=tsv, volume_marker=marker, progress=False)
     np.testing.assert_allclose(bv.data, ref.data, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(bv.true, ref.true, rtol=1e-6, atol=1e-6)
     raw = mne.io.read_raw(vhdr, preload=True, verbose=False)
@@ -143,7 +147,9 @@ def test_single_recording_files(world: World, tmp_path: Path) -> None:
             raw.save(path, verbose=False)
         else:
             mne.export.export_raw(path, raw, fmt="edf", verbose=False)
-        (p,) = brainxl.predict(world.neurobolt, path, tmp_path / fmt, progress=False)
+        (p,) = brainxl.predict(
+            world.neurobolt, path, tmp_path / fmt, volume_marker=marker, progress=False
+        )
         assert p.true is None and p.data.shape == ref.data.shape
         assert np.corrcoef(p.data.ravel(), ref.data.ravel())[0, 1] > 0.99
         assert Path(p.files["out_tsv"]).is_file()
@@ -163,6 +169,7 @@ def test_recordings_that_do_not_fit_get_clear_errors(world: World, tmp_path: Pat
         brainxl.predict(world.neurobolt, missing, progress=False)
     (p,) = brainxl.predict(world.neurobolt, missing, allow_missing_channels=True, progress=False)
     assert any("MISSING channels ['Cz', 'Pz']" in n for n in p.notes)
+    assert any("no annotation matches the volume marker" in n for n in p.notes)
     slow = tmp_path / "slow_raw.fif"
     raw.copy().resample(100.0, verbose=False).save(slow, verbose=False)
     with pytest.raises(ValueError, match=r"slow_raw\.fif: recorded at 100 Hz .* >= 200 Hz"):
@@ -229,3 +236,15 @@ def test_fmri_to_eeg_from_bold_files_only(world: World, tmp_path: Path) -> None:
     np.testing.assert_allclose(from_nii.data, from_tsv.data, rtol=1e-3, atol=1e-2)
     with pytest.raises(ValueError, match="needs the atlas"):
         brainxl.predict(world.samba, nifti, progress=False)
+
+
+def test_evaluation_reports_show_brain_topographies_and_spectra(world: World) -> None:
+    from brainxl.launch.cmd_evaluate import evaluate
+
+    evaluate(world.neurobolt, "test", report=True, baseline=False)
+    report = world.neurobolt / "report"
+    assert (report / "roi_r_brain.png").is_file() and (report / "readout_topomaps.png").is_file()
+    md = (report / "report.md").read_text()
+    assert md.index("### roi_r_vs_ceiling") < md.index("### roi_r_brain") < md.index("### per_")
+    evaluate(world.samba, "test", report=True, baseline=False)
+    assert (world.samba / "report" / "power_spectra_sub-04.png").is_file()
