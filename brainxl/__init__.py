@@ -1,28 +1,16 @@
-"""brainxl: translate brain activity between EEG/MEG and fMRI BOLD.
+"""brainxl: train models that translate brain activity between EEG/MEG and fMRI BOLD.
 
-The notebook API. Functions import their machinery when called, so ``import brainxl``
-stays light (nothing from ``brainxl.distrib`` is imported here).
+The notebook API (each call is the matching ``brainxl`` command):
+
+- :func:`brainxl.api.simulate` -- a simulated EEG-fMRI BIDS dataset with ground truth
+- :func:`brainxl.api.shard` -- BIDS -> per-subject WebDataset shards
+- :func:`brainxl.api.train` -- train or resume a run on local DeepSpeed ranks
+- :func:`brainxl.api.evaluate` -- score a run on held-out subjects, write its report
+- :func:`brainxl.api.predict` -- run a trained model on new recordings, write derivatives
+
+``import brainxl`` imports none of the runtime (torch, DeepSpeed, MNE) until a call needs it.
 """
 
-from __future__ import annotations
+from brainxl.api import evaluate, load_config, predict, shard, train
 
-from pathlib import Path
-from typing import Any
-
-
-def predict(run: str | Path, inputs: str | Path, out: str | Path | None = None, **kwargs: Any):
-    """Predict BOLD from EEG/MEG (or back) for new recordings with a trained run.
-
-    See :func:`brainxl.launch.cmd_predict.predict` for the keyword arguments
-    (``subjects``, ``weights``, ``bold``, ``atlas``, ``atlas_labels``, ``tr``,
-    ``raw_format``, ``report``, ``batch_size``, ``allow_missing_channels``, ``progress``).
-
-    Returns
-    -------
-    list of brainxl.distrib.prediction.Prediction
-        Per recording: ``data`` (n_times, n_series), ``names``, ``times`` (s from volume 0),
-        ``units``, and ``true`` when the input holds the target.
-    """
-    from brainxl.launch.cmd_predict import predict as _predict
-
-    return _predict(run, inputs, out, **kwargs)
+__all__ = ["evaluate", "load_config", "predict", "shard", "train"]
