@@ -15,6 +15,7 @@ Calls into the training side (few, so they can be retargeted): ``launch.cmd_eval
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -353,7 +354,9 @@ def window_trs(
     out = []
     for k in range(nt - 1, n_trs):
         end = tr_end_sample(k, tr, lag, sfreq) + zero
-        if end - window >= 0 and end <= n_times:
+        if end > n_times:  # ends grow with k: no later TR fits either
+            break
+        if end - window >= 0:
             out.append((k, end))
     return out
 
@@ -554,7 +557,7 @@ def _predict_bold(
         )
     bold, bold_stats = _bold_side(run, rec, own)
     zero = int(round(rec.lead_in * rec.sfreq))
-    n_trs = rec.n_trs if rec.n_trs is not None else 10**9
+    n_trs = rec.n_trs if rec.n_trs is not None else sys.maxsize
     W, nt = run.window, run.n_targets
     wins = window_trs(n_trs, sig.shape[1], zero, rec.tr, run.lag_s, rec.sfreq, W, nt)
     if rec.n_trs is None:  # no BOLD: every volume the recording covers

@@ -4,6 +4,7 @@ normalisation from the training statistics only."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,7 @@ def test_window_trs_takes_every_tr_with_a_full_window() -> None:
     # 10 s of data, volume 0 at 1 s, 4 s windows: TR k ends at sample (1 + 2k) * 200
     got = window_trs(100, 2000, 200, TR, 0.0, SF, 800, 1)
     assert [k for k, _ in got] == [2, 3, 4]  # k=2 starts at 1 s; k=5 would end at 11 s
+    assert window_trs(sys.maxsize, 2000, 200, TR, 0.0, SF, 800, 1) == got  # stops at the end
     assert window_trs(100, 2000, 200, TR, 0.0, SF, 800, 3)[0][0] == 2
     assert window_trs(100, 2000, 200, TR, 0.0, SF, 800, 4)[0][0] == 3
 
