@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from brainxl.distrib.prediction import RecordingInput, TrainedRun
+from brainxl.distrib.prediction import RecordingInput
+from brainxl.distrib.trained_run import TrainedRun
 
 #: File endings read as electrophysiology and as BOLD.
 EPHYS_FILES = (".edf", ".bdf", ".vhdr", ".set", ".fif")

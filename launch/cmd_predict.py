@@ -124,7 +124,8 @@ def predict(
         the written outputs under ``"out_*"`` keys.
     """
     from brainxl.distrib.predict_inputs import read_inputs
-    from brainxl.distrib.prediction import load_trained_run, predict_recording
+    from brainxl.distrib.prediction import predict_recording
+    from brainxl.distrib.trained_run import load_trained_run
 
     trained = load_trained_run(run, weights)
     recs = read_inputs(

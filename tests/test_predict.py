@@ -193,7 +193,7 @@ def test_recordings_that_do_not_fit_get_clear_errors(world: World, tmp_path: Pat
 
 def test_fmri_to_eeg_writes_readable_raw_files(world: World, tmp_path: Path) -> None:
     import mne
-    from brainxl.distrib.prediction import load_trained_run
+    from brainxl.distrib.trained_run import load_trained_run
 
     run = load_trained_run(world.samba)
     out = tmp_path / "eeg"

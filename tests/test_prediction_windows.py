@@ -11,13 +11,9 @@ import numpy as np
 import pytest
 import torch
 from brainxl.distrib.config import load_config
-from brainxl.distrib.prediction import (
-    RecordingInput,
-    TrainedRun,
-    predict_recording,
-    window_trs,
-)
+from brainxl.distrib.prediction import RecordingInput, predict_recording, window_trs
 from brainxl.distrib.tasks import build_model_and_adapter
+from brainxl.distrib.trained_run import TrainedRun
 from brainxl.shards.stats import NormStats
 
 CH = ["Fp1", "Fp2", "C3", "C4", "O1", "O2"]
