@@ -35,6 +35,7 @@ class ModelConfig:
     name: str = "neurobolt"  # registry name: neurobolt | samba-eeg2fmri | samba-fmri2eeg
     flavor: str = "debug"  # scale: debug | base | large | huge
     overrides: dict[str, Any] = field(default_factory=dict)  # non-scale keyword arguments
+    pretrained: str = ""  # pretraining run folder / weights file for the LaBraM encoder
 
 
 @dataclass

@@ -132,6 +132,12 @@ class Trainer:
         if t.activation_checkpointing:
             enable_activation_checkpointing(model)
         resume_tag = ckpt.read_latest(self.ckpt_dir) if cfg.run.resume else None
+        if cfg.model.pretrained and resume_tag is None:  # a resume restores its own weights
+            from brainxl.models.pretrained import apply_pretrained
+
+            report = apply_pretrained(model, cfg.model.pretrained)
+            if env.rank == 0:
+                print(f"model.pretrained: {report}", flush=True)
         universal = False
         if resume_tag is not None:
             meta = ckpt.read_meta(self.ckpt_dir, resume_tag)

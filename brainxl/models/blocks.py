@@ -29,6 +29,7 @@ __all__ = [
     "TemporalConvPatchEmbed",
     "WeightsMixin",
     "init_transformer_weights",
+    "masked_group_norm",
     "prefix_linear",
     "sinusoidal_positions",
 ]
@@ -380,13 +381,17 @@ class TemporalConvPatchEmbed(nn.Module):
         self.out_len = (patch_size + 2 * 7 - 15) // 8 + 1
         self.dim = filters * self.out_len
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
         """Embed patches.
 
         Parameters
         ----------
         x : Tensor, shape (B, L, patch_size)
             ``L`` patches (all channels and positions flattened).
+        valid : BoolTensor or None, shape (B, L)
+            Patches that are data (False = padding). The group norms pool their
+            statistics over a sample's patches; with ``valid`` only over the valid ones,
+            so a padded sample's valid tokens equal those of the sample alone.
 
         Returns
         -------
@@ -394,10 +399,45 @@ class TemporalConvPatchEmbed(nn.Module):
         """
         B, L, _ = x.shape
         x = x.unsqueeze(1)  # (B, 1, L, P): Conv2d with kernel height 1 = per-patch conv1d
-        x = self.act(self.norm1(self.conv1(x)))
-        x = self.act(self.norm2(self.conv2(x)))
-        x = self.act(self.norm3(self.conv3(x)))  # (B, F, L, out_len)
+        if valid is None:
+            x = self.act(self.norm1(self.conv1(x)))
+            x = self.act(self.norm2(self.conv2(x)))
+            x = self.act(self.norm3(self.conv3(x)))  # (B, F, L, out_len)
+        else:
+            keep = valid.to(x.dtype)[:, None, :, None]  # (B, 1, L, 1)
+            x = x * keep
+            for conv, norm in ((self.conv1, self.norm1), (self.conv2, self.norm2),
+                               (self.conv3, self.norm3)):  # fmt: skip
+                x = self.act(masked_group_norm(conv(x), norm, keep)) * keep
         return x.permute(0, 2, 1, 3).reshape(B, L, self.dim)
+
+
+def masked_group_norm(x: Tensor, norm: nn.GroupNorm, keep: Tensor) -> Tensor:
+    """``norm(x)`` with statistics over the positions where ``keep`` is 1.
+
+    Parameters
+    ----------
+    x : Tensor, shape (B, F, L, T)
+    norm : nn.GroupNorm
+        Groups, eps and affine parameters.
+    keep : Tensor, shape (B, 1, L, 1)
+        1 for positions that count, 0 for padding.
+
+    Returns
+    -------
+    Tensor, shape (B, F, L, T)
+    """
+    B, Fc, L, T = x.shape
+    G = norm.num_groups
+    xg = x.reshape(B, G, Fc // G, L, T)
+    w = keep.reshape(B, 1, 1, L, 1)
+    count = w.sum(dim=(2, 3, 4), keepdim=True) * (Fc // G) * T
+    mean = (xg * w).sum(dim=(2, 3, 4), keepdim=True) / count
+    var = ((xg - mean).square() * w).sum(dim=(2, 3, 4), keepdim=True) / count
+    out = ((xg - mean) * torch.rsqrt(var + norm.eps)).reshape(B, Fc, L, T)
+    if norm.affine:
+        out = out * norm.weight[None, :, None, None] + norm.bias[None, :, None, None]
+    return out
 
 
 def sinusoidal_positions(n: int, dim: int) -> Tensor:

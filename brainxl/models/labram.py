@@ -82,14 +82,24 @@ CODEBOOK_FLAVORS: dict[str, dict[str, int]] = {
 }
 
 
-def check_eeg_input(x: Tensor, ch_idx: Tensor, patch_size: int, max_patches: int, who: str) -> int:
+def check_eeg_input(
+    x: Tensor,
+    ch_idx: Tensor,
+    patch_size: int,
+    max_patches: int,
+    who: str,
+    per_sample: bool = False,
+) -> int:
     """Validate an EEG batch and return its number of patches.
 
     Parameters
     ----------
     x : Tensor, shape (B, C, T)
-    ch_idx : LongTensor, shape (C,)
-        Vocabulary rows of the channels (:func:`brainxl.channels.channel_indices`).
+    ch_idx : LongTensor, shape (C,) or, with ``per_sample``, (B, C)
+        Vocabulary rows of the channels (:func:`brainxl.channels.channel_indices`); in the
+        per-sample form ``-1`` marks a padding channel.
+    per_sample : bool
+        Accept one montage per sample (mixed-montage padded batches).
 
     Returns
     -------
@@ -99,10 +109,12 @@ def check_eeg_input(x: Tensor, ch_idx: Tensor, patch_size: int, max_patches: int
     if x.ndim != 3:
         raise ValueError(f"{who}: expected EEG of shape (batch, channels, time), got {x.shape}")
     B, C, T = x.shape
-    if ch_idx.ndim != 1 or ch_idx.numel() != C:
+    shapes = [(C,), (B, C)] if per_sample else [(C,)]
+    if tuple(ch_idx.shape) not in shapes:
         raise ValueError(
             f"{who}: ch_idx has shape {tuple(ch_idx.shape)} but x has {C} channels; pass one "
             "vocabulary index per channel (brainxl.channels.channel_indices(names))"
+            + (", or one row per sample with -1 for padding channels" if per_sample else "")
         )
     if T % patch_size or T == 0:
         raise ValueError(
@@ -116,11 +128,48 @@ def check_eeg_input(x: Tensor, ch_idx: Tensor, patch_size: int, max_patches: int
             f"({max_patches * patch_size // SFREQ} s); use a shorter window or a model built "
             "with a larger max_patches"
         )
+    lowest = -1 if ch_idx.ndim == 2 else 0
     if ch_idx.dtype not in (torch.int64, torch.int32) or (
-        C and (int(ch_idx.min()) < 0 or int(ch_idx.max()) >= SPATIAL_ROWS - 1)
+        C and (int(ch_idx.min()) < lowest or int(ch_idx.max()) >= SPATIAL_ROWS - 1)
     ):
-        raise ValueError(f"{who}: ch_idx must hold vocabulary rows in [0, {SPATIAL_ROWS - 1})")
+        raise ValueError(
+            f"{who}: ch_idx must hold vocabulary rows in [0, {SPATIAL_ROWS - 1})"
+            + (" or -1 (padding)" if lowest < 0 else "")
+        )
     return n
+
+
+def token_padding(
+    ch_idx: Tensor, batch_size: int, n_patches: int, pad_mask: Tensor | None = None
+) -> Tensor | None:
+    """Padding tokens of a batch, or None when there are none.
+
+    Parameters
+    ----------
+    ch_idx : LongTensor, shape (C,) or (B, C)
+        ``-1`` marks a padding channel (all its patches are padding).
+    batch_size, n_patches : int
+    pad_mask : BoolTensor or None, shape (B, C * n_patches)
+        True = padding token (e.g. patches past the end of a shorter recording).
+
+    Returns
+    -------
+    BoolTensor, shape (B, C * n_patches), or None
+    """
+    pad = None
+    if ch_idx.ndim == 2 and bool((ch_idx < 0).any()):
+        pad = (ch_idx < 0)[:, :, None].expand(-1, -1, n_patches).reshape(batch_size, -1)
+    if pad_mask is not None:
+        L = ch_idx.shape[-1] * n_patches
+        if tuple(pad_mask.shape) != (batch_size, L):
+            got = tuple(pad_mask.shape)
+            raise ValueError(f"pad_mask must have shape {(batch_size, L)}, got {got}")
+        pad = pad_mask.bool() if pad is None else pad | pad_mask.bool()
+    if pad is not None and not bool(pad.any()):
+        return None
+    if pad is not None and bool(pad.all(dim=1).any()):
+        raise ValueError("a sample of the batch is all padding; drop it from the batch")
+    return pad
 
 
 class LaBraMEncoder(WeightsMixin, nn.Module):
@@ -147,6 +196,9 @@ class LaBraMEncoder(WeightsMixin, nn.Module):
         patches embedded by the temporal conv (used by the tokenizer's decoder).
     use_mask_token : bool
         Create a learned mask token (masked EEG modeling).
+    qkv_bias : bool
+        Bias on the q/k/v projection (off in every LaBraM flavor; on for converted
+        checkpoints trained with ``q_bias``/``v_bias``).
     """
 
     def __init__(
@@ -161,6 +213,7 @@ class LaBraMEncoder(WeightsMixin, nn.Module):
         init_values: float = 0.1,
         in_dim: int | None = None,
         use_mask_token: bool = False,
+        qkv_bias: bool = False,
     ) -> None:
         super().__init__()
         if len(vocabulary()) + 1 > SPATIAL_ROWS:
@@ -181,7 +234,7 @@ class LaBraMEncoder(WeightsMixin, nn.Module):
         self.time_embed = nn.Parameter(torch.zeros(max_patches, dim))
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(dim, heads, mlp_ratio, qkv_bias=False, qk_norm=True, drop_path=r,
+            Block(dim, heads, mlp_ratio, qkv_bias=qkv_bias, qk_norm=True, drop_path=r,
                   init_values=init_values)
             for r in rates
         )  # fmt: skip
@@ -214,42 +267,61 @@ class LaBraMEncoder(WeightsMixin, nn.Module):
             return self.depth + 1
         return 0
 
-    def patch_tokens(self, x: Tensor, ch_idx: Tensor) -> tuple[Tensor, int]:
+    def patch_tokens(
+        self, x: Tensor, ch_idx: Tensor, pad: Tensor | None = None
+    ) -> tuple[Tensor, int]:
         """Embed raw EEG patches.
 
         Parameters
         ----------
         x : Tensor, shape (B, C, T)
             EEG in microvolts, ``T = n_patches * patch_size``.
-        ch_idx : LongTensor, shape (C,)
+        ch_idx : LongTensor, shape (C,) or (B, C)
+        pad : BoolTensor or None, shape (B, C * n_patches)
+            Padding tokens (:func:`token_padding`): left out of the conv's group-norm
+            statistics, so the other tokens are those of the unpadded sample.
 
         Returns
         -------
         tokens : Tensor, shape (B, C * n_patches, dim)
         n_patches : int
         """
-        n = check_eeg_input(x, ch_idx, self.patch_size, self.max_patches, type(self).__name__)
+        n = check_eeg_input(
+            x, ch_idx, self.patch_size, self.max_patches, type(self).__name__, per_sample=True
+        )
         B, C, _ = x.shape
         patches = (x * 0.01).reshape(B, C * n, self.patch_size)
-        return self.patch_embed(patches), n
+        if pad is None:
+            return self.patch_embed(patches), n
+        return self.patch_embed(patches, valid=~pad), n
 
     def encode_tokens(
-        self, tokens: Tensor, ch_idx: Tensor, n_patches: int, mask: Tensor | None = None
+        self,
+        tokens: Tensor,
+        ch_idx: Tensor,
+        n_patches: int,
+        mask: Tensor | None = None,
+        pad: Tensor | None = None,
     ) -> Tensor:
         """Run the transformer over already embedded tokens.
 
         Parameters
         ----------
         tokens : Tensor, shape (B, C * n_patches, dim)
-        ch_idx : LongTensor, shape (C,)
+        ch_idx : LongTensor, shape (C,) or (B, C)
+            One montage for the batch, or one per sample (``-1`` = padding channel).
         n_patches : int
         mask : BoolTensor or None, shape (B, C * n_patches)
             True where the token is replaced by the learned mask token.
+        pad : BoolTensor or None, shape (B, C * n_patches)
+            Padding tokens (:func:`token_padding`): no token attends to them, so every
+            other token's output is that of the unpadded sample.
 
         Returns
         -------
         Tensor, shape (B, C * n_patches, dim)
-            Final-normed patch tokens (the cls token is dropped).
+            Final-normed patch tokens (the cls token is dropped); padding positions hold
+            values that must be ignored.
         """
         B, L, D = tokens.shape
         if mask is not None:
@@ -258,37 +330,65 @@ class LaBraMEncoder(WeightsMixin, nn.Module):
             if mask.shape != (B, L):
                 raise ValueError(f"mask must have shape {(B, L)}, got {tuple(mask.shape)}")
             tokens = torch.where(mask.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
-        spatial = self.spatial_embed[ch_idx.long() + 1]  # (C, D)
-        pos = (spatial[:, None, :] + self.time_embed[None, :n_patches, :]).reshape(L, D)
+        time = self.time_embed[:n_patches, :]
+        if ch_idx.ndim == 2:  # one montage per sample; padding channels (-1) read row 0
+            spatial = self.spatial_embed[ch_idx.long().clamp(min=-1) + 1]  # (B, C, D)
+            pos = (spatial[:, :, None, :] + time[None, None]).reshape(B, L, D)
+        else:
+            spatial = self.spatial_embed[ch_idx.long() + 1]  # (C, D)
+            pos = (spatial[:, None, :] + time[None]).reshape(L, D)
         cls = (self.cls_token + self.spatial_embed[0]).expand(B, -1, -1)
         h = torch.cat([cls, tokens + pos], dim=1)
+        attn_mask = None
+        if pad is not None:  # (B, 1, 1, 1 + L): True = may be attended to (cls always)
+            keep = torch.cat([pad.new_ones(B, 1), ~pad], dim=1)
+            attn_mask = keep[:, None, None, :]
         for blk in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                h = checkpoint(blk, h, use_reentrant=False)
+                h = checkpoint(blk, h, attn_mask, use_reentrant=False)
             else:
-                h = blk(h)
+                h = blk(h, attn_mask)
         return self.norm(h[:, 1:])
 
-    def forward_features(self, x: Tensor, ch_idx: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward_features(
+        self,
+        x: Tensor,
+        ch_idx: Tensor,
+        mask: Tensor | None = None,
+        pad_mask: Tensor | None = None,
+    ) -> Tensor:
         """Encode EEG into patch tokens.
 
         Parameters
         ----------
         x : Tensor, shape (B, C, T)
             EEG in microvolts at 200 Hz.
-        ch_idx : LongTensor, shape (C,)
+        ch_idx : LongTensor, shape (C,) or (B, C)
+            One montage, or one per sample with ``-1`` for padding channels
+            (:func:`brainxl.models.labram_pretrain.pad_eeg_batch`).
         mask : BoolTensor or None, shape (B, C * n_patches)
+        pad_mask : BoolTensor or None, shape (B, C * n_patches)
+            True = padding token (besides the padding channels of ``ch_idx``).
 
         Returns
         -------
         Tensor, shape (B, C * n_patches, dim)
         """
-        tokens, n = self.patch_tokens(x, ch_idx)
-        return self.encode_tokens(tokens, ch_idx, n, mask)
+        n = check_eeg_input(
+            x, ch_idx, self.patch_size, self.max_patches, type(self).__name__, per_sample=True
+        )
+        pad = token_padding(ch_idx, x.shape[0], n, pad_mask)
+        tokens, n = self.patch_tokens(x, ch_idx, pad)
+        return self.encode_tokens(tokens, ch_idx, n, mask, pad)
 
-    def forward(self, x: Tensor, ch_idx: Tensor) -> Tensor:
-        """Mean-pooled representation, shape (B, dim)."""
-        return self.forward_features(x, ch_idx).mean(dim=1)
+    def forward(self, x: Tensor, ch_idx: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """Mean of the (non-padding) patch tokens, shape (B, dim)."""
+        feats = self.forward_features(x, ch_idx, pad_mask=pad_mask)
+        pad = token_padding(ch_idx, x.shape[0], feats.shape[1] // ch_idx.shape[-1], pad_mask)
+        if pad is None:
+            return feats.mean(dim=1)
+        keep = (~pad).to(feats.dtype)[..., None]
+        return (feats * keep).sum(dim=1) / keep.sum(dim=1)
 
 
 class LaBraMForMEM(WeightsMixin, nn.Module):
@@ -319,7 +419,12 @@ class LaBraMForMEM(WeightsMixin, nn.Module):
         self.encoder.set_grad_checkpointing(enabled)
 
     def forward(
-        self, x: Tensor, ch_idx: Tensor, mask: Tensor, targets: Tensor | None = None
+        self,
+        x: Tensor,
+        ch_idx: Tensor,
+        mask: Tensor,
+        targets: Tensor | None = None,
+        pad_mask: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Predict codes of masked patches.
 
@@ -327,25 +432,40 @@ class LaBraMForMEM(WeightsMixin, nn.Module):
         ----------
         x : Tensor, shape (B, C, T)
             EEG in microvolts.
-        ch_idx : LongTensor, shape (C,)
+        ch_idx : LongTensor, shape (C,) or (B, C)
+            One montage, or one per sample with ``-1`` for padding channels.
         mask : BoolTensor, shape (B, C * n_patches)
             True = masked (to predict).
         targets : LongTensor or None, shape (B, C * n_patches)
             Codes from :meth:`VQNSPTokenizer.tokenize`.
+        pad_mask : BoolTensor or None, shape (B, C * n_patches)
+            True = padding token. Padding is never predicted, attended to or counted.
 
         Returns
         -------
         dict
             ``logits`` (M, codebook_size) for the M masked tokens (both passes when
             symmetric: first ``mask`` then ``~mask``, each in row-major order); with
-            ``targets`` also ``loss`` (cross-entropy, scalar) and ``accuracy``.
+            ``targets`` also ``loss`` (cross-entropy, scalar), ``accuracy`` (masked-token
+            accuracy), and per logits row ``correct`` (bool) and ``sample_index`` (its
+            sample in the batch), from which accuracy per dataset is computed.
         """
-        tokens, n = self.encoder.patch_tokens(x, ch_idx)
+        n = check_eeg_input(
+            x, ch_idx, PATCH_SIZE, self.encoder.max_patches, "LaBraMForMEM", per_sample=True
+        )
+        pad = token_padding(ch_idx, x.shape[0], n, pad_mask)
+        tokens, n = self.encoder.patch_tokens(x, ch_idx, pad)
         mask = mask.bool()
         if self.symmetric:
             tokens = torch.cat([tokens, tokens])
             mask = torch.cat([mask, ~mask])
-        feats = self.encoder.encode_tokens(tokens, ch_idx, n, mask)
+            if ch_idx.ndim == 2:
+                ch_idx = torch.cat([ch_idx, ch_idx])
+            if pad is not None:
+                pad = torch.cat([pad, pad])
+        feats = self.encoder.encode_tokens(tokens, ch_idx, n, mask, pad)
+        if pad is not None:
+            mask = mask & ~pad
         logits = self.lm_head(feats[mask])
         out = {"logits": logits}
         if targets is not None:
@@ -357,7 +477,11 @@ class LaBraMForMEM(WeightsMixin, nn.Module):
             tgt = torch.cat([targets, targets]) if self.symmetric else targets
             tgt = tgt[mask]
             out["loss"] = F.cross_entropy(logits.float(), tgt)
-            out["accuracy"] = (logits.argmax(-1) == tgt).float().mean().detach()
+            correct = (logits.argmax(-1) == tgt).detach()
+            out["accuracy"] = correct.float().mean()
+            # per masked token: right or not, and its sample (per-dataset accuracy)
+            out["correct"] = correct
+            out["sample_index"] = mask.nonzero()[:, 0] % x.shape[0]
         return out
 
 
@@ -384,14 +508,28 @@ class NormEMAVectorQuantizer(nn.Module):
         EMA decay.
     kmeans_iters : int
         K-means iterations of the initialisation (0 = keep the random init).
+    dead_code_threshold : float
+        In training, codes whose EMA count (``cluster_size``) falls below this are
+        re-seeded with random vectors of the current batch (rank 0's, broadcast), their
+        count reset to the threshold. 0 disables it.
     """
 
     def __init__(
-        self, n_codes: int, dim: int, beta: float = 1.0, decay: float = 0.99, kmeans_iters: int = 10
+        self,
+        n_codes: int,
+        dim: int,
+        beta: float = 1.0,
+        decay: float = 0.99,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 0.0,
     ) -> None:
         super().__init__()
         self.n_codes, self.dim, self.beta, self.decay = n_codes, dim, beta, decay
         self.kmeans_iters = kmeans_iters
+        if dead_code_threshold < 0:
+            raise ValueError(f"dead_code_threshold must be >= 0, got {dead_code_threshold}")
+        self.dead_code_threshold = float(dead_code_threshold)
+        self.reseeded = 0  # codes re-seeded by the last training step
         self.register_buffer("codebook", _l2norm(torch.randn(n_codes, dim)))
         self.register_buffer("cluster_size", torch.zeros(n_codes))
         self.register_buffer("initted", torch.tensor(kmeans_iters == 0))
@@ -421,6 +559,21 @@ class NormEMAVectorQuantizer(nn.Module):
     def _all_reduce(self, t: Tensor) -> None:
         if self._distributed():
             torch.distributed.all_reduce(t)
+
+    @torch.no_grad()
+    def _reseed_dead_codes(self, z: Tensor) -> int:
+        if self.dead_code_threshold <= 0:
+            return 0
+        dead = self.cluster_size < self.dead_code_threshold  # same on every rank
+        n = int(dead.sum())
+        if n == 0:
+            return 0
+        pick = torch.randint(0, z.shape[0], (n,)).to(z.device)
+        fresh = z[pick].clone()
+        self._broadcast(fresh)
+        self.codebook[dead] = fresh
+        self.cluster_size[dead] = self.dead_code_threshold
+        return n
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Quantise.
@@ -452,8 +605,17 @@ class NormEMAVectorQuantizer(nn.Module):
                 used = counts > 0
                 new = torch.where(used[:, None], _l2norm(sums), self.codebook)
                 self.codebook.copy_(_l2norm(self.codebook * self.decay + new * (1 - self.decay)))
+                self.reseeded = self._reseed_dead_codes(z.detach())
         loss = self.beta * F.mse_loss(z, z_q.detach())
         return z + (z_q - z).detach(), loss, codes
+
+
+def code_statistics(codes: Tensor, n_codes: int) -> dict[str, Tensor]:
+    """Codebook ``usage`` (fraction of codes used) and ``perplexity`` of a batch's codes."""
+    counts = torch.bincount(codes.reshape(-1), minlength=n_codes).float()
+    p = counts / counts.sum().clamp(min=1)
+    entropy = -(p * p.clamp(min=1e-12).log()).sum()
+    return {"usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}
 
 
 def _standardize(t: Tensor) -> Tensor:
@@ -473,6 +635,8 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
         Codebook shape.
     decoder_depth : int
         Blocks of the decoder.
+    dead_code_threshold : float
+        See :class:`NormEMAVectorQuantizer` (0 = no re-seeding).
     **encoder_kwargs
         Passed to the encoder (:class:`LaBraMEncoder`).
     """
@@ -482,6 +646,7 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
         codebook_size: int = 8192,
         code_dim: int = 64,
         decoder_depth: int = 3,
+        dead_code_threshold: float = 0.0,
         **encoder_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -489,7 +654,9 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
         self.encoder = LaBraMEncoder(**encoder_kwargs)
         dim = self.encoder.dim
         self.encode_proj = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, code_dim))
-        self.quantizer = NormEMAVectorQuantizer(codebook_size, code_dim)
+        self.quantizer = NormEMAVectorQuantizer(
+            codebook_size, code_dim, dead_code_threshold=dead_code_threshold
+        )
         dec_kwargs = {**encoder_kwargs, "depth": decoder_depth, "in_dim": code_dim}
         self.decoder = LaBraMEncoder(**dec_kwargs)
         n_bins = self.encoder.patch_size // 2 + 1
@@ -544,8 +711,11 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
         -------
         dict
             ``loss`` (quantisation + amplitude MSE + phase MSE), the three parts
-            (``loss_quant``, ``loss_amp``, ``loss_phase``), ``codes`` (B, C * n_patches)
-            and the predictions ``amplitude``/``phase`` (B, C * n_patches, n_bins).
+            (``loss_quant``, ``loss_amp``, ``loss_phase``), the batch's codebook
+            ``usage`` (fraction of codes used) and ``perplexity`` (exp entropy of the
+            code histogram), ``dead_codes`` (codes re-seeded in this step), ``codes``
+            (B, C * n_patches) and the predictions ``amplitude``/``phase``
+            (B, C * n_patches, n_bins).
         """
         z_q, qloss, codes, n = self._encode(x, ch_idx)
         dec = self.decoder.encode_tokens(self.decoder.patch_embed(z_q), ch_idx, n)
@@ -560,6 +730,8 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
             "loss_quant": qloss.detach(),
             "loss_amp": l_amp.detach(),
             "loss_phase": l_phase.detach(),
+            **code_statistics(codes, self.quantizer.n_codes),
+            "dead_codes": torch.tensor(float(self.quantizer.reseeded if self.training else 0)),
             "codes": codes,
             "amplitude": amp_hat,
             "phase": phase_hat,
