@@ -33,9 +33,9 @@ if str(ROOT) not in sys.path:
 
 from brainxl.shards import npy  # noqa: E402
 from brainxl.shards.config import IngestConfig, ReaderConfig, ShardingConfig  # noqa: E402
-from brainxl.shards.manifest import read_manifest  # noqa: E402
-from brainxl.shards.reader import WindowDataset, make_loader  # noqa: E402
+from brainxl.shards.reader import make_loader  # noqa: E402
 from brainxl.shards.segments import segment_windows  # noqa: E402
+from brainxl.shards.shardset import ShardSet  # noqa: E402
 
 
 def build_shards(workdir: Path, bids: Path | None, subjects: int, minutes: float) -> Path:
@@ -61,7 +61,7 @@ def build_npy(shards: Path, out: Path) -> list[dict]:
     """Rebuild every run's arrays from the shards into per-run ``.npy`` files."""
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict] = {}
-    m = read_manifest(shards)
+    m = ShardSet(shards).manifest
     for frag in m["subjects"].values():
         for entry in frag["shards"]:
             with tarfile.open(shards / entry["path"]) as tar:
@@ -159,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     shards = build_shards(args.workdir, args.bids, args.subjects, args.minutes)
     index = build_npy(shards, args.workdir / "npy")
     cfg = ReaderConfig(window_s=args.window_s, batch_size=args.batch_size, shuffle_buffer=256)
-    ds = WindowDataset(shards, cfg, seed=0)
+    opened = ShardSet(shards)
+    ds = opened.windows(cfg, seed=0)
     base = MemmapWindows(args.workdir / "npy", index, cfg, ds.sfreq)
     assert len(base) == ds.n_windows, (len(base), ds.n_windows)
-    m = read_manifest(shards)
+    m = opened.manifest
     print(
         f"data: {m['totals']['n_subjects']} subjects, {len(ds.ch_names)} ch @ {ds.sfreq:g} Hz, "
         f"{len(ds.roi_names)} ROIs, {ds.n_windows} windows of {ds.window} samples, "

@@ -179,3 +179,36 @@ def predict(
     from brainxl.launch.cmd_predict import predict as _predict
 
     return _predict(run, inputs, out, **options)
+
+
+def sweep(
+    config: str | Path,
+    search: str | Path,
+    overrides: Sequence[str] = (),
+    outer: Sequence[str] = (),
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Nested leave-one-subject-out hyperparameter sweep on an embedded Ray (``brainxl sweep``).
+
+    Parameters
+    ----------
+    config : str or Path
+        The run config (a YAML file or a shipped name such as ``"quickstart"``).
+    search : str or Path
+        The search file (a YAML file or a name in ``configs/sweep/``).
+    overrides : sequence of str
+        Dotted run-config overrides.
+    outer : sequence of str
+        Outer (held-out) subjects; empty for every subject.
+    out : str or Path, optional
+        The sweep folder (default ``<run.root>/sweeps/<name>``); repeating the call resumes.
+
+    Returns
+    -------
+    result : dict
+        ``sweep`` (folder), ``outer`` (per outer subject: chosen parameters, inner score,
+        tuned/default/ridge held-out r), ``report`` and ``summary`` (intervals).
+    """
+    from brainxl.launch import sweep as _sweep
+
+    return _sweep.run_sweep(_sweep.plan(str(config), str(search), overrides, out), outer)

@@ -128,7 +128,7 @@ def band_power_features(
     ----------
     ephys : ndarray, shape (n_channels, n_times)
         Electrophysiology in µV; sample ``i`` is at ``t_start + i / sfreq`` seconds
-        (``t_start = -lead_in`` for a :class:`shards.recording.Recording`).
+        (``t_start = -lead_in`` for a :class:`shards.ingest.recording.Recording`).
     sfreq : float
     tr_times : ndarray, shape (n_trs,)
         Times (s) at which the windows end (TR onsets, minus any lag).
@@ -571,7 +571,7 @@ def features_from_recordings(
 
     Parameters
     ----------
-    recordings : iterable of shards.recording.Recording
+    recordings : iterable of shards.ingest.recording.Recording
         Anything with ``subject``, ``ephys`` (C, T) µV, ``sfreq``, ``bold`` (R, n_trs),
         ``tr``, ``lead_in`` and ``roi_names``; runs of a subject are concatenated.
     window_s, lag_s : float

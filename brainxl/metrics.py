@@ -8,7 +8,8 @@ across subjects with a count of the subjects where they were defined.
 
 A constant column (zero variance, e.g. a dead ROI or a model predicting a constant) has no
 correlation: it gives ``nan``, and summaries use ``nanmean`` and report how many values
-were defined. Everything here is numpy/scipy only.
+were defined. Everything here is numpy/scipy, except the correlation itself
+(:func:`brainxl.objectives.correlation`, shared with the training losses).
 """
 
 from __future__ import annotations
@@ -52,20 +53,25 @@ def _check_pair(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _corr_columns(a: np.ndarray, b: np.ndarray, centre: bool) -> np.ndarray:
-    """Column-wise (centred or uncentred) correlation; nan where a column has no spread."""
+    """Column-wise (centred or uncentred) correlation; nan where a column has no spread.
+
+    The value is :func:`brainxl.objectives.correlation` (the project's one correlation),
+    in float64; this adds the metric's rules for undefined columns and the clip to [-1, 1].
+    """
+    import torch
+
+    from brainxl.objectives import correlation
+
     # Exactly constant (centred) or all-zero (uncentred) columns; testing the computed
     # norm instead would miss them, because the column mean carries rounding error.
     if centre:
         bad = (np.ptp(a, axis=0) == 0) | (np.ptp(b, axis=0) == 0)
-        a = a - a.mean(axis=0)
-        b = b - b.mean(axis=0)
     else:
         bad = ~a.any(axis=0) | ~b.any(axis=0)
-    na = np.sqrt((a * a).sum(axis=0))
-    nb = np.sqrt((b * b).sum(axis=0))
-    bad |= ~np.isfinite(na) | ~np.isfinite(nb)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (a * b).sum(axis=0) / (na * nb)
+    bad |= ~np.isfinite(a).all(axis=0) | ~np.isfinite(b).all(axis=0)
+    ta = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+    tb = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float64))
+    r = correlation(ta, tb, dim=0, centered=centre, eps=0.0).numpy()
     r = np.clip(r, -1.0, 1.0)
     r[bad] = np.nan
     return r
@@ -156,7 +162,7 @@ def full_window_mask(
     """Which TRs have a complete electrophysiology window before them.
 
     The window of TR ``k`` spans ``[k*tr - lag_s - window_s, k*tr - lag_s)`` seconds and
-    the recording starts at ``-lead_in`` seconds (as in :class:`shards.recording.Recording`).
+    the recording starts at ``-lead_in`` seconds (as in :class:`shards.ingest.recording.Recording`).
 
     Returns
     -------

@@ -1,7 +1,9 @@
-"""Translation objectives: MSE, Pearson-correlation, cosine and SAMBA's wavelet skip loss.
+"""Every training objective, once: MSE, Pearson r, cosine, the wavelet skip loss.
 
-SAMBA models bring their own objective (``model.loss``); :func:`uses_model_loss` says when
-the training loop uses it instead of :func:`build_objective`.
+One Pearson r (:func:`pearson_r`), one cosine similarity (:func:`cosine_loss`), one
+discrete wavelet transform (:class:`brainxl.models.wavelets.DWT1d`, PyWavelets' ``wavedec``
+with its boundary handling) serve both the configurable objectives of ``train.loss`` and
+the models' own losses (SAMBA's cosine and wavelet-coefficient skip loss).
 
 Every loss takes ``pred`` and ``target`` of the same shape: ``(B, R)`` for one BOLD frame
 per ROI (NeuroBOLT), or ``(B, M, F)`` / ``(B, N, T)`` for sequences (SAMBA), where the last
@@ -11,12 +13,17 @@ axis is time. Correlations are taken over time for sequences and over the batch 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+
+#: ``train.loss.name`` values. ``model``: the model spec's own objective (required);
+#: ``samba``: the spec's own objective where it has one (:func:`uses_model_loss`), else
+#: the MSE + Pearson + wavelet composite.
+LOSS_NAMES = ("mse", "pearson", "cosine", "samba", "model")
 
 
 def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -33,26 +40,100 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(pred.float(), target.float())
 
 
-def pearson_r(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Pearson correlation per series.
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    """float32, or float64 when the input already is (metrics keep double precision)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def correlation(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    dim: int = -1,
+    centered: bool = True,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """Correlation per series along ``dim``: Pearson r (``centered``) or cosine similarity.
+
+    The one correlation of the project: :func:`pearson_r`, :func:`cosine_loss` and the
+    evaluation metrics (:func:`brainxl.metrics.pearson_per_roi`,
+    :func:`brainxl.metrics.cosine_per_roi`) all compute it here.
+
+    Parameters
+    ----------
+    pred, target : Tensor, same shape
+    dim : int
+        Axis correlated over (time, or the batch for ``(B, R)`` frames).
+    centered : bool
+        Subtract each series' mean first (Pearson r); ``False``: uncentred cosine.
+    eps : float
+        Added under the square root of the product of the squared norms (0: a series
+        without spread gives nan).
+
+    Returns
+    -------
+    Tensor, the shape of ``pred`` without ``dim`` (float32, float64 for float64 input)
+    """
+    _check(pred, target)
+    p, t = _as_float(pred), _as_float(target)
+    if centered:
+        p = p - p.mean(dim, keepdim=True)
+        t = t - t.mean(dim, keepdim=True)
+    num = (p * t).sum(dim)
+    den = torch.sqrt((p * p).sum(dim) * (t * t).sum(dim) + eps)
+    return num / den
+
+
+def pearson_r(
+    pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8, dim: int | None = None
+) -> torch.Tensor:
+    """Pearson correlation per series (:func:`correlation`, centred).
 
     Parameters
     ----------
     pred, target : Tensor, shape (B, R) or (B, M, F)
         ``(B, R)``: correlated over the batch axis, one r per ROI. ``(B, M, F)``:
         correlated over the last (time) axis, one r per sample and channel.
+    eps : float
+        Added under the square root of the variance product (keeps gradients finite).
+    dim : int, optional
+        Correlate along this axis instead of the default above.
 
     Returns
     -------
     r : Tensor, shape (R,) or (B, M)
     """
+    if dim is None:
+        dim = 0 if pred.ndim == 2 else -1
+    return correlation(pred, target, dim, centered=True, eps=eps)
+
+
+def correlation_moments(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sums that :func:`pearson_from_moments` turns into Pearson r per column.
+
+    For streams (and ranks): add the moments of every batch (and all-reduce them), then
+    take r once. ``pred, target`` of shape ``(n, R)`` give a ``(6, R)`` tensor.
+    """
     _check(pred, target)
-    dim = 0 if pred.ndim == 2 else -1
-    p = pred.float() - pred.float().mean(dim, keepdim=True)
-    t = target.float() - target.float().mean(dim, keepdim=True)
-    num = (p * t).sum(dim)
-    den = torch.sqrt((p * p).sum(dim) * (t * t).sum(dim) + eps)
-    return num / den
+    p, y = pred, target
+    return torch.stack(
+        [
+            p.sum(0),
+            y.sum(0),
+            (p * p).sum(0),
+            (y * y).sum(0),
+            (p * y).sum(0),
+            torch.full_like(p[0], len(p)),
+        ]
+    )
+
+
+def pearson_from_moments(sums: torch.Tensor) -> torch.Tensor:
+    """Pearson r per column from summed :func:`correlation_moments` (same r as
+    :func:`pearson_r` over the concatenated rows, up to rounding)."""
+    sp, sy, spp, syy, spy, n = sums
+    cov = spy / n - sp / n * sy / n
+    var_p, var_y = spp / n - (sp / n) ** 2, syy / n - (sy / n) ** 2
+    return cov / torch.sqrt(var_p.clamp_min(1e-12) * var_y.clamp_min(1e-12))
 
 
 def pearson_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -60,76 +141,78 @@ def pearson_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - pearson_r(pred, target).mean()
 
 
-def cosine_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def cosine_loss(
+    pred: torch.Tensor, target: torch.Tensor, centered: bool = False, eps: float = 1e-8
+) -> torch.Tensor:
     """``1 - mean cosine similarity`` along the last axis (uncentred, as SAMBA).
 
     ``(B, R)``: one similarity per sample over the ROIs; ``(B, M, F)``: one per sample and
-    channel over time.
-    """
-    _check(pred, target)
-    return 1.0 - F.cosine_similarity(pred.float(), target.float(), dim=-1, eps=1e-8).mean()
-
-
-def wavelet_decompose(
-    x: torch.Tensor, wavelet: str = "haar", levels: int = 3
-) -> list[torch.Tensor]:
-    """Differentiable multi-level discrete wavelet transform along the last axis.
-
-    Parameters
-    ----------
-    x : Tensor, shape (..., T)
-    wavelet : str
-        A PyWavelets wavelet name (``"haar"``, ``"db2"``...).
-    levels : int
-        Decomposition depth; stops early when the signal gets shorter than the filter.
+    channel over time. ``centered=True`` subtracts each series' mean first, i.e.
+    ``1 - mean Pearson r`` over the last axis.
 
     Returns
     -------
-    coeffs : list of Tensor
-        Detail coefficients of each level (finest first), then the final approximation.
+    Tensor, scalar in ``[0, 2]``.
     """
-    import pywt
+    return 1.0 - correlation(pred, target, -1, centered=centered, eps=eps).mean()
 
-    w = pywt.Wavelet(wavelet)
-    lo = torch.tensor(w.dec_lo[::-1], dtype=torch.float32, device=x.device)
-    hi = torch.tensor(w.dec_hi[::-1], dtype=torch.float32, device=x.device)
-    kernel = torch.stack([lo, hi]).unsqueeze(1)  # (2, 1, L)
-    lead = x.shape[:-1]
-    a = x.float().reshape(-1, 1, x.shape[-1])
-    coeffs = []
-    for _ in range(levels):
-        if a.shape[-1] < kernel.shape[-1]:
-            break
-        out = F.conv1d(a, kernel, stride=2)
-        coeffs.append(out[:, 1:2].reshape(*lead, -1))
-        a = out[:, 0:1]
-    coeffs.append(a.reshape(*lead, -1))
-    return coeffs
+
+def wavelet_band_loss(pred: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean over bands of the MSE between predicted and target wavelet coefficients.
+
+    Parameters
+    ----------
+    pred, target : sequence of Tensor
+        ``[cA_J, cD_J, ..., cD_1]``, band ``j`` of shape ``(..., n_j)`` in both.
+
+    Returns
+    -------
+    Tensor, scalar.
+    """
+    if len(pred) != len(target):
+        raise ValueError(f"skip loss: {len(pred)} predicted bands vs {len(target)} target bands")
+    losses = [F.mse_loss(p.float(), t.float()) for p, t in zip(pred, target)]
+    return torch.stack(losses).mean()
 
 
 def wavelet_skip_loss(
-    pred: torch.Tensor, target: torch.Tensor, wavelet: str = "haar", levels: int = 3
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    wavelet: str = "haar",
+    levels: int = 3,
+    mode: str = "symmetric",
 ) -> torch.Tensor:
-    """SAMBA's wavelet loss: MSE between the wavelet coefficients of every level.
+    """SAMBA's wavelet loss on signals: :func:`wavelet_band_loss` of their DWTs.
 
     Matching the coefficients per scale keeps the fast components that a plain MSE on a
-    smooth target washes out. Each level's term is normalised by its number of elements.
+    smooth target washes out. The DWT is :class:`brainxl.models.wavelets.DWT1d`
+    (``pywt.wavedec`` with ``mode`` boundary extension) along the last axis.
     """
+    from brainxl.models.wavelets import DWT1d
+
     _check(pred, target)
-    cp = wavelet_decompose(pred, wavelet, levels)
-    ct = wavelet_decompose(target, wavelet, levels)
-    return sum(F.mse_loss(a, b) for a, b in zip(cp, ct)) / len(cp)
+    dwt = DWT1d(wavelet, levels, mode).to(pred.device)
+    return wavelet_band_loss(dwt(pred.float()), dwt(target.float()))
 
 
 def uses_model_loss(name: str, model: object) -> bool:
     """Whether ``train.loss.name`` asks for the model's own objective.
 
-    ``"samba"`` with a model that defines ``loss(pred, target, **aux)`` (the SAMBA models:
-    cosine similarity, plus the wavelet-coefficient skip loss of fMRI -> EEG, fed with
-    ``forward(..., return_aux=True)``'s extras) uses that loss, as the paper trains; for
-    other models ``"samba"`` is the composite of :func:`build_objective`.
+    ``model`` is a model or its spec (:class:`brainxl.models.spec.ModelSpec`): either has
+    a callable ``loss`` when the family brings its own objective. ``"model"`` always asks
+    for it (a ``ValueError`` names the model when there is none); ``"samba"`` asks for it
+    where there is one (the SAMBA models: cosine similarity, plus the wavelet-coefficient
+    skip loss of fMRI -> EEG, as the paper trains), else means the composite of
+    :func:`build_objective`.
     """
-    return name == "samba" and callable(getattr(model, "loss", None))
+    own = callable(getattr(model, "loss", None))
+    if name == "model" and not own:
+        label = getattr(model, "name", type(model).__name__)
+        raise ValueError(
+            f"train.loss.name=model but {label!r} has no loss of its own; choose one of "
+            f"{', '.join(n for n in LOSS_NAMES if n != 'model')}"
+        )
+    return name in ("samba", "model") and own
 
 
 def build_objective(
@@ -147,7 +230,7 @@ def build_objective(
     ----------
     name : {"mse", "pearson", "cosine", "samba"}
         ``samba`` = ``mse_weight * MSE + pearson_weight * (1 - r) + wavelet_weight *
-        wavelet skip loss`` (models with their own ``loss``, i.e. SAMBA, use that instead:
+        wavelet skip loss`` (models with their own loss, i.e. SAMBA, use that instead:
         see :func:`uses_model_loss`).
 
     Returns
@@ -177,17 +260,21 @@ def build_objective(
 
         return samba
     raise ValueError(
-        f"unknown loss {name!r}; set train.loss.name to one of mse, pearson, cosine, samba"
+        f"unknown loss {name!r}; set train.loss.name to one of {', '.join(LOSS_NAMES)}"
     )
 
 
 __all__ = [
+    "LOSS_NAMES",
     "build_objective",
+    "correlation",
+    "correlation_moments",
+    "pearson_from_moments",
     "cosine_loss",
     "mse_loss",
     "pearson_loss",
     "pearson_r",
     "uses_model_loss",
-    "wavelet_decompose",
+    "wavelet_band_loss",
     "wavelet_skip_loss",
 ]

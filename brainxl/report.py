@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import platform
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,24 +31,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from brainxl import versions
 from brainxl.files import atomic_write_bytes
 from brainxl.metrics import FoldSummary, Interval, paired_difference, to_json
+from brainxl.versions import REPORT_PACKAGES
+
+#: The report's folder inside a run folder (``RunDir.report_dir``).
+REPORT_DIR = "report"
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
-_VERSION_PACKAGES = (
-    "brainxl",
-    "numpy",
-    "scipy",
-    "torch",
-    "deepspeed",
-    "mne",
-    "matplotlib",
-    "webdataset",
-    "ray",
-)
 
 Table = tuple[list[str], list[list[Any]]]
 
@@ -100,17 +93,9 @@ def _interval_text(iv: Interval | None) -> str:
     return "n/a" if iv is None else str(iv)
 
 
-def package_versions(packages: Sequence[str] = _VERSION_PACKAGES) -> dict[str, str]:
+def package_versions(packages: Sequence[str] = REPORT_PACKAGES) -> dict[str, str]:
     """Installed versions (from package metadata, nothing is imported) plus Python/platform."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for p in packages:
-        try:
-            out[p] = version(p)
-        except PackageNotFoundError:
-            out[p] = "not installed"
-    return out
+    return versions.package_versions(packages, with_platform=True, missing="not installed")
 
 
 def _rows_table(rows: Sequence[Mapping[str, Any]]) -> Table:
@@ -295,7 +280,7 @@ def write_report(
             raise ValueError(f"extra table {tname!r} must be a list of dicts (one per row)")
         tables[str(tname)] = _rows_table(rows)
 
-    out = Path(run_dir) / "report"
+    out = Path(run_dir) / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     pngs: dict[str, bytes] = {}
     paths: dict[str, Path] = {}

@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from brainxl.distrib.rundir import RunDir
 
 from brainxl.files import atomic_torch_save, atomic_write_text
 
-LATEST = "latest"
+LATEST = RunDir.LATEST
 META = "brainxl_meta.json"
 
 

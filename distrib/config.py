@@ -3,8 +3,9 @@
 ``load_config("configs/neurobolt-debug.yaml", ["train.lr=3e-4"])`` returns a validated
 :class:`RunConfig`. An unknown key or a value of the wrong type raises
 :class:`ConfigError` naming the key, the closest valid key and the file. A run's identity
-(:func:`run_id`) is a hash of its semantic keys, so the same command finds the same run
-folder and resumes it.
+(:func:`run_id`) is a hash of the semantic keys that differ from the schema defaults, so
+the same command finds the same run folder and resumes it, and a new key with a default
+renames no existing run.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from brainxl.configs import CONFIG_DIR
-from brainxl.shards.config import ReaderConfig
+from brainxl.distrib.rundir import RunDir
+from brainxl.shards.config import WindowConfig
 
 from brainxl.files import atomic_write_text
+from brainxl.objectives import LOSS_NAMES
 
 
 class ConfigError(ValueError):
@@ -32,7 +35,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     """Which registered model to build (``brainxl.models.registry``)."""
 
-    name: str = "neurobolt"  # registry name: neurobolt | samba-eeg2fmri | samba-fmri2eeg
+    name: str = "neurobolt"  # registry name (brainxl models) or package.module:SPEC
     flavor: str = "debug"  # scale: debug | base | large | huge
     overrides: dict[str, Any] = field(default_factory=dict)  # non-scale keyword arguments
     pretrained: str = ""  # pretraining run folder / weights file for the LaBraM encoder
@@ -43,7 +46,7 @@ class DataConfig:
     """Where the shards are and how one LOSO fold splits the subjects."""
 
     shards: str = "data/shards"  # folder holding manifest.json and the tar shards
-    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    reader: WindowConfig = field(default_factory=WindowConfig)
     test_subject: str = ""  # LOSO test subject ("" = no test subject)
     val_subjects: list[str] = field(default_factory=list)  # held-out TRAINING-fold subjects
     n_val_subjects: int = 1  # how many to hold out when val_subjects is empty
@@ -55,11 +58,11 @@ class DataConfig:
 class LossConfig:
     """Translation objective (``brainxl.objectives``)."""
 
-    name: str = "mse"  # mse | pearson | cosine | samba
-    mse_weight: float = 1.0  # samba: weight of the MSE term
-    pearson_weight: float = 1.0  # samba: weight of (1 - Pearson r)
-    wavelet_weight: float = 0.5  # samba: weight of the wavelet skip loss
-    wavelet: str = "haar"  # samba: wavelet of the skip loss
+    name: str = "mse"  # one of brainxl.objectives.LOSS_NAMES
+    mse_weight: float = 1.0  # composite: weight of the MSE term
+    pearson_weight: float = 1.0  # composite: weight of (1 - Pearson r)
+    wavelet_weight: float = 0.5  # composite: weight of the wavelet skip loss
+    wavelet: str = "haar"  # composite: wavelet of the skip loss
     wavelet_levels: int = 3
 
 
@@ -132,7 +135,7 @@ NON_SEMANTIC = ("run", "logging", "cluster", "data.num_workers", "train.log_ever
 _CHOICES = {
     "train.schedule": ("cosine", "constant"),
     "train.precision": ("fp32", "bf16", "fp16"),
-    "train.loss.name": ("mse", "pearson", "cosine", "samba"),
+    "train.loss.name": LOSS_NAMES,
     "logging.wandb": ("offline", "online", "disabled"),
     "data.reader.modality": ("sensors", "parcels"),
     "data.reader.on_error": ("fail", "skip"),
@@ -159,11 +162,21 @@ def _closest(key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+#: Keys the schema no longer has, with where their setting lives now.
+REMOVED_KEYS = {
+    "data.reader.batch_size": "a run's batch size is train.batch_size (per rank)",
+}
+
+
 def _wrap(err: Exception, source: str) -> ConfigError:
     from omegaconf.errors import ConfigKeyError, ValidationError
 
     key = getattr(err, "full_key", None) or ""
     where = f" in {source}" if source else ""
+    if isinstance(err, ConfigKeyError) and key in REMOVED_KEYS:
+        return ConfigError(
+            f"config key {key!r}{where} is not a run setting: {REMOVED_KEYS[key]}; remove the key"
+        )
     if isinstance(err, ConfigKeyError):
         return ConfigError(
             f"unknown config key {key!r}{_closest(key)}{where}; valid keys are listed "
@@ -352,9 +365,51 @@ def semantic_dict(cfg: RunConfig) -> dict[str, Any]:
     return d
 
 
+#: Version of the run-identity scheme: bump it only when the meaning of an existing key
+#: changes (every run folder is renamed then). Adding a key with a default needs nothing.
+RUN_ID_SCHEME = 2
+
+
+def changed_keys(cfg: RunConfig) -> dict[str, Any]:
+    """The semantic keys whose value differs from the schema default, flat and dotted.
+
+    The defaults are those of ``type(cfg)`` (its dataclass sections included), so a field
+    added to the schema later, with a default, never appears here for an existing run.
+
+    Returns
+    -------
+    changed : dict
+        ``{"train.lr": 0.001, "data.test_subject": "01", ...}``; a dict or list valued key
+        (``model.overrides``, ``train.betas``) counts as one value.
+    """
+    out: dict[str, Any] = {}
+    _diff(cfg, type(cfg)(), to_dict(cfg), to_dict(type(cfg)()), "", out)
+    return out
+
+
+def _diff(obj: Any, ref: Any, dobj: dict, dref: dict, prefix: str, out: dict) -> None:
+    for f in fields(obj):
+        key = prefix + f.name
+        if key in NON_SEMANTIC:
+            continue
+        value, default = getattr(obj, f.name), getattr(ref, f.name, MISSING)
+        if is_dataclass(value) and is_dataclass(default) and type(value) is type(default):
+            _diff(value, default, dobj[f.name], dref[f.name], key + ".", out)
+        elif default is MISSING or dobj[f.name] != dref[f.name]:
+            out[key] = dobj[f.name]
+
+
 def run_id(cfg: RunConfig) -> str:
-    """Hash (12 hex digits) of the semantic keys: same science, same run."""
-    blob = json.dumps(semantic_dict(cfg), sort_keys=True, default=str)
+    """Hash (12 hex digits) of the semantic keys that differ from the schema defaults.
+
+    Same science, same run: the same command finds the same run folder and resumes it,
+    and a key added to the schema with a default changes no existing run's id (the hash
+    covers :func:`changed_keys` and :data:`RUN_ID_SCHEME`, as dora's ``XP.sig`` hashes
+    only the overrides).
+    """
+    blob = json.dumps(
+        {"scheme": RUN_ID_SCHEME, "changed": changed_keys(cfg)}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -371,16 +426,9 @@ def run_dir(cfg: RunConfig) -> Path:
 
 def version_info() -> dict[str, str]:
     """Versions of brainxl and its runtime, saved with every run and checkpoint."""
-    import importlib.metadata as md
-    import platform
+    from brainxl.versions import package_versions
 
-    info = {"python": platform.python_version()}
-    for pkg in ("brainxl", "torch", "deepspeed", "numpy"):
-        try:
-            info[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            info[pkg] = "unknown"
-    return info
+    return package_versions()
 
 
 def save_run_config(cfg: RunConfig, folder: str | os.PathLike) -> None:
@@ -388,7 +436,7 @@ def save_run_config(cfg: RunConfig, folder: str | os.PathLike) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in (
-        ("config.yaml", to_yaml(cfg)),
-        ("version.json", json.dumps({**version_info(), "run_id": run_id(cfg)}, indent=2)),
+        (RunDir.CONFIG, to_yaml(cfg)),
+        (RunDir.VERSION, json.dumps({**version_info(), "run_id": run_id(cfg)}, indent=2)),
     ):
         atomic_write_text(folder / name, text)

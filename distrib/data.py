@@ -3,18 +3,17 @@
 One fold: the test subject is held out entirely, ``val_subjects`` (training-fold subjects)
 drive early stopping, the rest train. Normalisation statistics come from the training
 subjects only, and neither the train nor the validation source ever opens the test
-subject's shards. :func:`recording_timeseries` reads subjects' time series back from the
-shards (SAMBA's functional-connectivity graphs are built from the training subjects').
+subject's shards. Everything reads through one ``brainxl.shards.shardset.ShardSet`` per
+process (:func:`open_shards`): the manifest is parsed once per run.
+:func:`recording_timeseries` reads subjects' whole-recording time series back from the
+shards (what a model spec's fold hook reads of the training subjects).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -62,6 +61,7 @@ class Fold:
     test: BatchSource | None
     norm: Any = None  # shards.stats.NormStats of the training subjects
     info: dict[str, Any] = field(default_factory=dict)
+    shards: Any = None  # the brainxl.shards.shardset.ShardSet the streams read
 
 
 def _label(s: str) -> str:
@@ -110,7 +110,8 @@ def split_fold(
     test = _match(test_subject, subs) if test_subject else ""
     if test and test not in subs:
         raise ValueError(
-            f"data.test_subject {test_subject!r} is not in the shards (subjects: {subs}); "
+            f"data.test_subject {test_subject!r} is not among the fold's subjects {subs} (the "
+            "shards' subjects after data.reader.include_subjects/exclude_subjects); "
             "fix data.test_subject"
         )
     rest = [s for s in subs if s != test]
@@ -237,195 +238,113 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _reader_cfg(base: Any, subjects: Sequence[str], shuffle: bool, batch_size: int) -> Any:
-    return dataclasses.replace(
+def _reader_cfg(cfg: Any, subjects: Sequence[str], shuffle: bool) -> Any:
+    """The ``shards.config.ReaderConfig`` of one stream: ``data.reader`` plus the run's batch
+    size and the stream's subjects."""
+    from brainxl.shards.config import ReaderConfig
+
+    base = cfg.data.reader
+    return ReaderConfig.from_windows(
         base,
-        batch_size=batch_size,
+        batch_size=cfg.train.batch_size,
         include_subjects=list(subjects),
         exclude_subjects=[],
         shuffle_buffer=base.shuffle_buffer if shuffle else 0,
     )
 
 
+def open_shards(cfg: Any) -> Any:
+    """The run's :class:`~brainxl.shards.shardset.ShardSet` (parsed once per process)."""
+    from brainxl.shards.shardset import ShardSet
+
+    return ShardSet.open(cfg.data.shards)
+
+
+def fold_subjects(cfg: Any, shards: Any = None) -> list[str]:
+    """The subjects a run's folds draw from: the shards' subjects after
+    ``data.reader.include_subjects`` / ``exclude_subjects``."""
+    shards = shards if shards is not None else open_shards(cfg)
+    r = cfg.data.reader
+    return shards.select(
+        r.include_subjects,
+        r.exclude_subjects,
+        where=f"data.reader.include_subjects/exclude_subjects ({cfg.data.shards})",
+    )
+
+
 def build_fold(cfg: Any, rank: int, world_size: int) -> Fold:
     """Open the shard streams of the fold described by ``cfg`` (a ``RunConfig``).
 
-    The manifest gives the subjects; :func:`split_fold` splits them; the normalisation
-    statistics and every stream are restricted to the relevant subjects.
+    The shard set gives the subjects (narrowed by ``data.reader.include_subjects`` /
+    ``exclude_subjects``); :func:`split_fold` splits them; the normalisation statistics
+    and every stream are restricted to the relevant subjects.
     """
-    from brainxl.shards.manifest import read_manifest
-    from brainxl.shards.reader import WindowDataset
-    from brainxl.shards.stats import fold_statistics
-
     d = cfg.data
-    manifest = read_manifest(d.shards)
+    shards = open_shards(cfg)
     split = split_fold(
-        list(manifest["subjects"]), d.test_subject, d.val_subjects, d.n_val_subjects, cfg.seed
+        fold_subjects(cfg, shards), d.test_subject, d.val_subjects, d.n_val_subjects, cfg.seed
     )
-    norm = fold_statistics(manifest, split.train)
-    bs = cfg.train.batch_size
+    norm = shards.fold_statistics(split.train)
 
     def source(subjects: Sequence[str], shuffle: bool, epoch_windows: int | None) -> ReaderSource:
-        ds = WindowDataset(
-            d.shards,
-            _reader_cfg(d.reader, subjects, shuffle, bs),
+        ds = shards.windows(
+            _reader_cfg(cfg, subjects, shuffle),
             rank=rank,
             world_size=world_size,
             seed=cfg.seed,
             epoch_windows=epoch_windows,
             norm=norm,
         )
-        return ReaderSource(ds, bs, d.num_workers, manifest.get("tr"))
+        return ReaderSource(ds, cfg.train.batch_size, d.num_workers, shards.tr)
 
     train = source(split.train, True, d.epoch_windows or None)
     val = source(split.val, False, None) if split.val else None
     test = source(split.test, False, None) if split.test else None
-    return Fold(split, train, val, test, norm, {"manifest": str(d.shards)})
+    return Fold(split, train, val, test, norm, {"manifest": str(d.shards)}, shards)
 
 
 def subject_source(
     cfg: Any, subjects: Sequence[str], norm: Any, *, rank: int = 0, world_size: int = 1
 ) -> ReaderSource:
     """An unshuffled stream over ``subjects`` normalised with ``norm`` (evaluation)."""
-    from brainxl.shards.manifest import read_manifest
-    from brainxl.shards.reader import WindowDataset
-
-    d = cfg.data
-    manifest = read_manifest(d.shards)
-    subs = sorted(manifest["subjects"])
-    chosen = [_match(s, subs) for s in subjects]
-    ds = WindowDataset(
-        d.shards,
-        _reader_cfg(d.reader, chosen, False, cfg.train.batch_size),
+    shards = open_shards(cfg)
+    chosen = [_match(s, shards.subjects) for s in subjects]
+    ds = shards.windows(
+        _reader_cfg(cfg, chosen, False),
         rank=rank,
         world_size=world_size,
         seed=cfg.seed,
         norm=norm,
     )
-    return ReaderSource(ds, cfg.train.batch_size, d.num_workers, manifest.get("tr"))
-
-
-#: Electrophysiology rate (Hz) the functional-connectivity time series are subsampled to.
-GRAPH_EPHYS_HZ = 20.0
-#: Recording time read per subject for the functional-connectivity graphs (seconds).
-GRAPH_MAX_S = 600.0
+    return ReaderSource(ds, cfg.train.batch_size, cfg.data.num_workers, shards.tr)
 
 
 def recording_timeseries(
-    root: str | os.PathLike,
+    root: Any,
     subjects: Sequence[str],
     modalities: Sequence[str],
     *,
     norm: Any = None,
-    ephys_hz: float = GRAPH_EPHYS_HZ,
-    max_seconds: float = GRAPH_MAX_S,
+    ephys_hz: float = 0.0,
+    max_seconds: float = 0.0,
 ) -> dict[str, list[np.ndarray]]:
-    """Contiguous time series of the subjects' recordings, read back from their shards.
+    """SAMBA's graph time series: ``ShardSet.recording_timeseries`` with the graph defaults.
 
-    Segments overlap (each keeps a lead-in before its first TR); here every run sample is
-    taken once, so consecutive segments of a recording are stitched into one array (a new
-    array starts where the stored data has a gap). Electrophysiology is subsampled to about
-    ``ephys_hz`` by keeping every ``d``-th run sample, with no low-pass filter: the
-    zero-lag similarity :func:`brainxl.models.graph.fc_graph` computes is estimated without
-    bias from any subset of time points, aliasing does not change it, and it costs
-    ``d`` times less memory and time. Only the first ``max_seconds`` of each subject
-    (in shard order) are read.
+    What a model spec's fold hook reads (through :func:`distrib.tasks.fold_context`).
 
     Parameters
     ----------
-    root : path
+    root : path or ShardSet
         Shard folder (holds ``manifest.json``).
-    subjects : sequence of str
-        Subjects to read (labels without ``sub-``): the TRAINING subjects of a fold.
-    modalities : sequence of {"ephys", "parcels", "bold"}
-        Which members of the segments to read (the shards are read once for all).
-    norm : shards.stats.NormStats, optional
-        Applied per row (``(x - mean) / std``), as the reader does for the model inputs.
+    subjects, modalities, norm
+        See :meth:`brainxl.shards.shardset.ShardSet.recording_timeseries`.
     ephys_hz : float
         Target rate of the electrophysiology subsampling (``<= 0``: keep every sample).
     max_seconds : float
         Recording time read per subject (``<= 0``: everything).
-
-    Returns
-    -------
-    dict of modality -> list of ndarray, each of shape (n_rows, n_times), float32
-        One array per contiguous stretch of a recording, subjects in the given order.
     """
-    from brainxl.shards.manifest import read_manifest
-    from brainxl.shards.verify import check_sample, iter_tar_samples
+    from brainxl.shards.shardset import ShardSet
 
-    bad = [m for m in modalities if m not in ("ephys", "parcels", "bold")]
-    if bad or not modalities:
-        raise ValueError(f"modalities must be among 'ephys', 'parcels', 'bold', got {modalities}")
-    root = Path(root)
-    manifest = read_manifest(root)
-    sfreq = float(manifest["sfreq"])
-    step = max(1, int(sfreq // ephys_hz)) if ephys_hz > 0 else 1
-    out: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
-    for subject in subjects:
-        if subject not in manifest["subjects"]:
-            raise ValueError(
-                f"{root / 'manifest.json'}: subject {subject!r} is not in the shards "
-                f"(known: {sorted(manifest['subjects'])})"
-            )
-        segments: dict[str, list[tuple[int, dict[str, Any], dict[str, Any]]]] = {}
-        seconds = 0.0
-        for entry in manifest["subjects"][subject]["shards"]:
-            if 0 < max_seconds <= seconds:
-                break
-            path = str(root / entry["path"])
-            for key, members in iter_tar_samples(path):
-                if 0 < max_seconds <= seconds:
-                    break
-                meta = check_sample(path, key, members)
-                data = {m: _decode_member(members, m, path, key) for m in modalities}
-                rec = meta.get("recording", key.rsplit("_seg-", 1)[0])
-                segments.setdefault(rec, []).append((int(meta["segment"]), meta, data))
-                seconds += float(meta["n_trs"]) * float(meta["tr"])
-        for segs in segments.values():
-            segs.sort(key=lambda s: s[0])
-            for m in modalities:
-                first = "bold_first_tr" if m == "bold" else "ephys_offset"
-                parts = [(int(meta[first]), data[m]) for _, meta, data in segs]
-                out[m].extend(_stitch(parts, 1 if m == "bold" else step))
-    if norm is not None:
-        for m in modalities:
-            stats = norm.get(m)
-            if stats is not None:
-                mean, std = stats
-                out[m] = [((x - mean[:, None]) / std[:, None]).astype(np.float32) for x in out[m]]
-    return out
-
-
-def _decode_member(members: dict[str, Any], modality: str, path: str, key: str) -> np.ndarray:
-    from brainxl.shards import npy
-
-    name = f"{modality}.npy"
-    if name not in members:
-        raise ValueError(
-            f"{path}: sample {key} has no {name}; re-shard with the modality the model reads "
-            "(parcels need `brainxl shard --source-recon`)"
-        )
-    return npy.decode(members[name])
-
-
-def _stitch(parts: list[tuple[int, np.ndarray]], step: int) -> list[np.ndarray]:
-    """Join the segments ``(first run sample, data (n, L))`` of one recording, in order.
-
-    Keeps run samples ``r`` with ``r % step == 0``, each once; a gap starts a new array.
-    """
-    arrays: list[np.ndarray] = []
-    pieces: list[np.ndarray] = []
-    covered: int | None = None
-    for first, data in parts:
-        if covered is not None and first > covered:  # data missing in between: new stretch
-            arrays.append(np.concatenate(pieces, axis=1))
-            pieces, covered = [], None
-        start = 0 if covered is None else covered - first
-        start += (-(first + start)) % step
-        pieces.append(np.asarray(data[:, start::step], dtype=np.float32))
-        end = first + data.shape[1]
-        covered = end if covered is None else max(covered, end)
-    if pieces:
-        arrays.append(np.concatenate(pieces, axis=1))
-    return [a for a in arrays if a.shape[1] > 0]
+    return ShardSet.open(root).recording_timeseries(
+        subjects, modalities, norm=norm, ephys_hz=ephys_hz, max_seconds=max_seconds
+    )

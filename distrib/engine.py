@@ -213,7 +213,7 @@ def consolidated_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
         if rank != 0:
             return None
-        # fp32 weights; integer buffers (SAMBA's graph edge lists) keep their dtype
+        # fp32 weights; integer buffers (e.g. graph edge lists) keep their dtype
         return {
             k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().clone()
             for k, v in module.state_dict().items()

@@ -10,6 +10,7 @@ same from a shell (what ``launch.local`` starts per rank).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,11 +24,10 @@ from brainxl.distrib.config import (
     run_id,
     save_run_config,
 )
+from brainxl.distrib.rundir import RunDir
+from brainxl.distrib.runlock import RunLock, RunLockedError, probe
 
 from brainxl.files import atomic_write_text
-
-#: Run-folder file naming the shards the run trains on (see :func:`data_identity`).
-DATA_ID = "data.json"
 
 
 def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None) -> dict:
@@ -48,52 +48,94 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
     import torch.distributed as dist
     from brainxl.distrib.data import build_fold
     from brainxl.distrib.engine import init_distributed
-    from brainxl.distrib.env import detect_env
+    from brainxl.distrib.env import detect_env, single_env
     from brainxl.distrib.reporting import make_reporter
+    from brainxl.distrib.signals import ensure_stop_handler
     from brainxl.distrib.trainer import Trainer
 
-    _stop_on_usr2()
+    ensure_stop_handler()
     env = detect_env()
     folder = run_dir(cfg)
     data_id = data_identity(cfg)
     if cfg.run.resume:
         check_same_data(folder, data_id)
-    done = folder / "final_metrics.json"
+    done = RunDir(folder).final_metrics
     if cfg.run.resume and done.is_file():
         if env.is_main:
             print(f"run {folder} is already complete; delete it or set run.resume=false to rerun")
         return json.loads(done.read_text())
     if env.source == "single":
-        import os
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = type(env)(master_port=int(os.environ.get("MASTER_PORT", port)))
-    init_distributed(env)
-    if env.is_main:
-        save_run_config(cfg, folder)
-        atomic_write_text(folder / DATA_ID, json.dumps(data_id, indent=2))
-    dist.barrier()
-    reporter = make_reporter(
-        cfg,
-        folder,
-        is_main=env.is_main,
-        run_id=run_id(cfg),
-        fold=fold_name(cfg),
-        extra=[report] if report else None,
-    )
+        env = single_env()
+    lock, refused = take_run_lock(folder) if env.is_main else (None, "")
     try:
-        fold = build_fold(cfg, env.rank, env.world_size)
-        trainer = Trainer(cfg, env, fold, folder, reporter)
-        result = trainer.fit()
+        if refused and env.world_size == 1:
+            raise RunLockedError(refused)
+        init_distributed(env)
+        agree_on_lock(refused)  # every rank fails together when rank 0 was refused
+        if env.is_main:
+            save_run_config(cfg, folder)
+            atomic_write_text(RunDir(folder).data_id_path, json.dumps(data_id, indent=2))
         dist.barrier()
+        reporter = make_reporter(
+            cfg,
+            folder,
+            is_main=env.is_main,
+            run_id=run_id(cfg),
+            fold=fold_name(cfg),
+            extra=[report] if report else None,
+        )
+        try:
+            fold = build_fold(cfg, env.rank, env.world_size)
+            trainer = Trainer(cfg, env, fold, folder, reporter)
+            result = trainer.fit()
+            dist.barrier()
+        finally:
+            reporter.close()
     finally:
-        reporter.close()
+        if lock is not None:
+            lock.release()
     if env.is_main:
         print(f"run folder: {folder}")
     return result
+
+
+def take_run_lock(folder: Path) -> tuple[RunLock | None, str]:
+    """Rank 0: take the run folder's lock unless this process's launcher holds it.
+
+    ``brainxl train --nproc N`` holds the lock in the launcher, the parent of every rank;
+    any other rank 0 (a single process, srun, submitit, torchrun) takes it itself.
+
+    Returns
+    -------
+    lock : RunLock or None
+        The lock this process now holds (release it when done), None when the launcher
+        holds it or the lock was refused.
+    refused : str
+        Why it was refused (the holder and the fix), ``""`` when it was not.
+    """
+    path = RunDir(folder).lock_path
+    holder = probe(path)
+    if holder is not None and holder.on_this_host() and holder.pid == os.getppid():
+        return None, ""
+    lock = RunLock(path)
+    try:
+        lock.acquire()
+    except RunLockedError as err:
+        return None, str(err)
+    return lock, ""
+
+
+def agree_on_lock(refused: str) -> None:
+    """Broadcast rank 0's lock outcome; raise :class:`RunLockedError` on every rank if it
+    was refused (so no rank waits for a peer that gave up)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [refused]
+        dist.broadcast_object_list(box, src=0)
+        refused = box[0]
+    if refused:
+        raise RunLockedError(refused)
 
 
 def data_identity(cfg: RunConfig) -> dict[str, str]:
@@ -103,7 +145,7 @@ def data_identity(cfg: RunConfig) -> dict[str, str]:
     but its creation time, shard checksums included) is what tells a resumed run that
     the data under the same path has changed.
     """
-    import hashlib
+    from brainxl.distrib.data import open_shards
 
     shards = Path(cfg.data.shards)
     manifest = shards / "manifest.json"
@@ -111,16 +153,12 @@ def data_identity(cfg: RunConfig) -> dict[str, str]:
         raise ValueError(
             f"{manifest} not found: data.shards must be a folder written by `brainxl shard`"
         )
-    content = json.loads(manifest.read_text())
-    content.pop("created", None)
-    blob = json.dumps(content, sort_keys=True).encode()
-    digest = hashlib.sha256(blob).hexdigest()
-    return {"shards": str(shards.resolve()), "manifest_sha256": digest}
+    return {"shards": str(shards.resolve()), "manifest_sha256": open_shards(cfg).digest()}
 
 
 def check_same_data(folder: Path, data_id: dict[str, str]) -> None:
     """Refuse to resume (or report as complete) a run whose shards have changed since."""
-    path = folder / DATA_ID
+    path = RunDir(folder).data_id_path
     if not path.is_file():
         return
     before = json.loads(path.read_text())
@@ -132,19 +170,6 @@ def check_same_data(folder: Path, data_id: dict[str, str]) -> None:
             "Resuming would mix two datasets: pass run.resume=false to start this run over, "
             "or run.name=<new name> to keep both"
         )
-
-
-def _stop_on_usr2() -> None:
-    """Save-and-stop on USR2 unless a launcher (submitit's job) already handles it."""
-    import signal
-    import threading
-
-    from brainxl.distrib import signals
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGUSR2) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGUSR2, lambda signum, frame: signals.request_stop("SIGUSR2"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

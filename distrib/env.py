@@ -1,14 +1,22 @@
-"""Rank, world size and rendezvous from whatever launched this process.
+"""Rank, world size and rendezvous from whatever launched this process: the one owner.
 
 Checked in order: torchrun, the DeepSpeed launcher, SLURM ``srun``, submitit, a plain
 ``RANK``/``WORLD_SIZE`` environment (``launch.local``); a single process otherwise.
+
+Everything that reads or writes the rank environment goes through this module: the entry
+point reads it (:func:`detect_env`), the local launcher writes it for its ranks
+(:func:`local_rank_env`), the SLURM job exports it (:func:`export_job_env`), and every
+free rendezvous port comes from :func:`free_port`. :func:`slurm_job` names the SLURM job
+this process belongs to (recorded by the run lock).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
+import socket
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -170,3 +178,86 @@ def detect_env(environ: Mapping[str, str] | None = None) -> DistEnv:
     if has_torch_vars:
         return _from_torch_vars(env, "env")
     return DistEnv()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """An unused TCP port on ``host`` (the OS picks it; free when this returns)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def local_rank_env(rank: int, nproc: int, port: int) -> DistEnv:
+    """The :class:`DistEnv` of local rank ``rank`` of ``nproc`` (master 127.0.0.1:``port``)."""
+    if not 0 <= rank < nproc:
+        raise ValueError(f"rank {rank} is outside 0..{nproc - 1}")
+    return DistEnv(
+        rank=rank,
+        world_size=nproc,
+        local_rank=rank,
+        local_world_size=nproc,
+        master_addr="127.0.0.1",
+        master_port=port,
+        source="env",
+    )
+
+
+def single_env(environ: Mapping[str, str] | None = None) -> DistEnv:
+    """A one-process job: rank 0 of 1, rendezvous on ``MASTER_PORT`` or a free port."""
+    env = os.environ if environ is None else environ
+    port = env.get("MASTER_PORT", "")
+    return DistEnv(master_port=int(port) if port.isdigit() else free_port())
+
+
+def node_address(hostname: str) -> str:
+    """An address for ``hostname``: itself when DNS knows it, else SLURM's ``NodeAddr``.
+
+    A test cluster's node names (``n1``, ``n2``) are not in DNS; ``scontrol show node``
+    knows where they listen.
+    """
+    try:
+        socket.gethostbyname(hostname)
+        return hostname
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "node", hostname],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return hostname
+    m = re.search(r"NodeAddr=(\S+)", out)
+    return m.group(1) if m else hostname
+
+
+def export_job_env(environ: dict[str, str] | None = None) -> DistEnv:
+    """Read this SLURM/submitit task's place and export it as torch.distributed variables.
+
+    The master's node name is replaced by an address that resolves (:func:`node_address`).
+    ``CUDA_VISIBLE_DEVICES`` is left alone: DeepSpeed picks the GPU from ``LOCAL_RANK``.
+
+    Returns
+    -------
+    env : DistEnv
+        What was exported.
+    """
+    target = os.environ if environ is None else environ
+    env = detect_env(target)
+    if not env.in_launcher:
+        raise RuntimeError("no SLURM or submitit task environment to export")
+    env = dataclasses.replace(env, master_addr=node_address(env.master_addr))
+    env.export(target)
+    return env
+
+
+def slurm_job(environ: Mapping[str, str] | None = None) -> str:
+    """This process's SLURM job id (``<array job>_<task>`` for array tasks), or ``""``."""
+    env = os.environ if environ is None else environ
+    array, task = env.get("SLURM_ARRAY_JOB_ID", ""), env.get("SLURM_ARRAY_TASK_ID", "")
+    if array and task:
+        return f"{array}_{task}"
+    return env.get("SLURM_JOB_ID", "") or env.get("SLURM_JOBID", "")

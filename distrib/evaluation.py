@@ -1,18 +1,33 @@
-"""Single-process scoring of a trained model on whole subjects (test time, ``brainxl evaluate``).
+"""The one evaluation routine: the trainer's LOSO test and ``brainxl evaluate`` both call
+:func:`evaluate_subjects`, which builds the model once, loads the weights and scores whole
+subjects in one process.
 
 Every window of each subject is predicted once (no rank split, no resampling), so the
-numbers at the end of training and from ``brainxl evaluate`` are the same.
+numbers at the end of training and from ``brainxl evaluate`` are the same. Evaluation opens
+no training stream: the data shapes, normalisation statistics and fold split are recorded
+in the run folder at training time (:func:`write_data_info`, ``data_info.json``) and read
+back (:func:`read_data_info`); a run folder from before falls back to the shard manifest
+and the statistics module.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-from brainxl.distrib.tasks import TaskAdapter
+from brainxl.distrib.rundir import RunDir
+from brainxl.distrib.tasks import build_model_and_adapter, resolve_spec
+
+from brainxl.files import atomic_write_text
+from brainxl.models.spec import BatchIO, DataShapes, forward_inputs
+
+TaskAdapter = BatchIO
 
 
 def series(x: torch.Tensor | np.ndarray) -> Any:
@@ -91,69 +106,164 @@ def score_subjects(
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             np.savez(
-                out_dir / f"predictions-{s}.npz",
+                RunDir.predictions(out_dir, s),
                 keys=np.array(keys),
                 pred=pred,
                 true=true,
                 names=np.array(names),
             )
-            bm.to_json(res, out_dir / f"metrics-{s}.json")
+            bm.to_json(res, RunDir.subject_metrics(out_dir, s))
     return results
 
 
-def learned_hrfs(model: nn.Module, dt: float = 0.1) -> np.ndarray | None:
-    """The model's learned HRF kernels on a ``dt`` grid, unit peak (None: it has none).
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_subjects` returns: the model it built and the scores."""
+
+    model: nn.Module
+    adapter: BatchIO
+    results: list[Any]  # brainxl.metrics.SubjectResult per subject
+
+
+def load_model(
+    cfg: Any, shapes: DataShapes, weights: dict[str, torch.Tensor]
+) -> tuple[nn.Module, BatchIO]:
+    """Build the configured model once for ``shapes`` and load ``weights`` (eval mode).
+
+    The one place a trained model is rebuilt: :func:`evaluate_subjects` and
+    ``brainxl predict`` (:func:`brainxl.distrib.trained_run.load_trained_run`) call it.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    shapes : DataShapes
+        The shapes the model was trained for (:func:`read_data_info`).
+    weights : dict
+        A plain fp32 state dict.
 
     Returns
     -------
-    ndarray, shape (n_parcels, n_lags) or None
-        SAMBA's per-parcel double-gamma kernels, one row per input parcel or channel.
+    model : nn.Module
+    adapter : BatchIO
     """
-    from brainxl.models.hrf import DoubleGammaHRF
-
-    hrf = getattr(model, "hrf", None)
-    if not isinstance(hrf, DoubleGammaHRF):
-        return None
-    with torch.no_grad():
-        k = hrf.kernel().float().cpu().numpy()
-    step = max(1, int(round(dt * hrf.sfreq)))
-    k = k[:, ::step]
-    peak = np.abs(k).max(axis=1, keepdims=True)
-    return k / np.where(peak > 0, peak, 1.0)
-
-
-def wavelet_attention(
-    model: nn.Module, adapter: TaskAdapter, source: Any, max_batches: int = 8
-) -> np.ndarray | None:
-    """Mean wavelet-scale attention per input parcel over ``source`` (None: no attention).
-
-    Returns
-    -------
-    ndarray, shape (n_parcels, n_scales) or None
-        The ``scale_weights`` of a SAMBA forward with ``return_aux=True``, averaged over
-        windows and frames.
-    """
-    import inspect
-
-    if "return_aux" not in inspect.signature(model.forward).parameters:
-        return None
-    was_training = model.training
+    torch.manual_seed(cfg.seed)
+    model, adapter = build_model_and_adapter(cfg.model, shapes)
+    model.load_state_dict(weights)
     model.eval()
-    dtype = next(model.parameters()).dtype
-    device = next(model.parameters()).device
-    total, n = None, 0
+    return model, adapter
+
+
+def evaluate_subjects(
+    cfg: Any,
+    shapes: DataShapes,
+    norm: Any,
+    weights: dict[str, torch.Tensor],
+    subjects: Sequence[str],
+    out_dir: Path | None = None,
+    ceilings: dict[str, Any] | None = None,
+) -> EvaluationResult:
+    """Build the configured model once, load ``weights`` and score ``subjects``.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    shapes : DataShapes
+        The shapes the model was trained for (:func:`read_data_info`).
+    norm : shards.stats.NormStats
+        The training subjects' normalisation.
+    weights : dict
+        A plain fp32 state dict.
+    subjects : sequence of str
+    out_dir : path, optional
+        Where ``predictions-<s>.npz`` and ``metrics-<s>.json`` go.
+    ceilings : dict, optional
+        Noise ceiling per subject (simulated data).
+
+    Returns
+    -------
+    EvaluationResult
+    """
+    model, adapter = load_model(cfg, shapes, weights)
+    results = score_subjects(cfg, model, adapter, list(subjects), norm, out_dir, ceilings)
+    return EvaluationResult(model, adapter, results)
+
+
+def diagnostics(cfg: Any, model: nn.Module, adapter: BatchIO, source: Any) -> dict[str, Any]:
+    """The spec's diagnostics (learned HRFs, attention...) on ``source``; {} without."""
+    spec = resolve_spec(cfg.model)
+    if spec.diagnostics is None:
+        return {}
     source.set_epoch(0)
-    with torch.no_grad():
-        for i, batch in enumerate(source):
-            if i >= max_batches:
-                break
-            _, aux = model(**adapter.inputs(batch, dtype, device), return_aux=True)
-            w = aux.get("scale_weights")
-            if w is None:
-                break
-            w = w.float().cpu()
-            w = w.reshape(w.shape[0], w.shape[1], -1, w.shape[-1])  # (B, N, frames, J)
-            total = w.sum(dim=(0, 2)) if total is None else total + w.sum(dim=(0, 2))
-            n += w.shape[0] * w.shape[2]
-    model.train(was_training)
-    return None if total is None else (total / n).numpy()
+    return spec.diagnostics(model, forward_inputs(source, adapter, model))
+
+
+# --------------------------------------------------------------------------- data_info.json
+def _norm_to_json(norm: Any) -> dict[str, Any] | None:
+    if norm is None:
+        return None
+    out: dict[str, Any] = {"subjects": list(norm.subjects)}
+    for m in ("ephys", "bold", "parcels"):
+        stats = norm.get(m)
+        if stats is not None:
+            out[m] = {"mean": [float(v) for v in stats[0]], "std": [float(v) for v in stats[1]]}
+    return out
+
+
+def _norm_from_json(d: dict[str, Any] | None) -> Any:
+    from brainxl.shards.stats import NormStats
+
+    if d is None:
+        return None
+    kw: dict[str, Any] = {"subjects": tuple(d.get("subjects", ()))}
+    for m in ("ephys", "bold", "parcels"):
+        if m in d:
+            kw[f"{m}_mean"] = np.asarray(d[m]["mean"], dtype=np.float32)
+            kw[f"{m}_std"] = np.asarray(d[m]["std"], dtype=np.float32)
+    return NormStats(**kw)
+
+
+def write_data_info(run: RunDir, shapes: DataShapes, norm: Any, split: Any) -> None:
+    """Record what evaluation needs of the training data in ``data_info.json``."""
+    info = {
+        "shapes": shapes.to_json(),
+        "norm": _norm_to_json(norm),
+        "split": {"train": list(split.train), "val": list(split.val), "test": list(split.test)},
+    }
+    atomic_write_text(run.data_info_path, json.dumps(info, indent=1))
+
+
+def read_data_info(run: RunDir, cfg: Any) -> tuple[DataShapes, Any, Any]:
+    """``(shapes, norm, split)`` of a run, without opening a training stream.
+
+    From ``data_info.json`` when the run recorded it; else (older run folders) from the
+    shard manifest: the fold split of the config, the training subjects' statistics
+    (:func:`brainxl.shards.stats.fold_statistics`) and their channel lists.
+    """
+    from brainxl.distrib.data import FoldSplit, split_fold
+
+    path = run.data_info_path
+    if path.is_file():
+        d = json.loads(path.read_text())
+        sp = d["split"]
+        split = FoldSplit(tuple(sp["train"]), tuple(sp["val"]), tuple(sp["test"]))
+        return DataShapes.from_json(d["shapes"]), _norm_from_json(d["norm"]), split
+    from brainxl.distrib.data import fold_subjects, open_shards
+
+    dc = cfg.data
+    shards = open_shards(cfg)
+    split = split_fold(
+        fold_subjects(cfg, shards), dc.test_subject, dc.val_subjects, dc.n_val_subjects, cfg.seed
+    )
+    frag = shards.fragment(split.train[0])
+    r = dc.reader
+    rows = frag["parcel_names"] if r.modality == "parcels" else frag["ch_names"]
+    shapes = DataShapes(
+        ch_names=tuple(rows),
+        roi_names=tuple(frag["roi_names"]),
+        sfreq=float(shards.sfreq),
+        window_s=r.window_s,
+        n_frames=int(r.n_targets),
+        tr=shards.tr,
+        modality=r.modality,
+    )
+    return shapes, shards.fold_statistics(split.train), split

@@ -6,10 +6,11 @@ TSV; electrophysiology with or without BOLD and the other way round. Everything 
 through the run's own ingest settings (recorded in its shard manifest): the same channel
 mapping, bad-channel policy, filters, resampling and synchronisation as its training data.
 
-Calls into the data side (few, so they can be retargeted): ``shards.bids`` ``find_runs``,
-``load_run``, ``list_subjects``, ``read_sidecar``, ``read_roi_tsv``, ``extract_nifti``,
-``volume_onsets``, ``EPHYS_EXTENSIONS``, ``EXCLUDED_DESCS``; ``shards.preprocess``
-``preprocess_raw``, ``to_array``.
+Calls into the data side (few, so they can be retargeted): ``shards.ingest.bids``
+``find_runs``, ``load_run``, ``list_subjects``, ``read_roi_tsv``, ``extract_nifti``,
+``volume_onsets``, ``source_files``, ``EPHYS_EXTENSIONS``, ``EXCLUDED_DESCS``;
+``shards.ingest.preprocess`` ``preprocess_raw``, ``to_array``; ``shards.ingest.source_recon``
+``reconstruct_parcels``.
 """
 
 from __future__ import annotations
@@ -160,8 +161,8 @@ def _preprocessed(
     run: TrainedRun, raw: Any, ingest: Any, src: str
 ) -> tuple[np.ndarray, list[str], float, list[str], Any]:
     """Run the run's preprocessing on ``raw``; (µV data, names, volume-0 time, notes, raw)."""
-    from brainxl.shards.bids import volume_onsets
-    from brainxl.shards.preprocess import preprocess_raw, to_array
+    from brainxl.shards.ingest.bids import volume_onsets
+    from brainxl.shards.ingest.preprocess import preprocess_raw, to_array
 
     orig = float(raw.info["sfreq"])
     if orig + 1e-6 < run.sfreq:
@@ -191,21 +192,12 @@ def _preprocessed(
 
 def _parcels_of(run: TrainedRun, raw: Any, ingest: Any, root: Path, ents: dict, src: str) -> Any:
     """Source-reconstructed parcels of a preprocessed raw (runs that read parcels)."""
-    from brainxl.shards.source import reconstruct_parcels
+    from brainxl.shards.ingest.bids import source_files
+    from brainxl.shards.ingest.source_recon import reconstruct_parcels
 
-    sc = ingest.source
-    sim = "derivatives/brainxl-sim"
-    sub = ents["subject"]
-    fwd = sc.forward or f"{sim}/sub-{sub}/eeg/sub-{sub}_desc-headmodel_fwd.fif"
-    parc = sc.parcellation or f"{sim}/atlas/atlas-brainxlsim_desc-sourceparcels.tsv"
-    names = sc.parcel_names or ("" if sc.parcellation else f"{sim}/atlas/atlas-brainxlsim_dseg.tsv")
-
-    def at(pattern: str) -> Path:
-        q = Path(pattern.format(**ents))
-        return q if q.is_absolute() else root / q
-
+    fwd, parc, names = source_files(root, ents, ingest)
     full, parcel_names, notes = reconstruct_parcels(
-        raw, at(fwd), at(parc), sc, src, names_table=at(names) if names else None
+        raw, fwd, parc, ingest.source, src, names_table=names
     )
     return full.astype(np.float32), parcel_names, notes
 
@@ -301,7 +293,7 @@ def bold_file_input(
     tr: float | None = None,
 ) -> RecordingInput:
     """A 4D BOLD NIfTI (with ``atlas``) or an ROI time-series TSV."""
-    from brainxl.shards.bids import extract_nifti, read_roi_tsv
+    from brainxl.shards.ingest.bids import extract_nifti, read_roi_tsv
 
     if _suffix(path) == ".tsv":
         data, names = read_roi_tsv(path)
@@ -337,9 +329,9 @@ def bids_inputs(
     """Every run of the chosen subjects of a BIDS dataset the model can predict from.
 
     Runs with electrophysiology and BOLD go through the run's full ingest
-    (``shards.bids.load_run``); runs with one of them are read with the same settings.
+    (``shards.ingest.bids.load_run``); runs with one of them are read with the same settings.
     """
-    from brainxl.shards.bids import list_subjects
+    from brainxl.shards.ingest.bids import list_subjects
 
     ing = dataclasses.replace(ingest, subjects=list(subjects or []))
     out: list[RecordingInput] = []
@@ -356,7 +348,7 @@ def bids_inputs(
 
 
 def _subject_runs(run: TrainedRun, root: Path, sub: str, ingest: Any) -> list[RecordingInput]:
-    from brainxl.shards.bids import EPHYS_EXTENSIONS, find_runs, load_run
+    from brainxl.shards.ingest.bids import EPHYS_EXTENSIONS, find_runs, load_run
 
     both = {r.ephys: r for r in find_runs(root, sub, ingest)}
     dtypes = ["meg"] if {"mag", "grad"} & set(ingest.preprocess.ch_types) else ["eeg"]
@@ -432,7 +424,7 @@ def _need_tr(src: str) -> float:
 
 def _bids_bold_only(run: TrainedRun, root: Path, sub: str, ingest: Any) -> list[RecordingInput]:
     """BOLD runs of a subject without electrophysiology: ROI TSVs, else NIfTI + atlas."""
-    from brainxl.shards.bids import EXCLUDED_DESCS
+    from brainxl.shards.ingest.bids import EXCLUDED_DESCS
 
     b = ingest.bold
     found: dict[str, Path] = {}

@@ -76,7 +76,7 @@ class RecordingInput:
 
     @classmethod
     def from_recording(cls, rec: Any) -> RecordingInput:
-        """Wrap a :class:`shards.recording.Recording` (electrophysiology + BOLD)."""
+        """Wrap a :class:`shards.ingest.recording.Recording` (electrophysiology + BOLD)."""
         ents = {"subject": rec.subject, "session": rec.session, "task": rec.task, "run": rec.run}
         return cls(
             key=rec.key,

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from brainxl.distrib.rundir import RunDir
+
 from brainxl.files import atomic_write_text
 
 Report = Callable[[dict[str, Any]], None]
@@ -103,6 +105,10 @@ class WandbSink:
         run_dir: str | os.PathLike,
         config: dict[str, Any],
     ) -> None:
+        # in the environment too: wandb reads its process-wide settings (telemetry included)
+        # from there, and an offline run of a process without WANDB_MODE still posts to the
+        # server (wandb 0.31: /sdk/otel/v1/metrics)
+        os.environ.setdefault("WANDB_MODE", mode)
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -181,7 +187,7 @@ def make_reporter(
     sinks: list[Report] = []
     if cfg.logging.console:
         sinks.append(ConsoleSink())
-    sinks.append(JsonlSink(Path(run_dir) / "metrics.jsonl"))
+    sinks.append(JsonlSink(RunDir(run_dir).metrics_path))
     wandb = _wandb_sink(cfg, run_dir, run_id, fold)
     if wandb is not None:
         sinks.append(wandb)

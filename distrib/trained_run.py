@@ -1,9 +1,11 @@
 """A trained run, loaded for prediction: model, weights, channel lists, training statistics.
 
-Calls into the training side (few, so they can be retargeted): ``launch.cmd_evaluate``
-``locate``/``load_weights`` (weights; ZeRO checkpoints consolidated), ``distrib.config``
-``load_config``, ``distrib.data.build_fold`` (split and training statistics),
-``distrib.trainer.data_info`` and ``distrib.tasks.build_model_and_adapter``.
+Loaded through the evaluation routine's own steps (so ``brainxl predict`` and
+``brainxl evaluate`` see the same model): ``launch.cmd_evaluate`` ``locate``/``load_weights``
+(weights; ZeRO checkpoints consolidated), ``distrib.evaluation`` ``read_data_info`` (the
+shapes, training statistics and split recorded in the run folder) and ``load_model`` (the
+model built once from those shapes), and the run's :class:`~brainxl.shards.shardset.ShardSet`
+(``distrib.data.open_shards``) for its ingest settings and channel types.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
+
+from brainxl.models.spec import DataShapes
 
 
 @dataclass
@@ -27,13 +30,15 @@ class TrainedRun:
         The run's resolved configuration.
     model : nn.Module
         In eval mode, weights loaded.
-    adapter : distrib.tasks.TaskAdapter
+    adapter : brainxl.models.spec.BatchIO
     norm : shards.stats.NormStats
         Statistics of the run's training subjects (``norm.subjects``).
     weights : str
         ``"best"``, ``"final"`` or the checkpoint tag the weights came from.
+    shapes : DataShapes
+        The data shapes the model was built for (rows, rates, window, frames).
     manifest : dict
-        The run's shard manifest (channel, ROI, parcel lists; ingest settings).
+        The run's shard manifest (ingest settings, channel types, source dataset).
     """
 
     run_dir: Path
@@ -42,6 +47,7 @@ class TrainedRun:
     adapter: Any
     norm: Any
     weights: str
+    shapes: DataShapes
     manifest: dict[str, Any]
 
     @property
@@ -55,60 +61,68 @@ class TrainedRun:
         return self.run_dir.name
 
     @property
+    def modality(self) -> str:
+        """``"sensors"`` or ``"parcels"``: what the electrophysiology side is."""
+        return str(self.shapes.modality)
+
+    @property
+    def ephys_names(self) -> list[str]:
+        """Rows of the electrophysiology side the model reads (parcels or channels)."""
+        return list(self.shapes.ch_names)
+
+    @property
     def ch_names(self) -> list[str]:
-        """Channels the model was trained on, in the order it reads them."""
+        """Sensor channels the model was trained on, in the order it reads them."""
+        if self.modality == "sensors":
+            return list(self.shapes.ch_names)
         return list(self.manifest.get("ch_names") or [])
+
+    @property
+    def parcel_names(self) -> list[str]:
+        """Source parcels (the model's rows when :attr:`modality` is ``"parcels"``)."""
+        if self.modality == "parcels":
+            return list(self.shapes.ch_names)
+        return list(self.manifest.get("parcel_names") or [])
 
     @property
     def ch_types(self) -> list[str]:
         """``"eeg"``/``"mag"``/``"grad"`` per channel of :attr:`ch_names`."""
-        frags = list(self.manifest["subjects"].values())
+        frags = list(self.manifest.get("subjects", {}).values())
         types = frags[0].get("ch_types") if frags else None
         return list(types) if types else ["eeg"] * len(self.ch_names)
 
     @property
     def roi_names(self) -> list[str]:
-        return list(self.manifest.get("roi_names") or [])
-
-    @property
-    def parcel_names(self) -> list[str]:
-        return list(self.manifest.get("parcel_names") or [])
+        return list(self.shapes.roi_names)
 
     @property
     def sfreq(self) -> float:
-        return float(self.manifest["sfreq"])
+        return float(self.shapes.sfreq)
 
     @property
     def tr(self) -> float | None:
-        tr = self.manifest.get("tr")
-        return None if tr is None else float(tr)
-
-    @property
-    def modality(self) -> str:
-        """``"sensors"`` or ``"parcels"``: what the electrophysiology side is."""
-        return str(self.cfg.data.reader.modality)
+        return None if self.shapes.tr is None else float(self.shapes.tr)
 
     @property
     def window(self) -> int:
         """Electrophysiology window length in samples."""
-        return int(round(float(self.cfg.data.reader.window_s) * self.sfreq))
+        return self.shapes.n_times
 
     @property
     def n_targets(self) -> int:
-        return int(self.cfg.data.reader.n_targets)
+        """BOLD frames per window."""
+        return int(self.shapes.n_frames)
 
     @property
     def lag_s(self) -> float:
         return float(self.cfg.data.reader.lag_s)
 
-    @property
-    def ephys_names(self) -> list[str]:
-        """Rows of the electrophysiology side (parcels or channels)."""
-        return self.parcel_names if self.modality == "parcels" else self.ch_names
-
 
 def load_trained_run(target: str | Path, weights: str = "best") -> TrainedRun:
     """Load the model of a run or checkpoint folder for prediction.
+
+    The model is rebuilt by the evaluation routine (:func:`brainxl.distrib.evaluation.load_model`)
+    from the shapes and statistics the run recorded (``read_data_info``).
 
     Parameters
     ----------
@@ -120,27 +134,29 @@ def load_trained_run(target: str | Path, weights: str = "best") -> TrainedRun:
     Returns
     -------
     TrainedRun
+
+    Raises
+    ------
+    ValueError
+        If the run's shards (its ingest settings) are gone, naming the config key.
     """
     from brainxl.distrib.config import load_config
-    from brainxl.distrib.data import build_fold
-    from brainxl.distrib.tasks import build_model_and_adapter
-    from brainxl.distrib.trainer import data_info
+    from brainxl.distrib.data import open_shards
+    from brainxl.distrib.evaluation import load_model, read_data_info
+    from brainxl.distrib.rundir import RunDir
     from brainxl.launch.cmd_evaluate import load_weights, locate
-    from brainxl.shards.manifest import read_manifest
 
     run_dir, ckpt_dir, tag = locate(target, weights)
-    cfg = load_config(run_dir / "config.yaml")
-    shards = Path(cfg.data.shards)
-    if not (shards / "manifest.json").is_file():
+    run = RunDir(run_dir)
+    cfg = load_config(run.config_path)
+    try:
+        shards = open_shards(cfg)
+    except FileNotFoundError:
         raise ValueError(
-            f"{run_dir / 'config.yaml'}: data.shards={shards} has no manifest.json; the run's "
-            "shards hold its channel lists and training statistics: restore them there"
-        )
-    fold = build_fold(cfg, 0, 1)
-    torch.manual_seed(cfg.seed)
-    model, adapter = build_model_and_adapter(cfg.model, data_info(fold.train, cfg))
-    model.load_state_dict(load_weights(run_dir, ckpt_dir, tag))
-    model.eval()
-    return TrainedRun(
-        run_dir, cfg, model, adapter, fold.norm, tag or "final", read_manifest(shards)
-    )
+            f"{run.config_path}: data.shards={cfg.data.shards} has no shard manifest; the "
+            "run's shards hold its ingest settings (preprocessing, channel mapping): restore "
+            "them there"
+        ) from None
+    shapes, norm, _ = read_data_info(run, cfg)
+    model, adapter = load_model(cfg, shapes, load_weights(run_dir, ckpt_dir, tag))
+    return TrainedRun(run_dir, cfg, model, adapter, norm, tag or "final", shapes, shards.manifest)

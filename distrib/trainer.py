@@ -23,19 +23,19 @@ from brainxl.distrib.data import BatchSource, Fold
 from brainxl.distrib.engine import consolidated_state_dict, create_engine, module_dtype
 from brainxl.distrib.env import DistEnv
 from brainxl.distrib.evaluation import series as _as_series
+from brainxl.distrib.evaluation import write_data_info
 from brainxl.distrib.reporting import Reporter
+from brainxl.distrib.rundir import RunDir
 from brainxl.distrib.tasks import (
     build_model_and_adapter,
+    data_shapes,
     enable_activation_checkpointing,
-    install_fc_graphs,
+    prepare_fold,
+    resolve_spec,
 )
 
 from brainxl.files import atomic_torch_save, atomic_write_text
-from brainxl.objectives import uses_model_loss
-
-#: Weights of the best validation step and their step / validation loss (run folder).
-BEST_WEIGHTS = "best_model.pt"
-BEST_META = "best_model.json"
+from brainxl.objectives import correlation_moments, pearson_from_moments, uses_model_loss
 
 
 @dataclass
@@ -72,29 +72,6 @@ def _all_reduce_(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def data_info(source: BatchSource, cfg: RunConfig) -> dict[str, Any]:
-    """Shapes of the training stream that model builders may take (``n_chans``...)."""
-    r = cfg.data.reader
-    return {
-        "ch_names": list(source.ch_names),
-        "roi_names": list(source.roi_names),
-        "sfreq": float(source.sfreq),
-        "n_chans": len(source.ch_names),
-        "n_rois": len(source.roi_names),
-        "n_outputs": len(source.roi_names),
-        "n_times": int(round(r.window_s * source.sfreq)),
-        "window_s": int(r.window_s) if float(r.window_s).is_integer() else r.window_s,
-        "n_targets": r.n_targets,
-        "n_frames": r.n_targets,
-        "n_eeg": len(getattr(source, "parcel_names", []) or [])
-        if r.modality == "parcels"
-        else len(source.ch_names),
-        "n_fmri": len(source.roi_names),
-        "tr": getattr(source, "tr", None),
-        "modality": r.modality,
-    }
-
-
 class Trainer:
     """Fit one configured model on one fold, on every rank of the job.
 
@@ -104,15 +81,17 @@ class Trainer:
     env : DistEnv
     fold : Fold
         The rank's train / validation / test streams.
-    run_dir : path
+    run_dir : path or RunDir
     report : Reporter
     """
 
     def __init__(
-        self, cfg: RunConfig, env: DistEnv, fold: Fold, run_dir: Path, report: Reporter
+        self, cfg: RunConfig, env: DistEnv, fold: Fold, run_dir: Path | RunDir, report: Reporter
     ) -> None:
-        self.cfg, self.env, self.fold, self.run_dir, self.report = cfg, env, fold, run_dir, report
-        self.ckpt_dir = run_dir / "checkpoints"
+        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.cfg, self.env, self.fold, self.report = cfg, env, fold, report
+        self.run_dir = self.run.path
+        self.ckpt_dir = self.run.checkpoints
         t = cfg.train
         bpe = fold.train.batches_per_epoch()
         if bpe < 1:
@@ -122,13 +101,19 @@ class Trainer:
         self.batches_per_epoch = bpe
         self.total_steps = t.steps if t.epochs <= 0 else max(t.epochs * bpe // t.grad_accum, 1)
         self.state = LoopState()
-        self.objective = _objective(cfg)
 
         torch.manual_seed(cfg.seed)
-        model, self.adapter = build_model_and_adapter(cfg.model, data_info(fold.train, cfg))
-        # SAMBA: FC graphs of the training subjects, before DeepSpeed broadcasts the buffers
-        self.graphs = install_fc_graphs(model, cfg, fold)
-        self.model_loss = uses_model_loss(t.loss.name, model)
+        self.spec = resolve_spec(cfg.model)
+        self.shapes = data_shapes(fold.train, cfg)
+        model, self.adapter = build_model_and_adapter(cfg.model, self.shapes)
+        # the spec's fold hook (e.g. graphs of the training subjects), before DeepSpeed
+        # broadcasts the buffers
+        self.graphs = prepare_fold(self.spec, model, cfg, fold, self.shapes)
+        own = self.spec.loss is not None and uses_model_loss(t.loss.name, self.spec)
+        self.own_loss = self.spec.loss if own else None
+        self.objective = None if own else _objective(cfg)
+        if env.is_main:  # what evaluation needs instead of a training stream
+            write_data_info(self.run, self.shapes, fold.norm, fold.split)
         if t.activation_checkpointing:
             enable_activation_checkpointing(model)
         resume_tag = ckpt.read_latest(self.ckpt_dir) if cfg.run.resume else None
@@ -155,8 +140,8 @@ class Trainer:
             self._resume(resume_tag)
         else:
             if env.is_main:  # a fresh start: no best weights of an abandoned attempt
-                for name in (BEST_WEIGHTS, BEST_META):
-                    (run_dir / name).unlink(missing_ok=True)
+                for path in (self.run.best_model, self.run.best_meta):
+                    path.unlink(missing_ok=True)
             if self.graphs is not None:
                 self.report({"split": "graph", "step": 0, **self.graphs})
 
@@ -195,8 +180,8 @@ class Trainer:
     def save(self) -> str:
         """Checkpoint the current step on every rank (collective)."""
         files = {
-            "config.yaml": to_yaml(self.cfg),
-            "version.json": json.dumps({**version_info(), "run_id": run_id(self.cfg)}),
+            RunDir.CONFIG: to_yaml(self.cfg),
+            RunDir.VERSION: json.dumps({**version_info(), "run_id": run_id(self.cfg)}),
         }
         return ckpt.save(
             self.engine,
@@ -211,10 +196,8 @@ class Trainer:
         )
 
     # ----------------------------------------------------------------- the loop
-    def _forward(self, batch: dict[str, Any], aux: bool = False) -> Any:
-        inputs = self.adapter.inputs(batch, self.dtype, self.engine.device)
-        if aux:
-            inputs["return_aux"] = True
+    def _forward(self, **inputs: Any) -> Any:
+        """The engine's forward on keyword inputs (under autocast in low precision)."""
         if not self.low_precision:
             return self.engine(**inputs)
         dev = torch.device(self.engine.device).type
@@ -222,13 +205,14 @@ class Trainer:
             return self.engine(**inputs)
 
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(pred, target, loss)`` of a batch: the model's own loss or the configured one."""
+        """``(pred, target, loss)`` of a batch: the spec's own loss or the configured one."""
         target = self.adapter.target(batch, self.engine.device)
-        if self.model_loss:
-            pred, aux = self._forward(batch, aux=True)
-            loss, _ = self.engine.module.loss(pred.float(), target, **aux)
+        inputs = self.adapter.inputs(batch, self.dtype, self.engine.device)
+        if self.own_loss is not None:
+            pred, loss, _ = self.own_loss(self.engine.module, self._forward, inputs, target)
         else:
-            pred = self._forward(batch)
+            pred = self._forward(**inputs)
+            assert self.objective is not None
             loss, _ = self.objective(pred.float(), target)
         return pred.float(), target, loss
 
@@ -330,7 +314,7 @@ class Trainer:
     def _plain_weights(self) -> dict[str, torch.Tensor] | None:
         """Consolidated fp32 weights on rank 0 (collective; None on the other ranks)."""
         weights = consolidated_state_dict(self.engine)
-        if weights is not None:  # integer buffers (SAMBA's graphs) keep their dtype
+        if weights is not None:  # integer buffers (e.g. graph edges) keep their dtype
             dtypes = {k: v.dtype for k, v in self.engine.module.state_dict().items()}
             weights = {
                 k: v if dtypes[k].is_floating_point else v.to(dtypes[k]) for k, v in weights.items()
@@ -342,10 +326,10 @@ class Trainer:
         weights = self._plain_weights()
         if self.env.rank != 0:
             return
-        atomic_torch_save(weights, self.run_dir / BEST_WEIGHTS)
+        atomic_torch_save(weights, self.run.best_model)
         meta = {"step": self.state.step, "val_loss": metrics["loss"]}
         meta["val_pearson_r"] = metrics.get("pearson_r")
-        atomic_write_text(self.run_dir / BEST_META, json.dumps(meta, indent=2))
+        atomic_write_text(self.run.best_meta, json.dumps(meta, indent=2))
 
     def _test_weights(
         self, final: dict[str, torch.Tensor] | None
@@ -356,11 +340,11 @@ class Trainer:
         step = best_weights_step(self.run_dir)
         if step != self.state.best_step:
             print(
-                f"warning: {self.run_dir / BEST_WEIGHTS} is from step {step}, not the best "
+                f"warning: {self.run.best_model} is from step {step}, not the best "
                 f"validation step {self.state.best_step}; testing the final weights"
             )
             return final, "final"
-        best = torch.load(self.run_dir / BEST_WEIGHTS, map_location="cpu", weights_only=True)
+        best = torch.load(self.run.best_model, map_location="cpu", weights_only=True)
         return best, f"best (step {step})"
 
     @torch.no_grad()
@@ -374,26 +358,14 @@ class Trainer:
             pred, true, loss = self._loss(batch)
             loss_sum += torch.tensor([float(loss) * len(pred), len(pred)], dtype=torch.float64)
             p, y = _as_series(pred).double().cpu(), _as_series(true).double().cpu()
-            part = torch.stack(
-                [
-                    p.sum(0),
-                    y.sum(0),
-                    (p * p).sum(0),
-                    (y * y).sum(0),
-                    (p * y).sum(0),
-                    torch.full_like(p[0], len(p)),
-                ]
-            )
+            part = correlation_moments(p, y)
             sums = part if sums is None else sums + part
         self.engine.train()
         if sums is None:
             raise ValueError("an evaluation stream yielded no batch; check the subjects' shards")
         _all_reduce_(sums)
         _all_reduce_(loss_sum)
-        sp, sy, spp, syy, spy, n = sums
-        cov = spy / n - sp / n * sy / n
-        var_p, var_y = spp / n - (sp / n) ** 2, syy / n - (sy / n) ** 2
-        r = cov / torch.sqrt(var_p.clamp_min(1e-12) * var_y.clamp_min(1e-12))
+        r = pearson_from_moments(sums)
         out: dict[str, Any] = {
             "loss": float(loss_sum[0] / loss_sum[1]),
             "pearson_r": float(r.mean()),
@@ -405,25 +377,21 @@ class Trainer:
         """Score the LOSO test subject on rank 0 with a plain copy of ``weights``.
 
         Every test window is predicted once (as ``brainxl evaluate`` does); writes
-        ``<run_dir>/test/predictions-<subject>.npz`` and ``metrics-<subject>.json``.
+        ``predictions-<subject>.npz`` and ``metrics-<subject>.json`` into ``RunDir.test_dir``.
         """
         if self.env.rank != 0:
             return {}
-        from brainxl.distrib.evaluation import score_subjects
+        from brainxl.distrib.evaluation import evaluate_subjects
 
-        torch.manual_seed(self.cfg.seed)
-        model, adapter = build_model_and_adapter(
-            self.cfg.model, data_info(self.fold.train, self.cfg)
-        )
-        model.load_state_dict(weights)
-        (res,) = score_subjects(
+        assert weights is not None
+        (res,) = evaluate_subjects(
             self.cfg,
-            model,
-            adapter,
-            list(self.fold.split.test),
+            self.shapes,
             self.fold.norm,
-            self.run_dir / "test",
-        )
+            weights,
+            list(self.fold.split.test),
+            self.run.test_dir,
+        ).results
         return {
             "subject": res.subject,
             "mean_r": res.mean_r,
@@ -465,18 +433,18 @@ class Trainer:
                 }
             )
         if self.env.rank == 0:
-            atomic_torch_save(weights, self.run_dir / "final_model.pt")
+            atomic_torch_save(weights, self.run.final_model)
             text = json.dumps(final, indent=2, default=float)
-            atomic_write_text(self.run_dir / "final_metrics.json", text)
+            atomic_write_text(self.run.final_metrics, text)
         return final
 
 
-def best_weights_step(run_dir: str | Path) -> int | None:
+def best_weights_step(run_dir: str | Path | RunDir) -> int | None:
     """Step of the run's ``best_model.pt`` (None when there is none)."""
-    meta = Path(run_dir) / BEST_META
-    if not (Path(run_dir) / BEST_WEIGHTS).is_file() or not meta.is_file():
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if not run.best_model.is_file() or not run.best_meta.is_file():
         return None
-    return int(json.loads(meta.read_text())["step"])
+    return int(json.loads(run.best_meta.read_text())["step"])
 
 
 def _objective(cfg: RunConfig):

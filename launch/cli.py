@@ -3,14 +3,30 @@
 Each subcommand lives in ``launch/cmd_<name>.py`` and exposes ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. Heavy imports (torch, mne, ray)
 belong inside ``run`` so that ``brainxl --help`` stays fast.
+
+Every command speaks the same way: a user mistake raises one of :data:`USER_ERRORS`
+(``ValueError`` and its kin: ``ConfigError``, ``ProfileError``, ``RunLockedError``, a
+missing file) and :func:`main` prints it as one line, ``brainxl CMD: error: ...``, on
+stderr with exit code 2. ``BRAINXL_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+
+#: Exceptions that mean "the user asked for something that cannot be done as asked".
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    FileExistsError,
+    PermissionError,
+)
 
 SUBCOMMANDS: dict[str, str] = {
     "quickstart": "brainxl.launch.cmd_quickstart",
@@ -24,6 +40,7 @@ SUBCOMMANDS: dict[str, str] = {
     "status": "brainxl.launch.cmd_status",
     "logs": "brainxl.launch.cmd_logs",
     "collect": "brainxl.launch.cmd_collect",
+    "sweep": "brainxl.launch.cmd_sweep",
 }
 
 
@@ -53,14 +70,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(err: BaseException) -> str:
+    """One line for a user mistake: the message, or an OS error's reason and path."""
+    if isinstance(err, OSError) and err.strerror:
+        where = f": {err.filename}" if err.filename else ""
+        text = f"{err.strerror}{where}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``brainxl`` console script; returns the exit code."""
+    """Entry point of the ``brainxl`` console script; returns the exit code.
+
+    A user mistake in any command becomes one line on stderr and exit code 2; a local
+    rank that failed, its log's tail and exit code 1; Ctrl-C exit code 130.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    prog = f"brainxl {args.command}"
+    debug = os.environ.get("BRAINXL_DEBUG", "") not in ("", "0")
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug:
+            raise
+        from brainxl.launch.local import RankFailedError
+
+        if isinstance(err, RankFailedError):
+            print(f"{prog}: error: {err}", file=sys.stderr)
+            return 1
+        if not isinstance(err, USER_ERRORS):
+            raise
+        print(f"{prog}: error: {error_line(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

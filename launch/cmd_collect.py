@@ -9,12 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from brainxl.distrib.rundir import RunDir
+
 HELP = "gather the per-fold results of LOSO runs into one Markdown report"
-RESULTS = "results.json"
+RESULTS = RunDir.RESULTS
+#: The trainer's per-subject test metrics, relative to a run folder.
+TEST_METRICS_GLOB = f"{RunDir.TEST}/{RunDir.SUBJECT_METRICS_GLOB}"
 # brainxl.metrics JSON a fold may hold, in order of preference: one results file, or the
-# trainer's per-subject test metrics
-RESULT_GLOBS = (RESULTS, "test/metrics-*.json", "test_metrics.json")
-FOLD_MARKERS = (RESULTS, "final_metrics.json", "test_metrics.json")
+# trainer's per-subject test metrics (or the single file of older runs)
+RESULT_GLOBS = (RESULTS, TEST_METRICS_GLOB, RunDir.LEGACY_TEST_METRICS)
+FOLD_MARKERS = (RESULTS, RunDir.FINAL_METRICS, RunDir.LEGACY_TEST_METRICS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +42,7 @@ def find_folds(paths: list[str]) -> list[Path]:
             if (p / name).is_file():
                 folds.add(p.resolve())
             folds.update(f.parent.resolve() for f in p.glob(f"**/{name}"))
-        folds.update(f.parent.parent.resolve() for f in p.glob("**/test/metrics-*.json"))
+        folds.update(f.parent.parent.resolve() for f in p.glob(f"**/{TEST_METRICS_GLOB}"))
     return sorted(f for f in folds if ".slurm" not in f.parts)
 
 

@@ -3,7 +3,10 @@
 RUN_OR_CKPT is a run folder (uses ``best_model.pt``, the weights of the best validation
 step, or with ``--weights final`` ``final_model.pt``; the latest checkpoint while the run
 is unfinished) or a checkpoint folder (``<run>/checkpoints/step00000500``). Runs in one
-process without DeepSpeed; normalisation uses the run's training subjects only.
+process without DeepSpeed through the trainer's own evaluation routine
+(:func:`brainxl.distrib.evaluation.evaluate_subjects`); the data shapes, normalisation (the
+run's training subjects only) and fold split come from the run folder, not from a
+training stream.
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _best_is_current(run_dir: Path) -> bool:
     """True when ``best_model.pt`` holds the best validation step the finished run recorded."""
+    from brainxl.distrib.rundir import RunDir
     from brainxl.distrib.trainer import best_weights_step
 
-    metrics = run_dir / "final_metrics.json"
+    metrics = RunDir(run_dir).final_metrics
     step = best_weights_step(run_dir)
     if step is None or not metrics.is_file():
         return False
@@ -54,29 +58,35 @@ def locate(target: str | Path, weights: str = "best") -> tuple[Path, Path | None
     run's folder with ``weights="best"`` and best weights that match its metrics).
     """
     from brainxl.distrib.checkpoint import META, read_latest
+    from brainxl.distrib.rundir import RunDir
 
     if weights not in ("best", "final"):
         raise ValueError(f"weights must be 'best' or 'final', got {weights!r}")
     p = Path(target)
     if (p / META).is_file():
         return p.parent.parent, p.parent, p.name
-    if (p / "config.yaml").is_file():
-        if (p / "final_model.pt").is_file():
+    run = RunDir(p)
+    if run.is_run():
+        if run.final_model.is_file():
             return p, None, "best" if weights == "best" and _best_is_current(p) else None
-        tag = read_latest(p / "checkpoints")
+        tag = read_latest(run.checkpoints)
         if tag is None:
-            raise ValueError(f"{p}: no final_model.pt and no complete checkpoint; train it first")
-        return p, p / "checkpoints", tag
-    raise ValueError(f"{p}: neither a run folder (config.yaml) nor a checkpoint ({META})")
+            raise ValueError(
+                f"{p}: no {RunDir.FINAL_MODEL} and no complete checkpoint; train it first"
+            )
+        return p, run.checkpoints, tag
+    raise ValueError(f"{p}: neither a run folder ({RunDir.CONFIG}) nor a checkpoint ({META})")
 
 
 def load_weights(run_dir: Path, ckpt_dir: Path | None, tag: str | None) -> dict[str, Any]:
     """fp32 weights of the final or best model or of checkpoint ``tag`` (any ZeRO stage)."""
     import torch
+    from brainxl.distrib.rundir import RunDir
 
     if ckpt_dir is None:
-        name = "best_model.pt" if tag == "best" else "final_model.pt"
-        return torch.load(run_dir / name, map_location="cpu", weights_only=True)
+        run = RunDir(run_dir)
+        path = run.best_model if tag == "best" else run.final_model
+        return torch.load(path, map_location="cpu", weights_only=True)
     from brainxl.distrib.checkpoint import read_meta
 
     if read_meta(ckpt_dir, tag)["zero_stage"] == 0:
@@ -89,13 +99,13 @@ def load_weights(run_dir: Path, ckpt_dir: Path | None, tag: str | None) -> dict[
     return get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
 
 
-def _ridge_baseline(cfg: Any, fold: Any, chosen: list[str], ceilings: dict[str, Any]) -> Any:
+def _ridge_baseline(cfg: Any, split: Any, chosen: list[str], ceilings: dict[str, Any]) -> Any:
     """The band-power ridge baseline fitted on the fold's training subjects (raw µV)."""
     from brainxl.distrib.data import subject_source
 
     from brainxl.baselines import run_ridge_baseline
 
-    train = subject_source(cfg, list(fold.split.train), None)
+    train = subject_source(cfg, list(split.train), None)
     test = subject_source(cfg, chosen, None)
     n_seg = max(1, int(cfg.data.reader.window_s // 4))
     return run_ridge_baseline(
@@ -107,7 +117,7 @@ def _figures(
     cfg: Any,
     model: Any,
     adapter: Any,
-    fold: Any,
+    norm: Any,
     chosen: list[str],
     summary: Any,
     run_dir: Path,
@@ -115,21 +125,26 @@ def _figures(
     bids_root: str | Path | None,
 ) -> dict[str, Any]:
     """The report's figures: per-ROI r vs ceiling, per subject, predicted vs true BOLD per
-    subject, learned vs true HRFs and wavelet attention (SAMBA), training curves."""
+    subject, the model spec's diagnostics (e.g. learned vs true HRFs, attention), training
+    curves; per-ROI r on the brain, channel-weight topographies and fMRI -> EEG power
+    spectra where they apply (:func:`brainxl.distrib.brain_figures.evaluation_figures`)."""
     import numpy as np
-    from brainxl.distrib.data import subject_source
-    from brainxl.distrib.evaluation import learned_hrfs, series, wavelet_attention
-    from brainxl.shards.manifest import read_manifest
+    from brainxl.distrib.brain_figures import evaluation_figures
+    from brainxl.distrib.data import open_shards, subject_source
+    from brainxl.distrib.evaluation import diagnostics, series
+    from brainxl.distrib.rundir import RunDir
 
     from brainxl import metrics as bm
     from brainxl import plots
 
+    run = RunDir(run_dir)
     predictions = {}
     for s in chosen:
-        npz = np.load(run_dir / "evaluation" / (tag or "final") / f"predictions-{s}.npz")
+        npz = np.load(RunDir.predictions(run.evaluation_dir(tag or "final"), s))
         predictions[s] = (series(npz["pred"]), series(npz["true"]))
-    dt = 0.1
-    learned = learned_hrfs(model, dt)
+    source = subject_source(cfg, chosen[:1], norm)
+    diag = diagnostics(cfg, model, adapter, source)
+    learned, dt = diag.get("learned_hrfs"), float(diag.get("hrf_dt", 0.1))
     true = None
     if learned is not None and bids_root is not None:
         true = bm.load_true_hrfs(bids_root, chosen[0], dt)
@@ -138,12 +153,10 @@ def _figures(
             learned, true = learned[:, :n], true[:, :n]
         else:
             true = None  # sensors or other parcels: the kernels are not comparable
-    source = subject_source(cfg, chosen[:1], fold.norm)
-    attention = wavelet_attention(model, adapter, source)
     records = None
-    jl = run_dir / "metrics.jsonl"
-    if jl.is_file():
-        recs = [json.loads(line) for line in jl.read_text().splitlines() if line.strip()]
+    if run.metrics_path.is_file():
+        lines = run.metrics_path.read_text().splitlines()
+        recs = [json.loads(line) for line in lines if line.strip()]
         records = [r for r in recs if r.get("split") in ("train", "val")] or None
     figs = plots.standard_figures(
         summary,
@@ -152,15 +165,13 @@ def _figures(
         learned_hrfs=learned,
         true_hrfs=true,
         hrf_dt=dt,
-        attention=attention,
+        attention=diag.get("attention"),
         records=records,
     )
-    from brainxl.distrib.brain_figures import evaluation_figures
-
     return evaluation_figures(
         figs,
         summary,
-        manifest=read_manifest(cfg.data.shards),
+        manifest=open_shards(cfg).manifest,
         model=model,
         adapter=adapter,
         ch_names=list(source.ch_names),
@@ -202,54 +213,48 @@ def evaluate(
         ``fraction_of_ceiling`` (None when unknown), ``run_dir``, ``weights``.
     """
     import numpy as np
-    import torch
     from brainxl.distrib.config import load_config, to_dict
-    from brainxl.distrib.data import build_fold
-    from brainxl.distrib.evaluation import score_subjects
-    from brainxl.distrib.tasks import build_model_and_adapter
-    from brainxl.distrib.trainer import data_info
+    from brainxl.distrib.evaluation import evaluate_subjects, read_data_info
+    from brainxl.distrib.rundir import RunDir
 
     from brainxl import metrics as bm
 
     run_dir, ckpt_dir, tag = locate(target, weights)
-    cfg = load_config(run_dir / "config.yaml")
-    fold = build_fold(cfg, 0, 1)
+    run = RunDir(run_dir)
+    cfg = load_config(run.config_path)
+    shapes, norm, split = read_data_info(run, cfg)
     if subjects == "test":
-        chosen = list(fold.split.test)
+        chosen = list(split.test)
     elif subjects == "val":
-        chosen = list(fold.split.val)
+        chosen = list(split.val)
     else:
         chosen = [s.strip() for s in subjects.split(",") if s.strip()]
     if not chosen:
         raise ValueError(f"{run_dir}: no subjects to evaluate (--subjects {subjects!r})")
-    torch.manual_seed(cfg.seed)
-    model, adapter = build_model_and_adapter(cfg.model, data_info(fold.train, cfg))
-    model.load_state_dict(load_weights(run_dir, ckpt_dir, tag))
-    model.eval()
     ceilings: dict[str, Any] = {}
     if bids_root is not None:
         for s in chosen:
             ceilings[s] = bm.load_noise_ceiling(bids_root, s)
-    results = score_subjects(
+    ev = evaluate_subjects(
         cfg,
-        model,
-        adapter,
+        shapes,
+        norm,
+        load_weights(run_dir, ckpt_dir, tag),
         chosen,
-        fold.norm,
-        run_dir / "evaluation" / (tag or "final"),
+        run.evaluation_dir(tag or "final"),
         ceilings,
     )
+    model, adapter, results = ev.model, ev.adapter, ev.results
     summary = bm.summarize(results)
     base = None
     if baseline and adapter.task == "eeg2fmri" and cfg.data.reader.modality == "sensors":
-        base = _ridge_baseline(cfg, fold, chosen, ceilings)
-    out = run_dir / "evaluation"
-    out.mkdir(exist_ok=True)
-    bm.to_json(summary, out / f"summary-{tag or 'final'}.json")
+        base = _ridge_baseline(cfg, split, chosen, ceilings)
+    run.evaluation_root.mkdir(exist_ok=True)
+    bm.to_json(summary, run.summary_path(tag or "final"))
     if report:
         from brainxl.report import write_report
 
-        figs = _figures(cfg, model, adapter, fold, chosen, summary, run_dir, tag, bids_root)
+        figs = _figures(cfg, model, adapter, norm, chosen, summary, run_dir, tag, bids_root)
         write_report(
             run_dir,
             summary,
@@ -260,7 +265,7 @@ def evaluate(
         )
         from brainxl.distrib.reporting import log_figures
 
-        log_figures(cfg, run_dir, {name: run_dir / "report" / f"{name}.png" for name in figs})
+        log_figures(cfg, run_dir, {name: run.report_dir / f"{name}.png" for name in figs})
     return {
         "subjects": chosen,
         "mean_r": float(np.nanmean([r.mean_r for r in results])),
@@ -288,4 +293,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}")
         return 2
     print(json.dumps(result, indent=2))
+    from brainxl.launch.wandb_sync import print_sync_hint
+
+    print_sync_hint(result["run_dir"])
     return 0

@@ -62,6 +62,7 @@ def _step(title: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     from brainxl.distrib.config import load_config, run_dir
+    from brainxl.distrib.rundir import RunDir
     from brainxl.launch.cmd_evaluate import evaluate
     from brainxl.launch.local import launch_local
     from brainxl.shards.writer import shard_bids
@@ -122,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  -> {cfg.model.name} {verdict} the ridge baseline on this fold (r {diff:+.3f})")
     if result.get("fraction_of_ceiling") is not None:
         print(f"  fraction of the noise ceiling reached = {result['fraction_of_ceiling']:.2f}")
-    print(f"report: {folder / 'report' / 'report.html'}")
+    print(f"report: {RunDir(folder).report_dir / 'report.html'}")
     print(f"total time: {time.perf_counter() - start:.0f} s")
+    from brainxl.launch.wandb_sync import print_sync_hint
+
+    print_sync_hint(folder)
     return 0

@@ -7,8 +7,9 @@ Usage::
     brainxl shard --verify OUT
 
 The YAML config holds ``ingest:`` (``shards.config.IngestConfig``) and ``sharding:``
-(``shards.config.ShardingConfig``) blocks, optionally under a top-level ``data:`` key;
-a ``reader:`` block is accepted and ignored here. Unknown keys fail, naming the key.
+(``shards.config.ShardingConfig``) blocks, optionally under a top-level ``data:`` key.
+Unknown keys fail, naming the key; a ``reader:`` block fails too (how windows are read is
+the run config's ``data.reader``, read by ``brainxl train``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from brainxl.shards.config import IngestConfig, ReaderConfig, ShardingConfig
+from brainxl.shards.config import IngestConfig, ShardingConfig
 
 HELP = "Cut a BIDS dataset into WebDataset shards with a manifest (or --verify them)."
 
@@ -30,7 +31,6 @@ class ShardFileConfig:
 
     ingest: IngestConfig = field(default_factory=IngestConfig)
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
-    reader: ReaderConfig = field(default_factory=ReaderConfig)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,9 +71,15 @@ def load_config(path: Path | None) -> ShardFileConfig:
         if "data" in loaded and len(loaded) == 1:
             loaded = loaded.data
         for k in list(loaded.keys()):  # keys owned by other commands (model/train) are not ours
-            if k not in ("ingest", "sharding", "reader"):
+            if k == "reader":
                 raise ValueError(
-                    f"{path}: unknown key '{k}'; valid top-level keys are ingest, sharding, reader"
+                    f"{path}: a 'reader:' block is not a sharding setting (the shards do not "
+                    "depend on it); move it to the run config as data.reader (e.g. "
+                    "configs/neurobolt-debug.yaml) and remove it here"
+                )
+            if k not in ("ingest", "sharding"):
+                raise ValueError(
+                    f"{path}: unknown key '{k}'; valid top-level keys are ingest, sharding"
                 )
         merged = OmegaConf.merge(base, loaded)
     except OmegaConfBaseException as err:
@@ -110,7 +116,7 @@ def print_summary(manifest: dict[str, Any], out: Any = None) -> None:
     )
 
 
-def _verify(out: Path) -> int:
+def _verify(out: Path, quiet: bool = False) -> int:
     from brainxl.shards.verify import verify_shards
 
     problems = verify_shards(out)
@@ -132,18 +138,12 @@ def run(args: argparse.Namespace) -> int:
 
     if len(args.paths) == 1:
         if not args.verify:
-            print("brainxl shard: need BIDS_DIR OUT (or --verify OUT)", file=sys.stderr)
-            return 2
-        return _verify(Path(args.paths[0]))
+            raise ValueError("need BIDS_DIR OUT (or --verify OUT)")
+        return _verify(Path(args.paths[0]), quiet=args.quiet)
     if len(args.paths) != 2:
-        print("brainxl shard: expected BIDS_DIR OUT", file=sys.stderr)
-        return 2
+        raise ValueError(f"expected BIDS_DIR OUT, got {len(args.paths)} paths")
     bids, out = Path(args.paths[0]), Path(args.paths[1])
-    try:
-        conf = load_config(args.config)
-    except ValueError as err:
-        print(f"brainxl shard: {err}", file=sys.stderr)
-        return 2
+    conf = load_config(args.config)  # a mistake: one line from cli.main
     if args.workers is not None:
         conf.sharding.workers = args.workers
     if args.segment_trs is not None:
@@ -152,13 +152,9 @@ def run(args: argparse.Namespace) -> int:
         conf.ingest.source.enabled = True
     from brainxl.shards.writer import shard_bids
 
-    try:
-        manifest = shard_bids(bids, out, conf.ingest, conf.sharding, progress=not args.quiet)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"brainxl shard: {err}", file=sys.stderr)
-        return 1
+    manifest = shard_bids(bids, out, conf.ingest, conf.sharding, progress=not args.quiet)
     print_summary(manifest)
     print(f"wrote {out / 'manifest.json'}  (sharding: {asdict(conf.sharding)})")
     if args.verify:
-        return _verify(out)
+        return _verify(out, quiet=args.quiet)
     return 0

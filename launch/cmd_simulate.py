@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "simulate a physically grounded EEG-fMRI dataset and write it as BIDS"
 
@@ -37,10 +36,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the simulation; return 0 on success, 2 on a user mistake."""
+    from brainxl.launch.progress import progress_bar, say
+
     from brainxl.simulate import simulate_dataset
 
-    try:
-        summary = simulate_dataset(
+    bar = progress_bar(args.subjects + 1, "simulate", unit="step")  # head model + subjects
+
+    def progress(message: str) -> None:
+        say(bar, message)
+        bar.update()
+
+    with bar:
+        summary = simulate_dataset(  # a ValueError is a user mistake: one line from cli.main
             args.out,
             args.subjects,
             args.minutes,
@@ -55,10 +62,7 @@ def run(args: argparse.Namespace) -> int:
             lead_in=args.lead_in,
             task=args.task,
             overwrite=args.overwrite,
-            progress=lambda msg: print(msg, flush=True),
+            progress=progress,
         )
-    except ValueError as err:
-        print(f"brainxl simulate: error: {err}", file=sys.stderr)
-        return 2
     print(summary.format())
     return 0

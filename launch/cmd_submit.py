@@ -45,17 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _subjects(cfg, given: list[str] | None) -> list[str]:
     if given:
         return list(given)
-    from brainxl.shards.manifest import read_manifest
+    from brainxl.distrib.data import fold_subjects, open_shards
 
     shards = Path(cfg.data.shards)
     try:
-        manifest = read_manifest(shards)
+        opened = open_shards(cfg)
     except (OSError, ValueError) as err:
         raise ValueError(
             f"--loso needs the subject list: cannot read the manifest in {shards} ({err}); "
             "build shards first (`brainxl shard`) or pass --subjects"
         ) from None
-    return sorted(manifest["subjects"])
+    return fold_subjects(cfg, opened)  # after data.reader.include/exclude_subjects
 
 
 def run(args: argparse.Namespace) -> int:

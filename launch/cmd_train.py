@@ -25,16 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from brainxl.distrib.config import ConfigError, load_config, run_dir, to_yaml
+    from brainxl.distrib.config import load_config, run_dir, to_yaml
 
     config, overrides = args.config, list(args.overrides)
     if "=" in config:  # no config file: schema defaults plus overrides
         config, overrides = None, [config, *overrides]
-    try:
-        cfg = load_config(config, overrides)
-    except ConfigError as err:
-        print(f"error: {err}")
-        return 2
+    cfg = load_config(config, overrides)  # a mistake: one line from cli.main
     if args.print_config:
         print(to_yaml(cfg))
         print(f"# run folder: {run_dir(cfg)}")
@@ -42,13 +38,12 @@ def run(args: argparse.Namespace) -> int:
     from brainxl.distrib.entry import check_same_data, data_identity
     from brainxl.launch.local import launch_local
 
-    try:  # the ranks check it too; here the user gets one clean line
-        if cfg.run.resume:
-            check_same_data(run_dir(cfg), data_identity(cfg))
-    except ValueError as err:
-        print(f"error: {err}")
-        return 2
+    if cfg.run.resume:  # the ranks check it too; here the user gets one clean line
+        check_same_data(run_dir(cfg), data_identity(cfg))
     result = launch_local(cfg, args.nproc)
     summary = {k: v for k, v in result.items() if k in ("step", "best_val_loss", "test", "run_dir")}
     print(json.dumps(summary, indent=2, default=float))
+    from brainxl.launch.wandb_sync import print_sync_hint
+
+    print_sync_hint(result.get("run_dir") or run_dir(cfg))
     return 0

@@ -1,8 +1,11 @@
 """Start N local rank processes (no torchrun line needed), or join an existing launcher.
 
 Each rank is ``python -m brainxl.distrib.entry <run_dir>/config.yaml`` with RANK, WORLD_SIZE,
-LOCAL_RANK, MASTER_ADDR and MASTER_PORT set. Rank 0 writes to this terminal; the other
-ranks to ``<run_dir>/logs/rank<k>.log``. If one rank fails, the others are stopped.
+LOCAL_RANK, MASTER_ADDR and MASTER_PORT set (:func:`brainxl.distrib.env.local_rank_env`).
+Rank 0 writes to this terminal; the other ranks to ``<run_dir>/logs/rank<k>.log``. If one
+rank fails, the others are stopped. The launcher holds the run folder's lock
+(:mod:`brainxl.distrib.runlock`) while its ranks run, and passes USR2 on to them
+(:class:`brainxl.distrib.signals.StopSignals`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,13 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from brainxl.distrib.config import RunConfig, run_dir, save_run_config
+from brainxl.distrib.env import free_port, local_rank_env
+from brainxl.distrib.rundir import RunDir
 
-
-def free_port() -> int:
-    """An unused TCP port on localhost."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port", "launch_local", "rank_env"]
 
 
 def rank_env(rank: int, nproc: int, port: int) -> dict[str, str]:
@@ -35,14 +34,7 @@ def rank_env(rank: int, nproc: int, port: int) -> dict[str, str]:
     oversubscribing them.
     """
     env = dict(os.environ)
-    env.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(nproc),
-        LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE=str(nproc),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    local_rank_env(rank, nproc, port).export(env)
     env.setdefault("OMP_NUM_THREADS", str(max((os.cpu_count() or 1) // nproc, 1)))
     return env
 
@@ -62,8 +54,10 @@ def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
 
     Raises
     ------
-    RuntimeError
+    RankFailedError
         If a rank exits with an error (the message holds the tail of its log).
+    RunLockedError
+        If another live process runs the same run folder.
     """
     from brainxl.distrib.env import detect_env
 
@@ -74,49 +68,75 @@ def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
         from brainxl.distrib.entry import train
 
         return train(cfg)
+    from brainxl.distrib import signals
+    from brainxl.distrib.runlock import RunLock
+
     folder = run_dir(cfg)
+    run = RunDir(folder)
+    signals.clear()
+    with RunLock(run.lock_path):  # the ranks see that their parent holds it
+        failed = _run_ranks(cfg, folder, nproc)
+        reason = signals.stop_reason()
+    if failed is not None:
+        rank, code = failed
+        log = _tail(run.rank_log(rank)) if rank > 0 else "(see the output above)"
+        raise RankFailedError(f"rank {rank} exited with code {code}; run folder {folder}\n{log}")
+    final = run.final_metrics
+    if reason is not None and not final.is_file():
+        print(f"stopped on {reason}; the same command resumes run {folder}")
+        return {"stopped": True, "run_dir": str(folder)}
+    return json.loads(final.read_text())
+
+
+class RankFailedError(RuntimeError):
+    """A local rank process exited with an error (the message holds its log's tail)."""
+
+
+def _run_ranks(cfg: RunConfig, folder: Path, nproc: int) -> tuple[int, int] | None:
+    """Start ``nproc`` ranks and wait; returns (rank, exit code) of the first failure."""
+    from brainxl.distrib.signals import StopSignals
+
     save_run_config(cfg, folder)
-    logs = folder / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    run = RunDir(folder)
+    run.logs_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     procs: list[subprocess.Popen] = []
     files = []
-    for rank in range(nproc):
-        penv = rank_env(rank, nproc, port)
-        out = None
-        if rank > 0:
-            out = open(logs / f"rank{rank}.log", "w")  # noqa: SIM115 - closed below
-            files.append(out)
-        cmd = [sys.executable, "-m", "brainxl.distrib.entry", str(folder / "config.yaml")]
-        procs.append(
-            subprocess.Popen(cmd, env=penv, stdout=out, stderr=subprocess.STDOUT if out else None)
-        )
     failed: tuple[int, int] | None = None
-    forwarded: list[int] = []
 
-    def _forward(signum: int, frame: Any) -> None:
-        forwarded.append(signum)  # USR2 (time limit/preemption): every rank saves and stops
+    def _forward(signum: int) -> None:  # USR2 (time limit/preemption): every rank saves
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
 
-    previous = signal.signal(signal.SIGUSR2, _forward)
     try:
-        while any(p.poll() is None for p in procs):
-            for r, p in enumerate(procs):
-                if p.poll() not in (None, 0):
-                    failed = (r, p.returncode)
+        with StopSignals(forward=_forward):
+            for rank in range(nproc):
+                penv = rank_env(rank, nproc, port)
+                out = None
+                if rank > 0:
+                    out = open(run.rank_log(rank), "w")  # noqa: SIM115 - closed below
+                    files.append(out)
+                cmd = [sys.executable, "-m", "brainxl.distrib.entry", str(run.config_path)]
+                procs.append(
+                    subprocess.Popen(
+                        cmd, env=penv, stdout=out, stderr=subprocess.STDOUT if out else None
+                    )
+                )
+            while any(p.poll() is None for p in procs):
+                for r, p in enumerate(procs):
+                    if p.poll() not in (None, 0):
+                        failed = (r, p.returncode)
+                        break
+                if failed:
                     break
-            if failed:
-                break
-            time.sleep(0.2)
-        if failed is None:
-            bad = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode != 0]
-            failed = bad[0] if bad else None
+                time.sleep(0.2)
+            if failed is None:
+                bad = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode != 0]
+                failed = bad[0] if bad else None
     except KeyboardInterrupt:
         failed = (-1, -signal.SIGINT)
     finally:
-        signal.signal(signal.SIGUSR2, previous)
         for p in procs:
             if p.poll() is None:
                 p.terminate()
@@ -125,14 +145,7 @@ def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
         for f in files:
             f.close()
-    if failed is not None:
-        rank, code = failed
-        log = _tail(logs / f"rank{rank}.log") if rank > 0 else "(see the output above)"
-        raise RuntimeError(f"rank {rank} exited with code {code}; run folder {folder}\n{log}")
-    final = folder / "final_metrics.json"
-    if forwarded and not final.is_file():
-        print(f"stopped on signal {forwarded[0]}; the same command resumes run {folder}")
-        return {"stopped": True, "run_dir": str(folder)}
-    return json.loads(final.read_text())
+    return failed

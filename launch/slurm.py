@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -32,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from brainxl.configs import CONFIG_DIR
+from brainxl.distrib.rundir import RunDir
 
 from brainxl.files import atomic_write_text
 
 CLUSTER_DIR = CONFIG_DIR / "cluster"
-JOB_RECORD = "slurm_job.json"
+JOB_RECORD = RunDir.JOB_RECORD
 JOB_NAME_PREFIX = "brainxl"
 
 # sbatch options that submitit or brainxl manage; a profile may not set them directly.
@@ -430,57 +430,29 @@ def make_executor(
 # ----------------------------------------------------------------------------------------
 
 
-def _node_addr(hostname: str) -> str:
-    """An address for ``hostname``: DNS, else the ``NodeAddr`` SLURM has for that node."""
-    try:
-        socket.gethostbyname(hostname)
-        return hostname
-    except OSError:
-        pass
-    try:
-        out = subprocess.run(
-            ["scontrol", "show", "node", hostname],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return hostname
-    m = re.search(r"NodeAddr=(\S+)", out)
-    return m.group(1) if m else hostname
-
-
 def export_distributed_env() -> dict[str, str]:
     """Export ``MASTER_ADDR/PORT``, ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` from SLURM.
 
-    Uses submitit's ``TorchDistributedEnvironment`` without masking devices (DeepSpeed
-    picks the GPU from ``LOCAL_RANK``). A master node name that does not resolve (a test
-    cluster whose node names are not in DNS) is replaced by the node's SLURM ``NodeAddr``.
+    Reads this task's place through :func:`brainxl.distrib.env.export_job_env` (the one
+    reader of the rank environment) without masking devices (DeepSpeed picks the GPU from
+    ``LOCAL_RANK``). A master node name that does not resolve (a test cluster whose node
+    names are not in DNS) is replaced by the node's SLURM ``NodeAddr``.
 
     Returns
     -------
     env : dict
         The exported variables.
     """
-    from submitit.helpers import TorchDistributedEnvironment
+    from brainxl.distrib.env import export_job_env
 
-    dist = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-    os.environ["MASTER_ADDR"] = _node_addr(dist.master_addr)
+    export_job_env()
     keys = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
     return {k: os.environ[k] for k in keys}
 
 
-_STOP_SIGNAL: list[int] = []  # USR2 seen: time limit or preemption is near
-_TERM_SIGNAL: list[int] = []  # SIGTERM seen: SLURM is killing the job (requeue, cancel)
 # After a stop/kill signal, how long a failing rank waits for SLURM's SIGKILL instead of
 # reporting the failure (a rank whose peer was killed first fails on its next collective).
 KILL_GRACE_S = 300.0
-
-
-def stop_requested() -> bool:
-    """True once this process received USR2 (time limit or preemption is near)."""
-    return bool(_STOP_SIGNAL)
 
 
 def _import(target: str) -> Callable[..., Any]:
@@ -506,34 +478,20 @@ class TrainJob:
     target: str = "brainxl.distrib.entry:train"
 
     def __call__(self) -> Any:
-        _STOP_SIGNAL.clear()
-        _TERM_SIGNAL.clear()
+        from brainxl.distrib import signals
+
+        signals.clear()
         export_distributed_env()
-        previous = signal.getsignal(signal.SIGUSR2)
-        previous_term = signal.getsignal(signal.SIGTERM)
-        stop_hook = _stop_hook()
-
-        def _on_usr2(signum: int, frame: Any) -> None:
-            _STOP_SIGNAL.append(signum)
-            if stop_hook is not None:
-                stop_hook()  # the trainer saves at its next step, returns, then we requeue
-            elif callable(previous):
-                previous(signum, frame)  # submitit: rank 0 checkpoints and requeues
-
-        def _on_term(signum: int, frame: Any) -> None:
-            _TERM_SIGNAL.append(signum)
-            if callable(previous_term):
-                previous_term(signum, frame)  # submitit logs and ignores it
-
-        signal.signal(signal.SIGUSR2, _on_usr2)
-        signal.signal(signal.SIGTERM, _on_term)
-        try:
-            result = _import(self.target)(self.cfg)
-            if _STOP_SIGNAL and stop_hook is not None and callable(previous):
-                previous(_STOP_SIGNAL[0], None)  # rank 0: checkpoint() + requeue + exit
-        except Exception as err:
-            _await_kill_if_requeued(err)
-            raise
+        # USR2 is recorded for the trainer (it saves at its next step and returns); then
+        # submitit's own handler runs: rank 0 checkpoints and requeues. SIGTERM (SLURM
+        # killing the job for a requeue or a cancel) is recorded and passed on to submitit.
+        with signals.StopSignals(watch_term=True) as stop:
+            try:
+                result = _import(self.target)(self.cfg)
+                stop.call_previous()  # rank 0: checkpoint() + requeue + exit
+            except Exception as err:
+                _await_kill_if_requeued(err)
+                raise
         return result
 
     def checkpoint(self) -> Any:
@@ -551,9 +509,12 @@ def _await_kill_if_requeued(err: BaseException) -> None:
     requeue. submitit would store that error as the job's result (and the client would
     see a failed job that is in fact requeued), so the rank waits for SIGKILL instead.
     """
+    from brainxl.distrib import signals
     from submitit.core.utils import UncompletedJobError
 
-    if isinstance(err, UncompletedJobError) or not (_STOP_SIGNAL or _TERM_SIGNAL):
+    if isinstance(err, UncompletedJobError) or not (
+        signals.stop_requested() or signals.kill_seen()
+    ):
         return  # a real failure, or submitit refusing another requeue: report it
     print(
         f"brainxl: {type(err).__name__} after a stop signal while the job is being requeued "
@@ -564,16 +525,6 @@ def _await_kill_if_requeued(err: BaseException) -> None:
     deadline = time.time() + KILL_GRACE_S
     while time.time() < deadline:
         time.sleep(1.0)
-
-
-def _stop_hook() -> Callable[[], None] | None:
-    """``distrib.signals.request_stop`` when the trainer offers it (save-on-signal)."""
-    try:
-        from brainxl.distrib import signals  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    hook = getattr(signals, "request_stop", None)
-    return hook if callable(hook) else None
 
 
 # ----------------------------------------------------------------------------------------
@@ -614,6 +565,36 @@ def write_job_record(run_dir: Path, job: Any, profile: ClusterProfile, extra: di
     return path
 
 
+_ACTIVE_STATES = {"PENDING", "RUNNING", "COMPLETING", "REQUEUED", "CONFIGURING", "SUSPENDED"}
+
+
+def check_not_running(run_dir: Path) -> None:
+    """Refuse to submit a run whose folder a live process or an active SLURM job owns.
+
+    Raises
+    ------
+    RunLockedError
+        The run's lock is held (a local ``brainxl train`` or a running job), or its
+        ``slurm_job.json`` names a job SLURM still lists as pending or running.
+    """
+    from brainxl.distrib.rundir import RunDir
+    from brainxl.distrib.runlock import RunLockedError, check_free
+
+    check_free(RunDir(run_dir).lock_path)
+    try:
+        rec = json.loads((run_dir / JOB_RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    job = str(rec.get("job_id", ""))
+    state = job_states([job]).get(job, "") if job else ""
+    if state in _ACTIVE_STATES:
+        raise RunLockedError(
+            f"run folder {run_dir} belongs to SLURM job {job} ({state}); a second job would "
+            f"write the same folder. Wait for it (brainxl status), or scancel {job.split('_')[0]} "
+            "and submit again to resume, or pass run.name=<new name> to start a separate run"
+        )
+
+
 def submit_run(
     cfg: Any, profile: ClusterProfile, target: str = "brainxl.distrib.entry:train"
 ) -> tuple[Any, Path]:
@@ -630,6 +611,7 @@ def submit_run(
 
     cfg = _absolute_root(cfg)
     rdir = run_dir(cfg)
+    check_not_running(rdir)
     save_run_config(cfg, rdir)
     ex = make_executor(profile, submitit_folder(cfg), job_name(cfg))
     job = ex.submit(TrainJob(cfg, target))
@@ -672,6 +654,8 @@ def submit_loso(
 
     cfg = _absolute_root(cfg)
     folds = loso_configs(cfg, subjects)
+    for c in folds:
+        check_not_running(run_dir(c))
     ex = make_executor(profile, submitit_folder(cfg), job_name(cfg), max_parallel=max_parallel)
     with ex.batch():
         jobs = [ex.submit(TrainJob(c, target)) for c in folds]
@@ -777,10 +761,9 @@ def wait_until_finished(job_ids: Sequence[str], timeout_s: float = 120.0) -> dic
     states : dict
         The last seen ``{job_id: state}``.
     """
-    active = {"PENDING", "RUNNING", "COMPLETING", "REQUEUED", "CONFIGURING", "SUSPENDED"}
     t0 = time.time()
     states = job_states(job_ids)
-    while any(states.get(j) in active for j in job_ids) and time.time() - t0 < timeout_s:
+    while any(states.get(j) in _ACTIVE_STATES for j in job_ids) and time.time() - t0 < timeout_s:
         time.sleep(0.5)
         states = job_states(job_ids)
     return states

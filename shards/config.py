@@ -1,15 +1,16 @@
 """Typed settings of the data side: ingest/preprocessing, sharding and reading.
 
-These dataclasses are the ``data`` part of the run schema (``distrib.config``) and the
-settings of ``brainxl shard``; YAML files in ``configs/data/`` are merged onto them.
-Owners: ingest settings (``PreprocessConfig``, ``BoldConfig``, ``SyncConfig``,
-``SourceConfig``) are read by ``shards.bids``/``shards.preprocess``/``shards.source``;
-``ShardingConfig`` by ``shards.writer``; ``ReaderConfig`` by ``shards.reader``.
+``IngestConfig`` and ``ShardingConfig`` are what ``brainxl shard --config`` reads (its
+``ingest:`` and ``sharding:`` blocks); :class:`WindowConfig` is the run schema's
+``data.reader`` (``distrib.config``). Owners: ingest settings (``PreprocessConfig``,
+``BoldConfig``, ``SyncConfig``, ``SourceConfig``) are read by ``shards.ingest``;
+``ShardingConfig`` by ``shards.writer``; ``ReaderConfig`` (a ``WindowConfig`` plus the
+batch size) by ``shards.reader``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -70,7 +71,7 @@ class SourceConfig:
 
 @dataclass
 class IngestConfig:
-    """Everything that turns one BIDS run into a :class:`shards.recording.Recording`."""
+    """Everything that turns one BIDS run into a :class:`shards.ingest.recording.Recording`."""
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     bold: BoldConfig = field(default_factory=BoldConfig)
@@ -96,16 +97,19 @@ class ShardingConfig:
 
 
 @dataclass
-class ReaderConfig:
-    """The streaming window reader."""
+class WindowConfig:
+    """How training windows are cut, normalised and streamed: the run config's ``data.reader``.
+
+    ``include_subjects``/``exclude_subjects`` narrow the subjects a run draws its LOSO fold
+    from (labels with or without ``sub-``); the batch size of a run is ``train.batch_size``.
+    """
 
     window_s: float = 16.0  # electrophysiology window length
     lag_s: float = 0.0  # window ends at (TR time - lag)
     n_targets: int = 1  # BOLD frames per window (1 = the TR at the end of the window)
     modality: str = "sensors"  # "sensors" | "parcels"
     shuffle_buffer: int = 256
-    batch_size: int = 16
-    on_error: str = "fail"  # "fail" | "skip": corrupt/truncated shards
+    on_error: str = "fail"  # "fail" | "skip": corrupt/truncated shards and altered samples
     # Normalisation scope per modality: "fold" = statistics of the fold's training
     # subjects; "subject" = each subject's own statistics (per-scan z-scoring, the usual
     # treatment of BOLD: scanner baselines differ between subjects and sessions, and
@@ -118,3 +122,16 @@ class ReaderConfig:
     # glibc only: keep freed batch-sized memory in the malloc heap (mallopt), so batches
     # reuse pages instead of faulting in fresh ones; process-wide, off = libc defaults
     heap_reuse: bool = True
+
+
+@dataclass
+class ReaderConfig(WindowConfig):
+    """The streaming window reader on its own: :class:`WindowConfig` plus the batch size."""
+
+    batch_size: int = 16
+
+    @classmethod
+    def from_windows(cls, windows: WindowConfig, **changes: object) -> ReaderConfig:
+        """A reader config with the settings of ``windows`` and the given ``changes``."""
+        values = {f.name: getattr(windows, f.name) for f in fields(WindowConfig)}
+        return cls(**{**values, **changes})  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """Errors of the data side; each message names the offending file and the fix.
 
 :class:`ShardError` is raised while writing or reading shards; the ingest errors
-(``shards.bids`` / ``shards.preprocess`` / ``shards.source``) all derive from
+(``shards.ingest``: ``bids``, ``preprocess``, ``source_recon``) all derive from
 :class:`IngestError`, so callers can catch one type. All are ValueErrors.
 """
 

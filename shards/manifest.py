@@ -7,10 +7,12 @@ Layout of a shard folder::
     OUT/sub-01/subject.json              that subject's fragment (written after its shards)
 
 A fragment records the subject's runs, shards (path relative to OUT, bytes, sha256, sample
-count and a descriptor per sample so a reader can count windows without opening a tar),
+count and a descriptor per sample so a reader can count windows without opening a tar,
+with the checksum of the sample's ``meta.json``),
 channel/ROI/parcel names, sampling rate, TR and normalisation sums
 (:mod:`shards.stats`). The manifest holds every fragment under ``subjects`` plus the
-dataset-wide values; subjects must agree on sfreq, ROI and parcel names.
+dataset-wide values; subjects must agree on sfreq, ROI and parcel names. Readers open a
+shard folder as one :class:`shards.shardset.ShardSet`, which parses the manifest once.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from brainxl.files import atomic_write_text
 MANIFEST_NAME = "manifest.json"
 FRAGMENT_NAME = "subject.json"
 FORMAT_NAME = "brainxl-shards"
-FORMAT_VERSION = 1
+#: 2: every sample carries checksums of its members (``shards.tarformat``); 1: none.
+FORMAT_VERSION = 2
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -144,7 +147,8 @@ def build_manifest(
     }
     return {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        # a fragment from before member checksums keeps the whole set at version 1
+        "version": min(int(f.get("version", 1)) for f in frags),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": source,
         "settings": dict(settings or {}),

@@ -34,10 +34,10 @@ import torch
 import webdataset as wds
 from brainxl.shards.config import ReaderConfig
 from brainxl.shards.errors import ShardError
-from brainxl.shards.manifest import read_manifest, select_subjects
 from brainxl.shards.segments import segment_windows
-from brainxl.shards.stats import NormStats, fold_statistics
-from brainxl.shards.verify import check_sample, iter_tar_samples
+from brainxl.shards.shardset import ShardSet
+from brainxl.shards.stats import NormStats
+from brainxl.shards.tarformat import META_CHECKSUM_KEY, check_sample, iter_tar_samples
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,9 @@ class WindowDataset(IterableDataset):
 
     Parameters
     ----------
-    root : path
-        Folder written by ``brainxl shard`` (holds ``manifest.json``).
+    root : path or ShardSet
+        Folder written by ``brainxl shard`` (holds ``manifest.json``), or that folder
+        already opened (its manifest is not parsed again).
     cfg : ReaderConfig
         Window length, lag, targets, modality, shuffle buffer, batch size, error policy,
         include/exclude subject lists (LOSO).
@@ -117,7 +118,7 @@ class WindowDataset(IterableDataset):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | ShardSet,
         cfg: ReaderConfig,
         *,
         rank: int = 0,
@@ -127,9 +128,9 @@ class WindowDataset(IterableDataset):
         norm: NormStats | None = None,
     ) -> None:
         super().__init__()
-        self.root = Path(root)
-        where = str(self.root / "manifest.json")
-        manifest = read_manifest(self.root)
+        shards = root if isinstance(root, ShardSet) else ShardSet(root)
+        self.root = shards.root
+        where = str(shards.manifest_path)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         if cfg.on_error not in ("fail", "skip"):
@@ -141,10 +142,8 @@ class WindowDataset(IterableDataset):
         if cfg.n_targets < 1 or cfg.window_s <= 0 or cfg.batch_size < 1:
             raise ValueError("reader.n_targets, reader.window_s and reader.batch_size must be > 0")
         self.cfg, self.rank, self.world_size, self.seed = cfg, rank, world_size, seed
-        self.subjects = select_subjects(
-            manifest, cfg.include_subjects, cfg.exclude_subjects, where=where
-        )
-        frags = [manifest["subjects"][s] for s in self.subjects]
+        self.subjects = shards.select(cfg.include_subjects, cfg.exclude_subjects)
+        frags = [shards.fragment(s) for s in self.subjects]
         montages = {tuple(f["ch_names"]) for f in frags}
         if len(montages) > 1:
             raise ValueError(
@@ -155,7 +154,7 @@ class WindowDataset(IterableDataset):
         self.ch_names = list(frags[0]["ch_names"])
         self.roi_names = list(frags[0]["roi_names"])
         self.parcel_names = list(frags[0]["parcel_names"])
-        self.sfreq = float(manifest["sfreq"])
+        self.sfreq = shards.sfreq
         if cfg.modality == "parcels" and not self.parcel_names:
             raise ValueError(
                 f"{where}: reader.modality='parcels' but the shards hold no parcels; re-run "
@@ -163,7 +162,7 @@ class WindowDataset(IterableDataset):
             )
         if cfg.modality == "sensors" and not self.ch_names:
             raise ValueError(f"{where}: the shards hold no sensor channels; use modality='parcels'")
-        sharding = manifest.get("settings", {}).get("sharding", {})
+        sharding = shards.settings.get("sharding", {})
         need = cfg.window_s + max(cfg.lag_s, 0.0)
         if sharding.get("lead_in_s", need) + 1e-9 < need:
             raise ValueError(
@@ -185,13 +184,14 @@ class WindowDataset(IterableDataset):
                 )
         scoped = cfg.ephys_norm == "subject" or cfg.bold_norm == "subject"
         # Per-subject statistics come from the manifest: each subject only its own.
-        self._own_norm = {s: fold_statistics(manifest, [s]) for s in self.subjects if scoped}
+        self._own_norm = {s: shards.fold_statistics([s]) for s in self.subjects if scoped}
         if norm is not None:
             for name, rows in (("ephys", self.ch_names), ("bold", self.roi_names)):
                 if len(getattr(norm, f"{name}_mean")) != len(rows):
                     raise ValueError(
                         f"norm {name} statistics have {len(getattr(norm, f'{name}_mean'))} rows "
-                        f"but {where} has {len(rows)}; compute them with fold_statistics({root})"
+                        f"but {where} has {len(rows)}; compute them with "
+                        "ShardSet.fold_statistics(training subjects)"
                     )
         self.shards: list[dict[str, Any]] = []
         self.n_windows, self.skipped_trs = 0, 0
@@ -210,6 +210,8 @@ class WindowDataset(IterableDataset):
                         "subject": s,
                         "n_samples": entry["n_samples"],
                         "useful": [c > 0 for c in counts],  # samples that yield windows
+                        "keys": [d["key"] for d in entry["samples"]],
+                        "meta_sums": [d.get(META_CHECKSUM_KEY) for d in entry["samples"]],
                         "n_windows": sum(counts),
                     }
                 )
@@ -222,6 +224,8 @@ class WindowDataset(IterableDataset):
         self.epoch = 0
         self._skip_batches = 0
         self._errors = multiprocessing.get_context().Value("i", 0)
+        self.checksums = shards.has_checksums
+        shards.warn_if_unchecked()
 
     # ---------------------------------------------------------------- bookkeeping
     def batches_per_epoch(self) -> int:
@@ -342,7 +346,20 @@ class WindowDataset(IterableDataset):
                 if stride > 1 and (j - 1) % stride != phase:
                     continue
                 try:
-                    meta = check_sample(path, key, members)
+                    if key != shard["keys"][n - 1]:
+                        raise ShardError(
+                            path,
+                            key,
+                            f"sample {n} should be {shard['keys'][n - 1]} by the manifest "
+                            "(altered shard); run `brainxl shard --verify` and re-shard",
+                        )
+                    meta = check_sample(
+                        path,
+                        key,
+                        members,
+                        meta_checksum=shard["meta_sums"][n - 1],
+                        require_checksums=self.checksums,
+                    )
                 except ShardError as err:
                     self._fail(err)
                     continue

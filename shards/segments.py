@@ -1,4 +1,4 @@
-"""Cut a :class:`~shards.recording.Recording` into contiguous segments (shard samples).
+"""Cut a :class:`~shards.ingest.recording.Recording` into contiguous segments (shard samples).
 
 A segment holds ``segment_trs`` consecutive TRs of one run (the last one may be shorter),
 the BOLD frames of those TRs plus up to ``bold_lead_trs`` earlier frames (for multi-frame
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from brainxl.shards.recording import Recording
+from brainxl.shards.ingest.recording import Recording
 
 FORMAT_VERSION = 1
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from brainxl.shards.recording import Recording
+from brainxl.shards.ingest.recording import Recording
 
 MODALITIES = ("ephys", "bold", "parcels")
 
@@ -99,7 +99,7 @@ def fold_statistics(
     Parameters
     ----------
     manifest : dict or path
-        A manifest (see :func:`shards.manifest.read_manifest`) or the shard root folder.
+        A manifest (``ShardSet.manifest``) or the shard root folder.
     subjects : iterable of str
         Subject labels without ``sub-`` (e.g. all but the held-out LOSO subject).
     eps : float
@@ -110,10 +110,10 @@ def fold_statistics(
     stats : NormStats
         Pooled mean and population standard deviation per row.
     """
-    from brainxl.shards.manifest import read_manifest
-
     if not isinstance(manifest, Mapping):
-        manifest = read_manifest(manifest)
+        from brainxl.shards.shardset import ShardSet
+
+        manifest = ShardSet(manifest).manifest
     subjects = list(subjects)
     if not subjects:
         raise ValueError("fold_statistics needs at least one subject")

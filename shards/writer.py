@@ -1,16 +1,16 @@
-"""Write recordings into per-subject WebDataset tar shards plus the dataset manifest.
+"""Write recordings into per-subject tar shards plus the dataset manifest.
 
 Each sample (one :class:`~shards.segments.Segment`) is stored as the members
 ``<key>.ephys.npy``, ``<key>.bold.npy``, optional ``<key>.parcels.npy`` and
-``<key>.meta.json`` (raw ``np.save`` bytes, float32). A shard is written to
-``<name>.tar.tmp`` and renamed when complete; the subject's fragment (``subject.json``) is
-written atomically after all its shards, so a re-run skips finished subjects and an
-interrupted run never leaves a partial ``.tar`` visible.
+``<key>.meta.json`` (raw ``np.save`` bytes, float32; the tar layout and the per-member
+checksums are :mod:`shards.tarformat`'s). A shard is written to ``<name>.tar.tmp`` and
+renamed when complete; the subject's fragment (``subject.json``) is written atomically
+after all its shards, so a re-run skips finished subjects and an interrupted run never
+leaves a partial ``.tar`` visible.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -22,9 +22,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from brainxl.shards import npy
 from brainxl.shards.config import IngestConfig, ShardingConfig
+from brainxl.shards.ingest.recording import Recording
 from brainxl.shards.manifest import (
+    FORMAT_VERSION,
     FRAGMENT_NAME,
     MANIFEST_NAME,
     build_manifest,
@@ -32,9 +33,9 @@ from brainxl.shards.manifest import (
     subject_dir,
     write_json_atomic,
 )
-from brainxl.shards.recording import Recording
 from brainxl.shards.segments import segment_recording
 from brainxl.shards.stats import recording_sums
+from brainxl.shards.tarformat import META_CHECKSUM_KEY, TarSampleWriter, sample_members
 
 Loader = Callable[[str], Sequence[Recording]]
 
@@ -72,13 +73,10 @@ class _ShardSink:
         return self.folder / f"sub-{self.subject}-{i:06d}.tar"
 
     def _open(self) -> None:
-        import webdataset as wds
-
         tmp = self._path(len(self.entries)).with_suffix(".tar.tmp")
         self._file = open(tmp, "wb")  # noqa: SIM115 - closed in _close
         self._hash = _HashingFile(self._file)
-        # int mtime: byte-identical shards for identical input and no pax headers
-        self._tar = wds.TarWriter(self._hash, encoder=False, mtime=0, user="", group="")
+        self._tar = TarSampleWriter(self._hash)
         self._samples, self._bytes = [], 0
 
     def _close(self) -> None:
@@ -100,13 +98,13 @@ class _ShardSink:
         )
         self._tar = self._file = self._hash = None
 
-    def write(self, members: dict[str, bytes], descriptor: dict[str, Any]) -> None:
-        size = sum(len(v) + 1024 for k, v in members.items() if not k.startswith("__"))
+    def write(self, key: str, members: dict[str, bytes], descriptor: dict[str, Any]) -> None:
+        size = sum(len(v) + 1024 for v in members.values())
         if self._tar is not None and self._samples and self._bytes + size > self.max_bytes:
             self._close()
         if self._tar is None:
             self._open()
-        self._tar.write(members)
+        self._tar.write(key, members)
         self._samples.append(descriptor)
         self._bytes += size
 
@@ -117,11 +115,7 @@ class _ShardSink:
 
     def abort(self) -> None:
         if self._file is not None:
-            # finish the tar stream first, or its finaliser writes to a closed file; the
-            # tmp file is deleted below either way
-            with contextlib.suppress(Exception):
-                self._tar.close()
-            self._file.close()
+            self._file.close()  # the tmp file is deleted below
             self._path(len(self.entries)).with_suffix(".tar.tmp").unlink(missing_ok=True)
             self._tar = self._file = self._hash = None
 
@@ -191,14 +185,10 @@ def write_subject(
         for rec in recordings:
             n_seg = 0
             for seg in segment_recording(rec, cfg.segment_trs, cfg.lead_in_s, cfg.bold_lead_trs):
-                members = {
-                    "__key__": seg.key,
-                    "ephys.npy": npy.encode(seg.ephys),
-                    "bold.npy": npy.encode(seg.bold),
-                    "meta.json": json.dumps(seg.meta).encode(),
-                }
+                arrays = {"ephys": seg.ephys, "bold": seg.bold}
                 if seg.parcels is not None:
-                    members["parcels.npy"] = npy.encode(seg.parcels)
+                    arrays["parcels"] = seg.parcels
+                members, meta_sum = sample_members(arrays, seg.meta)
                 desc = {
                     k: seg.meta[k]
                     for k in (
@@ -212,7 +202,8 @@ def write_subject(
                         "n_ephys",
                     )
                 }
-                sink.write(members, desc)
+                desc[META_CHECKSUM_KEY] = meta_sum
+                sink.write(seg.key, members, desc)
                 n_seg += 1
             runs.append(
                 {
@@ -241,6 +232,7 @@ def write_subject(
     trs = sorted({float(r.tr) for r in recordings})
     fragment = {
         "subject": subject,
+        "version": FORMAT_VERSION,
         "sessions": sorted({r.session for r in recordings if r.session}),
         "tasks": sorted({r.task for r in recordings}),
         "runs": runs,
@@ -264,6 +256,8 @@ def write_subject(
 def _is_complete(root: Path, subject: str, settings: Mapping[str, Any]) -> dict[str, Any] | None:
     frag = read_fragment(root, subject)
     if frag is None or frag.get("settings") != json.loads(json.dumps(dict(settings))):
+        return None
+    if frag.get("version", 1) != FORMAT_VERSION:  # written by another brainxl: redo
         return None
     for s in frag["shards"]:
         p = root / s["path"]
@@ -378,6 +372,9 @@ def shard_dataset(
         [fragments[s] for s in subjects], source=source, settings=full_settings
     )
     write_json_atomic(root / MANIFEST_NAME, manifest)
+    from brainxl.shards.shardset import ShardSet
+
+    ShardSet.forget(root)  # a set opened before in this process is stale now
     return manifest
 
 
@@ -389,10 +386,10 @@ def shard_bids(
     *,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Shard a BIDS dataset (``shards.bids`` ingest) into ``out``; see :func:`shard_dataset`."""
+    """Shard a BIDS dataset (``shards.ingest`` reads it) into ``out``; see :func:`shard_dataset`."""
     from functools import partial
 
-    from brainxl.shards.bids import list_subjects, load_subject
+    from brainxl.shards.ingest.bids import list_subjects, load_subject
 
     ingest = ingest or IngestConfig()
     cfg = cfg or ShardingConfig()

@@ -180,7 +180,7 @@ def test_batched_windows_match_single_windows() -> None:
 
 def _recording(subject: str, rng: np.random.Generator, n_trs: int = 60):
     """A Recording whose BOLD is the alpha power of channel 0 about 4 s before each TR."""
-    from brainxl.shards.recording import Recording
+    from brainxl.shards.ingest.recording import Recording
 
     tr, lead_in = 2.0, 0.0
     n = int((n_trs * tr + 1) * SFREQ)

@@ -112,3 +112,44 @@ def test_best_validation_weights_are_kept_and_tested(tmp_path: Path) -> None:
     assert by_best["mean_r"] == pytest.approx(final["test"]["mean_r"], abs=1e-6)
     if best_step != final["step"]:
         assert by_final["mean_r"] != pytest.approx(by_best["mean_r"], abs=1e-6)
+
+
+def test_evaluate_reads_no_training_data(trained: Path) -> None:
+    """Shapes, normalisation and split come from the run folder (data_info.json): with the
+    training and validation subjects' shard files gone, evaluation scores the same. An
+    older run folder without data_info.json falls back to the manifest's statistics."""
+    import shutil
+
+    from brainxl.distrib.config import load_config
+    from brainxl.distrib.rundir import RunDir
+    from brainxl.shards.manifest import read_manifest
+
+    run = RunDir(trained)
+    before = evaluate(trained, "test", report=False, baseline=False)
+    info = json.loads(run.data_info_path.read_text())
+    assert info["split"] == {"train": ["01", "02"], "val": ["03"], "test": ["04"]}
+    assert info["norm"]["subjects"] == ["01", "02"]
+    shards = Path(load_config(run.config_path).data.shards)
+    manifest = read_manifest(shards)
+    hidden = shards / "hidden"
+    hidden.mkdir()
+    moved = []
+    try:
+        for s in ("01", "02", "03"):
+            for entry in manifest["subjects"][s]["shards"]:
+                (hidden / entry["path"]).parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(shards / entry["path"], hidden / entry["path"])
+                moved.append(entry["path"])
+        after = evaluate(trained, "test", report=False, baseline=False)
+        assert after["per_subject"] == before["per_subject"]
+        kept = run.data_info_path.read_text()
+        run.data_info_path.unlink()  # a run folder from before data_info.json
+        try:
+            old = evaluate(trained, "test", report=False, baseline=False)
+        finally:
+            run.data_info_path.write_text(kept)
+        assert old["per_subject"]["04"] == pytest.approx(before["per_subject"]["04"], abs=1e-6)
+    finally:
+        for p in moved:
+            shutil.move(hidden / p, shards / p)
+        shutil.rmtree(hidden)

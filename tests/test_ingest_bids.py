@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from brainxl.shards.bids import find_runs, list_subjects, load_subject, synchronise
 from brainxl.shards.config import IngestConfig
 from brainxl.shards.errors import IngestError, SyncError
+from brainxl.shards.ingest.bids import find_runs, list_subjects, load_subject, synchronise
 from ingest_fixtures import STANDARD, make_bids, make_meg_bids
 
 

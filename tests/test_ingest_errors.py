@@ -8,7 +8,6 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
-from brainxl.shards.bids import load_subject
 from brainxl.shards.config import IngestConfig
 from brainxl.shards.errors import (
     AtlasMismatchError,
@@ -21,6 +20,7 @@ from brainxl.shards.errors import (
     SidecarError,
     SyncError,
 )
+from brainxl.shards.ingest.bids import load_subject
 from ingest_fixtures import make_bids, set_brainvision_channel
 
 from brainxl.channels import UnknownChannelError

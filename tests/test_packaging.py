@@ -53,6 +53,7 @@ def test_wheel_ships_configs_runtime_and_vocabulary(wheel_names: list[str]) -> N
         "brainxl/distrib/entry.py",
         "brainxl/launch/cli.py",
         "brainxl/shards/reader.py",
+        "brainxl/shards/ingest/bids.py",
     ):
         assert path in names, path
     shipped = {p.name for p in (REPO / "configs").rglob("*.yaml")}

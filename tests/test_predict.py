@@ -27,13 +27,14 @@ def _tr_of(key: str) -> int:
 
 def _same_windows_as_evaluate(run_or_ckpt: Path, world: World) -> None:
     """Predictions at the windows ``brainxl evaluate`` scored equal its own, and so does r."""
+    from brainxl.distrib.rundir import RunDir
     from brainxl.launch.cmd_evaluate import evaluate, locate
 
     from brainxl import metrics as bm
 
     result = evaluate(run_or_ckpt, "test", report=False, baseline=False)
     run_dir, _, tag = locate(run_or_ckpt)
-    npz = np.load(run_dir / "evaluation" / (tag or "final") / "predictions-04.npz")
+    npz = np.load(RunDir.predictions(RunDir(run_dir).evaluation_dir(tag or "final"), "04"))
     (pred,) = brainxl.predict(run_or_ckpt, world.bids, subjects=["04"], progress=False)
     assert pred.window_true is not None
     idx = [list(pred.window_trs).index(_tr_of(k)) for k in npz["keys"]]
@@ -51,7 +52,9 @@ def test_predicting_the_held_out_subject_reproduces_evaluate(world: World) -> No
 
 
 def test_zero3_checkpoint_is_consolidated_and_reproduces_evaluate(world: World) -> None:
-    ckpt = sorted((world.neurobolt / "checkpoints").glob("step*"))[-1]
+    from brainxl.distrib.rundir import RunDir
+
+    ckpt = sorted(RunDir(world.neurobolt).checkpoints.glob("step*"))[-1]
     assert json.loads((ckpt / "brainxl_meta.json").read_text())["zero_stage"] == 3
     _same_windows_as_evaluate(ckpt, world)
 
@@ -241,12 +244,13 @@ def test_fmri_to_eeg_from_bold_files_only(world: World, tmp_path: Path) -> None:
 
 
 def test_evaluation_reports_show_brain_topographies_and_spectra(world: World) -> None:
+    from brainxl.distrib.rundir import RunDir
     from brainxl.launch.cmd_evaluate import evaluate
 
     evaluate(world.neurobolt, "test", report=True, baseline=False)
-    report = world.neurobolt / "report"
+    report = RunDir(world.neurobolt).report_dir
     assert (report / "roi_r_brain.png").is_file() and (report / "readout_topomaps.png").is_file()
     md = (report / "report.md").read_text()
     assert md.index("### roi_r_vs_ceiling") < md.index("### roi_r_brain") < md.index("### per_")
     evaluate(world.samba, "test", report=True, baseline=False)
-    assert (world.samba / "report" / "power_spectra_sub-04.png").is_file()
+    assert (RunDir(world.samba).report_dir / "power_spectra_sub-04.png").is_file()

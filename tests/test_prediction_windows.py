@@ -16,6 +16,8 @@ from brainxl.distrib.tasks import build_model_and_adapter
 from brainxl.distrib.trained_run import TrainedRun
 from brainxl.shards.stats import NormStats
 
+from brainxl.models.spec import DataShapes
+
 CH = ["Fp1", "Fp2", "C3", "C4", "O1", "O2"]
 ROIS = ["a", "b", "c"]
 SF, TR = 200.0, 2.0
@@ -32,24 +34,17 @@ def _run(name: str, window_s: float, n_targets: int, *extra: str) -> TrainedRun:
             "train.batch_size=3",
         ],
     )
-    info = {
-        "ch_names": CH,
-        "roi_names": ROIS,
-        "sfreq": SF,
-        "n_chans": len(CH),
-        "n_rois": len(ROIS),
-        "n_outputs": len(ROIS),
-        "n_times": int(window_s * SF),
-        "window_s": int(window_s),
-        "n_targets": n_targets,
-        "n_frames": n_targets,
-        "n_eeg": len(CH),
-        "n_fmri": len(ROIS),
-        "tr": TR,
-        "modality": "sensors",
-    }
+    shapes = DataShapes(
+        ch_names=tuple(CH),
+        roi_names=tuple(ROIS),
+        sfreq=SF,
+        window_s=window_s,
+        n_frames=n_targets,
+        tr=TR,
+        modality="sensors",
+    )
     torch.manual_seed(0)
-    model, adapter = build_model_and_adapter(cfg.model, info)
+    model, adapter = build_model_and_adapter(cfg.model, shapes)
     model.eval()
     norm = NormStats(
         ephys_mean=np.full(len(CH), 5.0, np.float32),
@@ -66,7 +61,7 @@ def _run(name: str, window_s: float, n_targets: int, *extra: str) -> TrainedRun:
         "parcel_names": [],
         "subjects": {"01": {"ch_types": ["eeg"] * len(CH)}},
     }
-    return TrainedRun(Path("run"), cfg, model, adapter, norm, "best", manifest)
+    return TrainedRun(Path("run"), cfg, model, adapter, norm, "best", shapes, manifest)
 
 
 def _recording(seconds: float, lead_in: float, n_trs: int | None = None) -> RecordingInput:

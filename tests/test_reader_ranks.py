@@ -53,8 +53,8 @@ def test_equal_batches_on_two_ranks_with_unequal_shards(
 def test_two_processes_get_equal_batches(tmp_path: Path) -> None:
     write_synthetic(tmp_path)
     code = (
-        "import sys; from shards.config import ReaderConfig; "
-        "from shards.reader import WindowDataset, make_loader; "
+        "import sys; from brainxl.shards.config import ReaderConfig; "
+        "from brainxl.shards.reader import WindowDataset, make_loader; "
         "ds = WindowDataset(sys.argv[1], ReaderConfig(window_s=4.0, shuffle_buffer=8), "
         "rank=int(sys.argv[2]), world_size=2); "
         "print(sum(1 for _ in make_loader(ds, 5, num_workers=2)))"

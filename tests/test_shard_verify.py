@@ -74,7 +74,7 @@ def test_missing_manifest(tmp_path: Path, capsys) -> None:
 
 def test_tar_reader_handles_pax_and_long_names(tmp_path: Path) -> None:
     import webdataset as wds
-    from brainxl.shards.verify import iter_tar_samples
+    from brainxl.shards.tarformat import iter_tar_samples
 
     long_key = "sub-01_task-" + "x" * 120 + "_seg-0000"
     path = tmp_path / "foreign.tar"

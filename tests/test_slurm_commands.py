@@ -84,8 +84,9 @@ def test_logs_and_status_from_records(tmp_path: Path, capsys) -> None:
     assert "line 97\nline 98\nline 99\n" in out and "line 96" not in out
     assert cli.main(["logs", "42", "--root", str(tmp_path / "runs"), "--rank", "1"]) == 0
     assert "rank one" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="no submitted run matches"):
-        cli.main(["logs", "zzz", "--root", str(tmp_path / "runs")])
+    # a user mistake: one line on stderr, exit code 2 (cli.main catches the ValueError)
+    assert cli.main(["logs", "zzz", "--root", str(tmp_path / "runs")]) == 2
+    assert "no submitted run matches" in capsys.readouterr().err
     assert cli.main(["status", "--root", str(tmp_path / "runs")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split()[0] == "42" and lines[1].split()[-1] == str(d)

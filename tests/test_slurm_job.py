@@ -11,6 +11,7 @@ import pickle
 import signal
 
 import pytest
+from brainxl.distrib import signals
 from brainxl.launch import slurm
 
 SLURM_TASK_ENV = {
@@ -40,7 +41,7 @@ def task_env(monkeypatch):
 def usr2_target(cfg: dict) -> dict:
     """A 'trainer' that receives the time-limit signal mid-run."""
     os.kill(os.getpid(), signal.SIGUSR2)
-    return {"cfg": cfg, "stop": slurm.stop_requested(), "rank": os.environ["RANK"]}
+    return {"cfg": cfg, "stop": signals.stop_requested(), "rank": os.environ["RANK"]}
 
 
 def failing_target(cfg: dict) -> None:
@@ -90,10 +91,10 @@ def test_failure_after_kill_signal_waits_for_slurm(task_env, monkeypatch) -> Non
     finally:
         signal.signal(signal.SIGTERM, old_term)
     # no signal seen, or submitit refusing another requeue: reported immediately
-    slurm._TERM_SIGNAL.clear()
+    signals.clear()
     t0 = time.time()
     slurm._await_kill_if_requeued(RuntimeError("real bug"))
-    slurm._TERM_SIGNAL.append(signal.SIGTERM)
+    signals.record_kill("SIGTERM")
     slurm._await_kill_if_requeued(UncompletedJobError("timed-out too many times"))
-    slurm._TERM_SIGNAL.clear()
+    signals.clear()
     assert time.time() - t0 < 0.3

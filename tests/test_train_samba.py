@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from brainxl.shards.config import ShardingConfig
-from brainxl.shards.recording import Recording
+from brainxl.shards.ingest.recording import Recording
 from brainxl.shards.writer import shard_dataset
 
 from brainxl.models.graph import fc_graph
@@ -160,14 +160,19 @@ def test_timeseries_are_the_recordings_stitched_once(shards: Path, tmp_path: Pat
 @pytest.mark.parametrize("name", ["samba-eeg2fmri-debug", "samba-fmri2eeg-debug"])
 def test_graphs_come_from_training_subjects_only(shards: Path, tmp_path: Path, name: str) -> None:
     from brainxl.distrib.data import build_fold
-    from brainxl.distrib.tasks import build_model_and_adapter, install_fc_graphs
-    from brainxl.distrib.trainer import data_info
+    from brainxl.distrib.tasks import (
+        build_model_and_adapter,
+        data_shapes,
+        prepare_fold,
+        resolve_spec,
+    )
 
     cfg = _cfg(shards, tmp_path, name)
     fold = build_fold(cfg, 0, 1)
     assert fold.split.train == TRAIN
-    model, _ = build_model_and_adapter(cfg.model, data_info(fold.train, cfg))
-    info = install_fc_graphs(model, cfg, fold)
+    shapes = data_shapes(fold.train, cfg)
+    model, _ = build_model_and_adapter(cfg.model, shapes)
+    info = prepare_fold(resolve_spec(cfg.model), model, cfg, fold, shapes)
     assert info is not None and info["graph_subjects"] == list(TRAIN)
 
     eeg = fc_graph(_normalised(TRAIN, "ephys", fold.norm), K)
@@ -190,7 +195,7 @@ def test_graphs_come_from_training_subjects_only(shards: Path, tmp_path: Path, n
 def test_samba_uses_its_own_loss(shards: Path, tmp_path: Path) -> None:
     from brainxl.distrib.data import build_fold
     from brainxl.distrib.tasks import build_model_and_adapter
-    from brainxl.distrib.trainer import data_info
+    from brainxl.distrib.tasks import data_shapes as data_info
 
     from brainxl.objectives import uses_model_loss
 
@@ -210,7 +215,7 @@ def test_samba_uses_its_own_loss(shards: Path, tmp_path: Path) -> None:
 def test_train_run_holds_the_training_subject_graph(shards: Path, tmp_path: Path) -> None:
     from brainxl.distrib.data import build_fold
     from brainxl.distrib.tasks import build_model_and_adapter
-    from brainxl.distrib.trainer import data_info
+    from brainxl.distrib.tasks import data_shapes as data_info
 
     cmd = [sys.executable, "-m", "brainxl.launch.cli", "train", "samba-eeg2fmri-debug"]
     cmd += [*_overrides(shards, tmp_path), "--nproc", "1"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from brainxl.shards.config import ShardingConfig
-from brainxl.shards.recording import Recording
+from brainxl.shards.ingest.recording import Recording
 from brainxl.shards.writer import shard_dataset
 
 SFREQ = 200.0

@@ -32,7 +32,8 @@ from brainxl.models.labram import (
     LaBraMEncoder,
     check_eeg_input,
 )
-from brainxl.models.registry import ModelSpec, register_model
+from brainxl.models.registry import register_model
+from brainxl.models.spec import DataShapes, ModelSpec, translation_batch
 from brainxl.models.spectral import MultiScaleSpectral
 
 #: Default 26-channel 10-20/10-10 montage (the NeuroBOLT setting's channel count).
@@ -289,7 +290,17 @@ def _describe(flavor: str) -> tuple[str, str]:
     )
 
 
-register_model(
+def _data_args(shapes: DataShapes) -> dict[str, Any]:
+    """Builder arguments from the data: channels, ROIs, window length (whole seconds)."""
+    w = shapes.window_s
+    return {
+        "n_chans": shapes.n_chans,
+        "n_rois": shapes.n_rois,
+        "window_s": int(w) if float(w).is_integer() else w,
+    }
+
+
+SPEC = register_model(
     ModelSpec(
         name="neurobolt",
         build=_build,
@@ -297,5 +308,7 @@ register_model(
         example_inputs=_example,
         describe_io=_describe,
         task="eeg2fmri",
+        data_args=_data_args,
+        batch=translation_batch("eeg2fmri", "x", channel_index=True),
     )
 )

@@ -1,49 +1,28 @@
-"""Registry of trainable models and their flavors (like ``timm.list_models``).
+"""Registry of model families and their flavors (like ``timm.list_models``).
 
-Each model module registers itself with :func:`register_model`; a flavor sets scale
-only. ``brainxl models`` prints the table and tests iterate over it, so a registered
-model without a test case fails CI.
+Each model module registers its :class:`~brainxl.models.spec.ModelSpec` with
+:func:`register_model`; a flavor sets scale only. ``brainxl models`` prints the table and
+tests iterate over it, so a registered model without a test case fails CI.
+
+Plugging in a family without editing brainxl: either ``model.name=package.module:SPEC``
+(a ``ModelSpec`` object; the module must be importable by the rank processes, e.g. on
+``PYTHONPATH``), or an installed package that declares an entry point in the
+``brainxl.models`` group whose module registers its specs on import::
+
+    [project.entry-points."brainxl.models"]
+    mymodels = "mypackage.mymodels"
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch.nn as nn
 
+from brainxl.models.spec import ModelSpec
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the registry knows about one model.
-
-    Attributes
-    ----------
-    name : str
-        Registry name, e.g. ``"neurobolt"``, ``"samba-eeg2fmri"``.
-    build : callable
-        ``build(flavor: str, **overrides) -> nn.Module``.
-    flavors : dict of str to dict
-        Flavor name -> keyword arguments (scale only). Each must contain
-        ``"expected_params"`` (int), the parameter count the table promises.
-    example_inputs : callable
-        ``example_inputs(model, batch_size) -> dict`` of keyword tensors for ``forward``
-        at the flavor's default input shape (used by tests and benchmarks).
-    describe_io : callable
-        ``describe_io(flavor) -> (input description, output description)`` strings,
-        e.g. ``("26 ch x 16.0 s @ 200 Hz", "64 ROIs")``.
-    task : str
-        ``"eeg2fmri"``, ``"fmri2eeg"`` or ``"pretrain"``.
-    """
-
-    name: str
-    build: Callable[..., nn.Module]
-    flavors: dict[str, dict[str, Any]]
-    example_inputs: Callable[[nn.Module, int], dict[str, Any]]
-    describe_io: Callable[[str], tuple[str, str]]
-    task: str
-    extra: dict[str, Any] = field(default_factory=dict)
+#: Entry-point group of installed model-family plugins.
+ENTRY_POINT_GROUP = "brainxl.models"
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -57,8 +36,13 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
+_loaded = False
+
+
 def _load_builtin() -> None:
+    global _loaded
     import importlib
+    import importlib.metadata as md
 
     for mod in ("labram", "neurobolt", "samba"):
         try:
@@ -66,6 +50,31 @@ def _load_builtin() -> None:
         except ModuleNotFoundError as err:
             if err.name != f"brainxl.models.{mod}":
                 raise
+    if not _loaded:
+        _loaded = True
+        for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+            importlib.import_module(ep.value.partition(":")[0])
+
+
+def _import_spec(name: str) -> ModelSpec:
+    """The ``ModelSpec`` named by ``"package.module:ATTR"``."""
+    import importlib
+
+    mod, _, attr = name.partition(":")
+    try:
+        obj = getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(
+            f"model.name {name!r}: cannot import {attr!r} from {mod!r} ({err}); use a "
+            "registered model (brainxl models) or 'package.module:SPEC' with the module on "
+            "PYTHONPATH"
+        ) from None
+    if not isinstance(obj, ModelSpec):
+        raise ValueError(
+            f"model.name {name!r} is a {type(obj).__name__}, not a brainxl.models.spec."
+            "ModelSpec; declare the family as a ModelSpec (see brainxl/models/spec.py)"
+        )
+    return obj
 
 
 def list_models() -> dict[str, ModelSpec]:
@@ -75,7 +84,10 @@ def list_models() -> dict[str, ModelSpec]:
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """Return the spec of ``name``; unknown names fail listing the valid ones."""
+    """Return the spec of ``name`` (or of ``"package.module:SPEC"``); unknown names fail
+    listing the valid ones."""
+    if ":" in name:
+        return _import_spec(name)
     models = list_models()
     if name not in models:
         import difflib

@@ -59,6 +59,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from brainxl.models import samba_spec
 from brainxl.models.graph import (
     GraphAttentionBlock,
     check_edge_index,
@@ -67,8 +68,8 @@ from brainxl.models.graph import (
 )
 from brainxl.models.hrf import DoubleGammaHRF
 from brainxl.models.registry import ModelSpec, register_model
-from brainxl.models.samba_losses import cosine_loss, wavelet_skip_loss
 from brainxl.models.wavelets import coeff_lengths, dwt_matrix, idwt_matrix
+from brainxl.objectives import cosine_loss, wavelet_band_loss
 
 TEMPORAL_KINDS = ("lstm", "gru", "conv")
 
@@ -492,7 +493,7 @@ class SambaFMRI2EEG(_SambaBase):
         parts = {"cosine": cos.detach()}
         loss = cos
         if coeffs is not None and self.skip_weight > 0:
-            skip = wavelet_skip_loss(coeffs, self.skip_targets(target))
+            skip = wavelet_band_loss(coeffs, self.skip_targets(target))
             parts["skip"] = skip.detach()
             loss = loss + self.skip_weight * skip
         return loss, parts
@@ -556,6 +557,17 @@ def _io_fmri(f: str) -> str:
     return f"{kw['n_fmri']} parcels x {kw['n_frames']} TRs (TR {kw['tr']:g} s)"
 
 
+def _spec_hooks(direction: str) -> dict[str, Any]:
+    """The family's hooks (:mod:`brainxl.models.samba_spec`) for one direction."""
+    return dict(
+        data_args=samba_spec.data_args,
+        batch=samba_spec.batch_io(direction),
+        prepare_fold=samba_spec.prepare_fold,
+        loss=samba_spec.own_loss,
+        diagnostics=samba_spec.diagnostics,
+    )
+
+
 register_model(
     ModelSpec(
         name="samba-eeg2fmri",
@@ -564,6 +576,7 @@ register_model(
         example_inputs=_example_eeg2fmri,
         describe_io=lambda f: (_io_eeg(f), _io_fmri(f)),
         task="eeg2fmri",
+        **_spec_hooks("eeg2fmri"),
     )
 )
 register_model(
@@ -574,5 +587,6 @@ register_model(
         example_inputs=_example_fmri2eeg,
         describe_io=lambda f: (_io_fmri(f), _io_eeg(f)),
         task="fmri2eeg",
+        **_spec_hooks("fmri2eeg"),
     )
 )

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from brainxl.metrics import SIM_DERIVATIVES as PIPELINE
+from brainxl.versions import package_version
 
 ATLAS = "brainxlsim"
 SIMULATED_NOTE = (
@@ -169,16 +170,6 @@ def save_nifti(nii: Any, path: Path, compresslevel: int = 1) -> None:
             fh.write(nii.to_bytes())
     else:
         nii.to_filename(path)
-
-
-def package_version() -> str:
-    """The installed brainxl version ("unknown" when not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("brainxl")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def write_dataset_description(root: Path, n_subjects: int, seed: int) -> None:

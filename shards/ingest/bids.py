@@ -1,4 +1,4 @@
-"""BIDS ingest: simultaneous EEG/MEG + BOLD runs -> :class:`shards.recording.Recording`.
+"""BIDS ingest: simultaneous EEG/MEG + BOLD runs -> :class:`shards.ingest.recording.Recording`.
 
 Electrophysiology is read with mne-bids (BrainVision, EDF, BDF, EEGLAB, FIF); BOLD comes
 from an ROI time-series TSV in a derivatives folder or from a 4D NIfTI and a user atlas
@@ -27,8 +27,8 @@ from brainxl.shards.errors import (
     SidecarError,
     SyncError,
 )
-from brainxl.shards.preprocess import preprocess_raw, to_array
-from brainxl.shards.recording import Recording
+from brainxl.shards.ingest.preprocess import preprocess_raw, to_array
+from brainxl.shards.ingest.recording import Recording
 
 #: Data file extensions mne-bids reads, per datatype.
 EPHYS_EXTENSIONS = {
@@ -567,9 +567,9 @@ def load_run(bids_root: Path, run: RunFiles, cfg: IngestConfig) -> Recording:
     parcels, parcel_names = None, []
     files = {"ephys": src, "bold": str(bold_file), "tr": str(tr_src)}
     if cfg.source.enabled:
-        from brainxl.shards.source import reconstruct_parcels
+        from brainxl.shards.ingest.source_recon import reconstruct_parcels
 
-        fwd, parc, names = _source_files(bids_root, ents, cfg)
+        fwd, parc, names = source_files(bids_root, ents, cfg)
         full, parcel_names, src_notes = reconstruct_parcels(
             raw, fwd, parc, cfg.source, src, names_table=names
         )
@@ -609,10 +609,24 @@ def load_run(bids_root: Path, run: RunFiles, cfg: IngestConfig) -> Recording:
     return rec
 
 
-def _source_files(
+def source_files(
     bids_root: Path, ents: dict[str, str], cfg: IngestConfig
 ) -> tuple[Path, Path, Path | None]:
-    """Forward, parcellation and parcel-name files (defaults: the simulator's)."""
+    """Forward, parcellation and parcel-name files of one run (defaults: the simulator's).
+
+    Parameters
+    ----------
+    bids_root : Path
+        Relative patterns in ``cfg.source`` are resolved against it.
+    ents : dict of str to str
+        The run's entities (``subject``, ...), filled into ``{subject}``-style patterns.
+    cfg : IngestConfig
+
+    Returns
+    -------
+    forward, parcellation : Path
+    parcel_names : Path or None
+    """
     sub = ents["subject"]
     sc = cfg.source
     fwd = sc.forward or f"{SIM_DERIV}/sub-{sub}/eeg/sub-{sub}_desc-headmodel_fwd.fif"

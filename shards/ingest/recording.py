@@ -1,6 +1,6 @@
 """The in-memory contract between BIDS ingest and sharding.
 
-Ingest (``shards.bids`` + ``shards.preprocess``) turns one BIDS run into a
+Ingest (``shards.ingest.bids`` + ``shards.ingest.preprocess``) turns one BIDS run into a
 :class:`Recording`; the shard writer cuts it into contiguous segments. Nothing
 downstream reads BIDS files again.
 """
