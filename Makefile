@@ -9,6 +9,9 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.brainxl-installed
 QUICKSTART_DIR ?= data/quickstart
+# DeepSpeed's JIT-built CPU ops go under the venv: a build killed in the shared
+# ~/.cache/torch_extensions leaves a lock that stalls every later DeepSpeed start.
+export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
 .PHONY: venv quickstart test test-unit test-slurm lint format clean-quickstart
 

@@ -231,7 +231,18 @@ class Standardizer:
         return (X - self.mean) / self.scale
 
 
-def _ridge_svd(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ridge_svd(
+    X: np.ndarray, Y: np.ndarray, solver: str = "svd"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(s, V, U^T Y)`` of ``X = U diag(s) V^T``; ``solver="gram"`` gets them from the
+    eigendecomposition of ``X^T X`` (much faster for tall ``X``; directions with
+    ``s < 1e-7 max(s)`` are dropped)."""
+    if solver == "gram":
+        evals, V = np.linalg.eigh(X.T @ X)
+        s = np.sqrt(np.clip(evals, 0.0, None))
+        keep = s > 1e-7 * max(float(s.max()), 1e-300)
+        s, V = s[keep], V[:, keep]
+        return s, V, (V.T @ (X.T @ Y)) / s[:, None]
     U, s, Vt = np.linalg.svd(X, full_matrices=False)
     return s, Vt.T, U.T @ Y
 
@@ -265,6 +276,9 @@ class RidgeBaseline:
         Choose a penalty per ROI (default) or one shared penalty.
     n_folds_within : int
         Folds (contiguous blocks in time) used when only one training subject is given.
+    solver : {"svd", "gram"}
+        How the ridge path is computed: an SVD of the design (default) or the
+        eigendecomposition of its Gram matrix (same solution, faster for many rows).
 
     Attributes (after :meth:`fit`)
     -------------------------------
@@ -285,7 +299,11 @@ class RidgeBaseline:
         alphas: Sequence[float] = DEFAULT_ALPHAS,
         per_target_alpha: bool = True,
         n_folds_within: int = 5,
+        solver: str = "svd",
     ) -> None:
+        if solver not in ("svd", "gram"):
+            raise ValueError(f"ridge solver must be 'svd' or 'gram', got {solver!r}")
+        self.solver = solver
         self.alphas = np.asarray(alphas, dtype=np.float64)
         if self.alphas.ndim != 1 or self.alphas.size == 0 or (self.alphas <= 0).any():
             raise ValueError(f"alphas must be a non-empty list of positive numbers, got {alphas}")
@@ -346,7 +364,7 @@ class RidgeBaseline:
         for tr_idx, va_idx in self._folds([x.shape[0] for x in Xs]):
             sc = Standardizer.fit(X[tr_idx])
             y_mean = Y[tr_idx].mean(axis=0)
-            s, V, UtY = _ridge_svd(sc.transform(X[tr_idx]), Y[tr_idx] - y_mean)
+            s, V, UtY = _ridge_svd(sc.transform(X[tr_idx]), Y[tr_idx] - y_mean, self.solver)
             Xva = sc.transform(X[va_idx])
             for a_i, a in enumerate(self.alphas):
                 W = _ridge_coef(s, V, UtY, np.full(n_roi, a))
@@ -370,7 +388,7 @@ class RidgeBaseline:
         self.alpha = self.alphas[best]
         self.scaler = Standardizer.fit(X)
         self.intercept = Y.mean(axis=0)
-        s, V, UtY = _ridge_svd(self.scaler.transform(X), Y - self.intercept)
+        s, V, UtY = _ridge_svd(self.scaler.transform(X), Y - self.intercept, self.solver)
         self.coef = _ridge_coef(s, V, UtY, self.alpha)
         return self
 
@@ -650,4 +668,275 @@ def fit_and_score(
         results.append(evaluate_subject(sub, pred, f.Y, roi_names, ceilings.get(sub)))
     return RidgeBaselineResult(
         model=model, summary=summarize(results), predictions=preds, train_subjects=subs
+    )
+
+
+# --------------------------------------------------------------------------- multi-frame
+#: Causal lags (in TRs) of the EEG/MEG -> fMRI multi-frame ridge: the band power of the
+#: chunk ending at frame ``f`` and of the 7 before it (16 s, the HRF's support).
+EEG2FMRI_LAGS: tuple[int, ...] = tuple(range(8))
+#: Lags of the fMRI -> EEG/MEG ridge: BOLD frames from 5 TRs after to 2 TRs before the
+#: chunk whose envelopes are predicted (BOLD follows neural activity by 4-6 s).
+FMRI2EEG_LAGS: tuple[int, ...] = tuple(range(-5, 3))
+
+
+def frame_band_power(
+    windows: np.ndarray,
+    sfreq: float,
+    n_frames: int,
+    bands: Sequence[tuple[float, float]] = DEFAULT_BANDS,
+) -> np.ndarray:
+    """Log10 band power of each TR chunk of each window.
+
+    Parameters
+    ----------
+    windows : ndarray, shape (n_windows, n_channels, n_frames * S)
+        Electrophysiology windows (sensors or parcels), ``S`` samples per TR.
+    sfreq : float
+    n_frames : int
+        TR chunks per window.
+    bands : sequence of (low, high)
+
+    Returns
+    -------
+    ndarray, shape (n_windows, n_frames, n_channels * n_bands)
+        Chunk ``f`` covers samples ``[f * S, (f + 1) * S)`` (Welch, one Hann segment of
+        at most 2 s per chunk, as :func:`band_power_windows`).
+    """
+    windows = np.asarray(windows)
+    if windows.ndim != 3 or windows.shape[-1] % n_frames:
+        raise ValueError(
+            f"windows must be (n_windows, n_channels, n_frames * S) with n_frames={n_frames}, "
+            f"got {windows.shape}"
+        )
+    n, c, t = windows.shape
+    s = t // n_frames
+    chunks = windows.reshape(n, c, n_frames, s).transpose(0, 2, 1, 3).reshape(n * n_frames, c, s)
+    return band_power_windows(chunks, sfreq, bands, 1).reshape(n, n_frames, -1)
+
+
+def lagged_frames(frames: np.ndarray, lags: Sequence[int]) -> np.ndarray:
+    """Stack each frame's features with those of other frames of the same window.
+
+    Parameters
+    ----------
+    frames : ndarray, shape (n_windows, n_frames, n_features)
+    lags : sequence of int
+        Frame offsets: row ``(i, f)`` gets the features of frame ``f - lag`` for each lag
+        (positive = earlier frames). Frames outside the window are NaN (never data from
+        another window: the models see one window too).
+
+    Returns
+    -------
+    ndarray, shape (n_windows * n_frames, len(lags) * n_features)
+        Rows window-major, frame-minor (the order of ``evaluation.series``).
+    """
+    frames = np.asarray(frames, dtype=np.float64)
+    if frames.ndim != 3:
+        raise ValueError(f"frames must be (n_windows, n_frames, n_features), got {frames.shape}")
+    n, F, K = frames.shape
+    out = np.full((n, F, len(lags), K), np.nan)
+    for j, lag in enumerate(lags):
+        lo, hi = max(0, lag), min(F, F + lag)  # output frames whose source f - lag is inside
+        if lo < hi:
+            out[:, lo:hi, j] = frames[:, lo - lag : hi - lag]
+    return out.reshape(n * F, -1)
+
+
+class MultiFrameRidge:
+    """Ridge from per-frame features of a window to every frame of the window.
+
+    The multi-frame form of :class:`RidgeBaseline` for models that predict ``F`` frames
+    per window (SAMBA): row ``(window, f)`` uses the features of frames ``f - lag`` of
+    the same window (:func:`lagged_frames`); features of frames outside the window are
+    filled with their training mean (zero after standardisation). One set of weights is
+    shared by all frames; the penalty is chosen per output by leave-one-subject-out CV.
+
+    Parameters
+    ----------
+    lags : sequence of int
+        Frame offsets (see :func:`lagged_frames`).
+    alphas : sequence of float
+    """
+
+    def __init__(self, lags: Sequence[int], alphas: Sequence[float] = DEFAULT_ALPHAS) -> None:
+        if not len(lags):
+            raise ValueError("MultiFrameRidge needs at least one lag")
+        self.lags = [int(x) for x in lags]
+        self.ridge = RidgeBaseline(alphas=alphas, solver="gram")
+        self.fill: np.ndarray | None = None
+
+    def _design(self, X: np.ndarray) -> np.ndarray:
+        Z = lagged_frames(X, self.lags)
+        assert self.fill is not None
+        return np.where(np.isnan(Z), self.fill[None, :], Z)
+
+    def fit(self, X_list: Sequence[np.ndarray], Y_list: Sequence[np.ndarray]) -> MultiFrameRidge:
+        """Fit on training subjects.
+
+        Parameters
+        ----------
+        X_list : sequence of ndarray, each shape (n_windows_i, n_frames, n_features)
+        Y_list : sequence of ndarray, each shape (n_windows_i, n_frames, n_outputs)
+
+        Returns
+        -------
+        self
+        """
+        if not X_list or len(X_list) != len(Y_list):
+            raise ValueError(f"need one Y per X, got {len(X_list)} X and {len(Y_list)} Y")
+        Z = [lagged_frames(x, self.lags) for x in X_list]
+        allz = np.concatenate(Z)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fill = np.nanmean(allz, axis=0)
+        self.fill = np.where(np.isfinite(fill), fill, 0.0)
+        Z = [np.where(np.isnan(z), self.fill[None, :], z) for z in Z]
+        Ys = [np.asarray(y, dtype=np.float64).reshape(-1, np.shape(y)[-1]) for y in Y_list]
+        self.ridge.fit(Z, Ys)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """``X (n_windows, n_frames, n_features)`` -> ``(n_windows, n_frames, n_outputs)``."""
+        if self.fill is None:
+            raise ValueError("MultiFrameRidge.predict() called before fit()")
+        X = np.asarray(X, dtype=np.float64)
+        return self.ridge.predict(self._design(X)).reshape(X.shape[0], X.shape[1], -1)
+
+
+def multiframe_features(
+    samples: Iterable[Mapping[str, Any]],
+    task: str,
+    sfreq: float,
+    n_frames: int,
+    source_key: str = "ephys",
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-frame features and targets of reader windows, grouped by subject.
+
+    Parameters
+    ----------
+    samples : iterable of dict
+        Reader batches (or samples) with ``subject``, ``bold`` (R, F) and the
+        electrophysiology under ``source_key`` (C, F * S); ``key`` and ``tr_index``
+        order the windows as the model's evaluation does.
+    task : {"eeg2fmri", "fmri2eeg"}
+        ``eeg2fmri``: X = :func:`frame_band_power` of the electrophysiology, Y = BOLD.
+        ``fmri2eeg``: X = BOLD frames, Y = :func:`brainxl.models.samba.band_envelopes`
+        of the electrophysiology (alpha/beta/gamma per row and TR).
+    sfreq : float
+    n_frames : int
+    source_key : {"ephys", "parcels"}
+
+    Returns
+    -------
+    dict of subject -> (X (n_windows, F, K), Y (n_windows, F, R))
+        Windows sorted by their ``key_tr<index>`` identifier.
+    """
+    import torch
+
+    from brainxl.models.samba import band_envelopes
+
+    if task not in ("eeg2fmri", "fmri2eeg"):
+        raise ValueError(f"task must be 'eeg2fmri' or 'fmri2eeg', got {task!r}")
+    per: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
+    for batch in samples:
+        ephys = np.asarray(batch[source_key], dtype=np.float32)
+        bold = np.asarray(batch["bold"], dtype=np.float64)
+        if ephys.ndim == 2:
+            ephys, bold = ephys[None], bold[None]
+            subs, keys, trs = [batch["subject"]], [batch.get("key", "")], [batch.get("tr_index", 0)]
+        else:
+            subs = list(batch["subject"])
+            keys = list(batch.get("key", [""] * len(ephys)))
+            trs = list(np.asarray(batch.get("tr_index", np.zeros(len(ephys)))).ravel())
+        if bold.ndim != 3 or bold.shape[-1] != n_frames:
+            raise ValueError(
+                f"'bold' has shape {bold.shape}; the multi-frame ridge needs (B, R, {n_frames}): "
+                f"set data.reader.n_targets={n_frames}"
+            )
+        bold_f = bold.transpose(0, 2, 1)  # (B, F, R)
+        if task == "eeg2fmri":
+            X, Y = frame_band_power(ephys, sfreq, n_frames), bold_f
+        else:
+            block = ephys.shape[-1] // n_frames
+            env = band_envelopes(torch.from_numpy(ephys), sfreq, block).numpy()
+            X, Y = bold_f, env.transpose(0, 2, 1).astype(np.float64)
+        for i in range(len(X)):
+            ident = f"{keys[i]}_tr{int(trs[i])}"
+            per.setdefault(str(subs[i]), []).append((ident, X[i], Y[i]))
+    if not per:
+        raise ValueError("no samples were given to multiframe_features()")
+    out = {}
+    for sub, rows in per.items():
+        rows.sort(key=lambda r: r[0])
+        seen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for ident, x, y in rows:
+            seen.setdefault(ident, (x, y))
+        out[sub] = (
+            np.stack([v[0] for v in seen.values()]),
+            np.stack([v[1] for v in seen.values()]),
+        )
+    return out
+
+
+def run_multiframe_ridge(
+    train_samples: Iterable[Mapping[str, Any]],
+    test_samples: Iterable[Mapping[str, Any]],
+    task: str,
+    sfreq: float,
+    n_frames: int,
+    names: Sequence[str],
+    source_key: str = "ephys",
+    lags: Sequence[int] | None = None,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    noise_ceilings: Mapping[str, np.ndarray | dict[str, float] | None] | None = None,
+) -> RidgeBaselineResult:
+    """Fit the multi-frame ridge on training subjects, score held-out ones.
+
+    The scores are computed exactly as a SAMBA run's: every (window, frame) row of the
+    held-out subject, per output column (BOLD ROI, or parcel/channel x band).
+
+    Parameters
+    ----------
+    train_samples, test_samples : iterable of dict
+        Reader batches of the training and of the held-out subjects (disjoint).
+    task : {"eeg2fmri", "fmri2eeg"}
+    sfreq : float
+    n_frames : int
+    names : sequence of str
+        Output column names (ROIs, or ``"<parcel>:<band>"`` for fmri2eeg).
+    source_key : {"ephys", "parcels"}
+    lags : sequence of int, optional
+        Default :data:`EEG2FMRI_LAGS` or :data:`FMRI2EEG_LAGS`.
+    alphas : sequence of float
+    noise_ceilings : dict of subject to ceiling, optional (eeg2fmri only)
+
+    Returns
+    -------
+    RidgeBaselineResult
+        ``model`` is the :class:`MultiFrameRidge`'s inner :class:`RidgeBaseline`;
+        ``predictions`` hold ``(n_windows * F, n_outputs)`` rows.
+    """
+    if lags is None:
+        lags = EEG2FMRI_LAGS if task == "eeg2fmri" else FMRI2EEG_LAGS
+    train = multiframe_features(train_samples, task, sfreq, n_frames, source_key)
+    test = multiframe_features(test_samples, task, sfreq, n_frames, source_key)
+    overlap = sorted(set(train) & set(test))
+    if overlap:
+        raise ValueError(f"subjects {overlap} are in both the training and the held-out windows")
+    subs = sorted(train)
+    model = MultiFrameRidge(lags, alphas).fit(
+        [train[s][0] for s in subs], [train[s][1] for s in subs]
+    )
+    preds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    results = []
+    ceilings = noise_ceilings or {}
+    for sub in sorted(test):
+        X, Y = test[sub]
+        pred = model.predict(X).reshape(-1, Y.shape[-1])
+        true = Y.reshape(-1, Y.shape[-1])
+        preds[sub] = (pred, true)
+        results.append(evaluate_subject(sub, pred, true, list(names), ceilings.get(sub)))
+    return RidgeBaselineResult(
+        model=model.ridge, summary=summarize(results), predictions=preds, train_subjects=subs
     )

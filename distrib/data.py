@@ -328,7 +328,7 @@ def recording_timeseries(
     ephys_hz: float = 0.0,
     max_seconds: float = 0.0,
 ) -> dict[str, list[np.ndarray]]:
-    """SAMBA's graph time series: ``ShardSet.recording_timeseries`` with the graph defaults.
+    """Whole-recording time series of ``subjects``: ``ShardSet.recording_timeseries``.
 
     What a model spec's fold hook reads (through :func:`distrib.tasks.fold_context`).
 

@@ -99,7 +99,12 @@ def score_subjects(
     for s in subjects:
         src = subject_source(cfg, [s], norm)
         keys, pred, true = predict(model, adapter, src)
-        names = list(src.roi_names if adapter.task == "eeg2fmri" else src.ch_names)
+        if adapter.task == "eeg2fmri":
+            names = list(src.roi_names)
+        else:  # the electrophysiology rows the model predicts: parcels or sensors
+            names = list(src.parcel_names if adapter.source_key == "parcels" else src.ch_names)
+            if callable(getattr(model, "output_names", None)):
+                names = model.output_names(names)
         ceiling = (ceilings or {}).get(s) if adapter.task == "eeg2fmri" else None
         res = bm.evaluate_subject(s, series(pred), series(true), names, noise_ceiling=ceiling)
         results.append(res)

@@ -113,6 +113,40 @@ def _ridge_baseline(cfg: Any, split: Any, chosen: list[str], ceilings: dict[str,
     ).summary
 
 
+def _multiframe_baseline(
+    cfg: Any,
+    split: Any,
+    norm: Any,
+    chosen: list[str],
+    ceilings: dict[str, Any],
+    model: Any,
+    adapter: Any,
+) -> Any:
+    """The multi-frame ridge (brainxl.baselines.run_multiframe_ridge) for a SAMBA run, fitted
+    on the fold's training subjects and scored on the same (window, frame) rows."""
+    from brainxl.distrib.data import subject_source
+
+    from brainxl.baselines import run_multiframe_ridge
+
+    train = subject_source(cfg, list(split.train), norm)
+    test = subject_source(cfg, chosen, norm)
+    if adapter.task == "eeg2fmri":
+        names = list(train.roi_names)
+    else:
+        rows = train.parcel_names if adapter.source_key == "parcels" else train.ch_names
+        names = model.output_names(list(rows))
+    return run_multiframe_ridge(
+        train,
+        test,
+        adapter.task,
+        train.sfreq,
+        int(cfg.data.reader.n_targets),
+        names,
+        source_key=adapter.source_key,
+        noise_ceilings=(ceilings or None) if adapter.task == "eeg2fmri" else None,
+    ).summary
+
+
 def _figures(
     cfg: Any,
     model: Any,
@@ -247,7 +281,12 @@ def evaluate(
     model, adapter, results = ev.model, ev.adapter, ev.results
     summary = bm.summarize(results)
     base = None
-    if baseline and adapter.task == "eeg2fmri" and cfg.data.reader.modality == "sensors":
+    multiframe = adapter.sequence_target and (
+        adapter.task == "eeg2fmri" or getattr(model, "target", None) == "envelopes"
+    )
+    if baseline and multiframe:  # SAMBA: the ridge on the same (window, frame) rows
+        base = _multiframe_baseline(cfg, split, norm, chosen, ceilings, model, adapter)
+    elif baseline and adapter.task == "eeg2fmri" and cfg.data.reader.modality == "sensors":
         base = _ridge_baseline(cfg, split, chosen, ceilings)
     run.evaluation_root.mkdir(exist_ok=True)
     bm.to_json(summary, run.summary_path(tag or "final"))

@@ -117,9 +117,16 @@ def print_summary(manifest: dict[str, Any], out: Any = None) -> None:
 
 
 def _verify(out: Path, quiet: bool = False) -> int:
+    from brainxl.launch.progress import progress_bar
     from brainxl.shards.verify import verify_shards
 
-    problems = verify_shards(out)
+    with progress_bar(None, "verify", unit="shard", disable=True if quiet else None) as bar:
+
+        def tick(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        problems = verify_shards(out, on_shard=tick)
     if problems:
         for p in problems:
             print(f"BAD {p}", file=sys.stderr)

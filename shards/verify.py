@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,9 @@ class Problem:
         return f"{self.path}: {self.reason}"
 
 
-def verify_shards(root: str | Path, deep: bool = True) -> list[Problem]:
+def verify_shards(
+    root: str | Path, deep: bool = True, on_shard: Callable[[int, int], None] | None = None
+) -> list[Problem]:
     """Check every shard listed in ``root/manifest.json``.
 
     Parameters
@@ -32,6 +35,8 @@ def verify_shards(root: str | Path, deep: bool = True) -> list[Problem]:
         Also parse every sample (members present, arrays decode, shapes match metadata,
         member checksums match, keys match the manifest); otherwise only size, sha256 and
         sample count.
+    on_shard : callable, optional
+        Called as ``on_shard(done, total)`` after each shard file is checked (progress).
 
     Returns
     -------
@@ -48,9 +53,14 @@ def verify_shards(root: str | Path, deep: bool = True) -> list[Problem]:
         except (FileNotFoundError, ValueError) as err:
             return [Problem(str(Path(root) / "manifest.json"), str(err))]
     problems: list[Problem] = []
+    total = sum(len(shards.fragment(s)["shards"]) for s in shards.subjects)
+    done = 0
     for subject in shards.subjects:
         frag = shards.fragment(subject)
         for entry in frag["shards"]:
+            if on_shard is not None:  # before each shard: `done` are checked
+                on_shard(done, total)
+            done += 1
             path = shards.root / entry["path"]
             if not path.is_file():
                 problems.append(Problem(str(path), "missing"))
@@ -91,4 +101,6 @@ def verify_shards(root: str | Path, deep: bool = True) -> list[Problem]:
                 problems.append(Problem(str(path), "sample keys differ from the manifest"))
         if not frag["shards"]:
             problems.append(Problem(str(shards.root / f"sub-{subject}"), "subject has no shards"))
+    if on_shard is not None and total:
+        on_shard(total, total)
     return problems

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# DeepSpeed JIT-builds its CPU shared-memory op into ~/.cache/torch_extensions by default;
+# a build killed there leaves a lock that makes every later DeepSpeed start on the machine
+# wait forever. The tests (and the ranks they start) build into this interpreter's prefix.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
 
 #: Arguments of ``simulate_dataset`` behind each fixture (tests read them back).
 SIM_BIDS_ARGS: dict[str, Any] = dict(n_subjects=3, minutes=2.0, seed=7)

@@ -38,7 +38,7 @@ def _train(ov: list[str], runs: Path) -> Path:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (folder,) = (runs / "default").iterdir()

@@ -261,5 +261,5 @@ def test_benchmark_script_runs_at_debug_size(capsys: pytest.CaptureFixture[str])
     spec.loader.exec_module(bench)
     assert bench.main(["--flavor", "debug", "--batch", "2", "--steps", "1"]) == 0
     out = capsys.readouterr().out
-    assert "eeg2fmri  params=6,650 train" in out and "peak RSS" in out
+    assert "eeg2fmri  params=5,265 train" in out and "peak RSS" in out
     assert "fmri2eeg  params=7,896 train" in out

@@ -33,7 +33,7 @@ def test_run_file_names_are_spelled_only_in_rundir() -> None:
             text = path.read_text()
             for name in NAMES:
                 # a string literal holding the name (docstrings and comments may mention it)
-                for m in re.finditer(rf"[\"'][^\"'\n]*{re.escape(name)}[\"']", text):
+                for m in re.finditer(rf"[\"'](?:[^\"'\n]*/)?{re.escape(name)}[\"']", text):
                     line = text[: m.start()].count("\n") + 1
                     stripped = text.splitlines()[line - 1].strip()
                     if not stripped.startswith(("#", '"""', "``")) and "``" not in m.group():

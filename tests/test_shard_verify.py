@@ -86,3 +86,11 @@ def test_tar_reader_handles_pax_and_long_names(tmp_path: Path) -> None:
         ("a", {"meta.json": b"{}", "x.npy": b"12345"}),
         (long_key, {"x.npy": b"6" * 700}),
     ]
+
+
+def test_verify_reports_progress_per_shard(pristine: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    assert verify_shards(pristine, on_shard=lambda done, total: calls.append((done, total))) == []
+    n = sum(len(f["shards"]) for f in read_manifest(pristine)["subjects"].values())
+    assert calls[0] == (0, n) and calls[-1] == (n, n)
+    assert [d for d, _ in calls] == list(range(n + 1))

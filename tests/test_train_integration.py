@@ -42,7 +42,7 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _train(cmd: list[str], timeout: int = 240, **env: str) -> subprocess.CompletedProcess:
+def _train(cmd: list[str], timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         cmd, cwd=REPO, env=_env(**env), capture_output=True, text=True, timeout=timeout
     )
@@ -184,7 +184,7 @@ def test_usr2_saves_on_every_rank_stops_and_the_same_command_resumes(
         time.sleep(0.2)
     assert jsonl is not None, "training never reported a step"
     proc.send_signal(signal.SIGUSR2)
-    out, _ = proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     folder = jsonl.parent
     tag = (folder / "checkpoints" / "latest").read_text().strip()

@@ -220,7 +220,7 @@ def test_train_run_holds_the_training_subject_graph(shards: Path, tmp_path: Path
     cmd = [sys.executable, "-m", "brainxl.launch.cli", "train", "samba-eeg2fmri-debug"]
     cmd += [*_overrides(shards, tmp_path), "--nproc", "1"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "RANK", "SLURM"))}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (folder,) = [p for p in (tmp_path / "samba-eeg2fmri-debug").iterdir() if p.is_dir()]
 

@@ -93,6 +93,10 @@ class DoubleGammaHRF(nn.Module):
         Initial ``(dispersion1, dispersion2)`` (default 0.9 s each, as Glover 1999).
     scales : tuple of float
         Initial ``(scale1, scale2)`` (default 1.0, 0.35).
+    offset_s : float
+        Time of tap 0 in seconds (default 0). A kernel applied to block averages (one
+        value per ``1 / sfreq`` seconds, ending at the output time) has its taps at
+        ``(l + 0.5) / sfreq``: pass ``offset_s = 0.5 / sfreq`` there.
     """
 
     def __init__(
@@ -104,6 +108,8 @@ class DoubleGammaHRF(nn.Module):
         undershoot_s: float = 12.0,
         dispersion: tuple[float, float] = (0.9, 0.9),
         scales: tuple[float, float] = (1.0, 0.35),
+        offset_s: float = 0.0,
+        gain: float = 1.0,
     ) -> None:
         super().__init__()
         if n_parcels < 1 or sfreq <= 0 or length_s <= 0:
@@ -111,7 +117,10 @@ class DoubleGammaHRF(nn.Module):
                 f"DoubleGammaHRF needs n_parcels >= 1, sfreq > 0, length_s > 0; got "
                 f"{n_parcels}, {sfreq}, {length_s}"
             )
-        self.n_parcels, self.sfreq = n_parcels, float(sfreq)
+        if gain <= 0:
+            raise ValueError(f"DoubleGammaHRF gain must be > 0, got {gain}")
+        self.n_parcels, self.sfreq, self.offset_s = n_parcels, float(sfreq), float(offset_s)
+        self.gain = float(gain)
         self.n_taps = max(2, int(round(length_s * sfreq)))
         init = dict(zip(PARAM_NAMES, (peak_s, undershoot_s, *dispersion, *scales), strict=True))
         raw = []
@@ -120,7 +129,7 @@ class DoubleGammaHRF(nn.Module):
             if not lo < init[name] < hi:
                 raise ValueError(f"HRF initial {name}={init[name]} outside its bounds ({lo}, {hi})")
             u = (init[name] - lo) / (hi - lo)
-            raw.append(math.log(u / (1 - u)))
+            raw.append(math.log(u / (1 - u)) / self.gain)
         self.raw = nn.Parameter(torch.tensor(raw).repeat(n_parcels, 1))  # (P, 6)
         lo = torch.tensor([BOUNDS[k][0] for k in PARAM_NAMES])
         hi = torch.tensor([BOUNDS[k][1] for k in PARAM_NAMES])
@@ -131,13 +140,39 @@ class DoubleGammaHRF(nn.Module):
         """Bounded parameters, each of shape ``(P,)``."""
         # float32 whatever the module dtype (bf16 would quantise delays and times)
         lo, hi = self.lo.float(), self.hi.float()
-        v = lo + (hi - lo) * torch.sigmoid(self.raw.float())
+        v = lo + (hi - lo) * torch.sigmoid(self.gain * self.raw.float())
         return {name: v[:, i] for i, name in enumerate(PARAM_NAMES)}
 
     def kernel(self) -> Tensor:
         """The normalised kernels, shape ``(P, L)``, unit L1 norm per parcel."""
-        p = self.params()
         t = torch.arange(self.n_taps, device=self.raw.device, dtype=torch.float32) / self.sfreq
+        h = self._shape(t + self.offset_s)
+        return h / h.abs().sum(-1, keepdim=True).clamp_min(1e-8)
+
+    @torch.no_grad()
+    def curves(self, dt: float = 0.1, length_s: float | None = None) -> Tensor:
+        """The kernels on a fine grid ``t = 0, dt, 2 dt, ...`` seconds, unit peak.
+
+        Parameters
+        ----------
+        dt : float
+            Grid step (s), independent of the rate the kernel is applied at.
+        length_s : float, optional
+            Grid length (default: the kernel's length).
+
+        Returns
+        -------
+        Tensor, shape (P, n), float32
+            Each row divided by its maximum absolute value.
+        """
+        length = self.n_taps / self.sfreq if length_s is None else float(length_s)
+        t = torch.arange(int(round(length / dt)), device=self.raw.device, dtype=torch.float32)
+        h = self._shape(t * dt)
+        return h / h.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+
+    def _shape(self, t: Tensor) -> Tensor:
+        """Unnormalised double gamma of every parcel at times ``t`` (s), shape ``(P, n)``."""
+        p = self.params()
         t = t.clamp_min(1e-6)[None, :]  # log(0) would give NaN gradients
 
         def bump(d: Tensor, b: Tensor) -> Tensor:
@@ -145,8 +180,7 @@ class DoubleGammaHRF(nn.Module):
             return torch.exp((d / b) * (torch.log(t) - torch.log(d)) - (t - d) / b)
 
         h = p["scale1"][:, None] * bump(p["delay1"], p["dispersion1"])
-        h = h - p["scale2"][:, None] * bump(p["delay2"], p["dispersion2"])
-        return h / h.abs().sum(-1, keepdim=True).clamp_min(1e-8)
+        return h - p["scale2"][:, None] * bump(p["delay2"], p["dispersion2"])
 
     def _check(self, x: Tensor) -> None:
         if x.dim() < 2 or x.shape[-2] != self.n_parcels:
@@ -188,12 +222,22 @@ class DoubleGammaHRF(nn.Module):
         return torch.fft.irfft(yf * hf.conj() / denom, n=n)[..., :T].to(y.dtype)
 
     @torch.no_grad()
-    def peak_time(self) -> Tensor:
-        """Time of each kernel's maximum in seconds, shape ``(P,)`` (parabolic refinement)."""
-        h = self.kernel()
-        i = h.argmax(-1).clamp(1, self.n_taps - 2)
+    def peak_time(self, dt: float | None = None) -> Tensor:
+        """Time of each kernel's maximum in seconds, shape ``(P,)`` (parabolic refinement).
+
+        ``dt`` (s): search on that grid (default: the taps, ``1 / sfreq`` apart, shifted
+        by ``offset_s``).
+        """
+        if dt is not None:
+            h = self.curves(dt)
+            i = h.argmax(-1).clamp(1, h.shape[-1] - 2)
+            step, t0 = float(dt), 0.0
+        else:
+            h = self.kernel()
+            i = h.argmax(-1).clamp(1, self.n_taps - 2)
+            step, t0 = 1.0 / self.sfreq, self.offset_s
         rows = torch.arange(h.shape[0], device=h.device)
         y0, y1, y2 = h[rows, i - 1], h[rows, i], h[rows, i + 1]
         den = y0 - 2 * y1 + y2
         shift = torch.where(den.abs() > 1e-12, 0.5 * (y0 - y2) / den, torch.zeros_like(den))
-        return (i.float() + shift.clamp(-0.5, 0.5)) / self.sfreq
+        return (i.float() + shift.clamp(-0.5, 0.5)) * step + t0

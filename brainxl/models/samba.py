@@ -8,23 +8,34 @@ the graphs are sparse, evaluation is deterministic and sees no ground truth.
 Electrophysiology -> fMRI (:class:`SambaEEG2fMRI`), for a window of ``F`` TRs,
 ``x (B, N, T)`` with ``T = F * S`` (``S = sfreq * tr`` samples per TR):
 
-1. per-parcel learnable double-gamma HRF, causal FFT convolution at ``sfreq``;
-2. the HRF output is cut into ``F`` chunks of ``S`` samples; a ``level``-level DWT of each
-   chunk (one matmul with the exact DWT matrix of an ``S``-sample chunk); attention over
-   the ``level + 1`` scales (softmax of scores computed from each band's coefficients and
-   log-energy, so per window, parcel and chunk) pools them into one ``d``-vector per
-   (parcel, chunk);
-3. GATv2 on the ``N``-node source graph, a learned ``N -> M`` map over nodes, GATv2 on
-   the ``M``-node target graph (all ``B * F`` graphs in one call);
-4. per frame, each parcel's features are reduced to ``frame_channels`` values and the
+1. the window is cut into ``F * blocks_per_tr`` blocks (0.5 s by default); a
+   ``level``-level DWT of each block (one matmul with the exact DWT matrix of a block);
+   each band is summarised by its log-energy (the band power of the block), and attention
+   over the ``level + 1`` scales (softmax of scores computed from each band's embedding,
+   so per window, parcel and block) pools them into one ``d``-vector per (parcel, block);
+2. GATv2 on the ``N``-node source graph and a learned ``N -> M`` map over nodes give the
+   neural drive of each fMRI parcel per block;
+3. per-fMRI-parcel learnable double-gamma HRF, causal FFT convolution of the drive on the
+   block grid; the result is read at the end of each TR;
+4. GATv2 on the ``M``-node target graph (all ``B * F`` graphs in one call); per frame,
+   each parcel's features are reduced to ``frame_channels`` values and the
    ``M * frame_channels`` vector of the window runs through a recurrent block over the
    ``F`` frames (a 2-layer LSTM by default as the reference, GRU or a causal convolution
    by config; one sequence per window, not per parcel, so it costs little), whose output
    is added back per parcel before a shared linear read-out.
 
+Why this order (issue 13, measured on the simulator): BOLD follows the band POWER of
+neural activity. The released code convolves the raw 200 Hz waveform with the HRF, a
+low-pass filter that removes every oscillation above ~0.2 Hz: what is left has no
+relation to BOLD (held-out r of the HRF-convolved parcel signal with BOLD: 0.00; of
+HRF-convolved gamma log-power: 0.36), and a linear map of wavelet coefficients averages
+to zero over the random phase of ongoing rhythms. So the wavelets and their attention
+come first and produce band energies, and the HRF acts on the neural drive those give,
+where neurovascular coupling acts, per fMRI parcel.
+
 Alignment: output frame ``f`` is the BOLD at the END of TR-chunk ``f``, i.e. at time
 ``(f + 1) * tr`` after the window start, and depends on input samples ``[0, (f+1) * S)``
-only (the HRF is causal with zero history before the window, the DWT is per chunk, the
+only (the HRF is causal with zero history before the window, the DWT is per block, the
 graphs act within a frame and the recurrence runs forward). Hence a window must be long
 enough for the HRF lead-in: early frames see less history.
 
@@ -52,6 +63,7 @@ Sensor-level input works the same way: ``n_eeg`` is then the channel count.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -86,7 +98,7 @@ def samples_per_tr(sfreq: float, tr: float) -> int:
 
 
 class WaveletScaleAttention(nn.Module):
-    """Input-dependent softmax attention over wavelet scales.
+    """Input-dependent softmax attention over wavelet scales of band log-energies.
 
     Parameters
     ----------
@@ -98,18 +110,33 @@ class WaveletScaleAttention(nn.Module):
     Notes
     -----
     ``forward(coeffs)`` with band ``j`` of shape ``(..., n_j)`` returns
-    ``(pooled (..., d), weights (..., J))``: each band is embedded (linear map of its
-    coefficients plus its log-energy), scored, and the scores are softmax-normalised over
-    the ``J`` bands of each series separately.
+    ``(pooled (..., d), weights (..., J))``. Each band is summarised by its log-energy
+    ``e_j = log(mean(c_j^2) + eps)`` (the band power of the block: the quantity that
+    couples to BOLD; a linear map of the coefficients themselves averages to zero over
+    the random phases of ongoing oscillations) and embedded as ``e_j * v_j + b_j``; the
+    embeddings are scored and softmax-normalised over the ``J`` bands of each series and
+    block separately, and pooled with those weights.
     """
 
-    def __init__(self, lengths: list[int], dim: int) -> None:
+    #: Floor added to the mean squared coefficient before the log (inputs are z-scored).
+    EPS = 1e-6
+
+    def __init__(self, lengths: list[int], dim: int, energy: str = "log") -> None:
         super().__init__()
-        self.lengths = list(lengths)
-        self.proj = nn.ModuleList(nn.Linear(n, dim) for n in lengths)
-        self.energy = nn.Parameter(torch.zeros(len(lengths), dim))
-        nn.init.normal_(self.energy, std=0.02)
-        self.score = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1))
+        if energy not in ("log", "linear"):
+            raise ValueError(f"band energy must be 'log' or 'linear', got {energy!r}")
+        self.lengths, self.energy = list(lengths), energy
+        J = len(lengths)
+        self.gain = nn.Parameter(torch.randn(J, dim) * 0.5)
+        self.bias = nn.Parameter(torch.zeros(J, dim))
+        # no bias on the last layer: a score shared by all bands cancels in the softmax
+        self.score = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1, bias=False))
+
+    @staticmethod
+    def log_energy(coeffs: list[Tensor]) -> Tensor:
+        """``(..., J)`` log mean squared coefficient of each band."""
+        e = torch.stack([c.float().square().mean(-1) for c in coeffs], dim=-1)
+        return torch.log(e + WaveletScaleAttention.EPS)
 
     def forward(self, coeffs: list[Tensor]) -> tuple[Tensor, Tensor]:
         if [c.shape[-1] for c in coeffs] != self.lengths:
@@ -117,11 +144,11 @@ class WaveletScaleAttention(nn.Module):
                 f"wavelet bands have lengths {[c.shape[-1] for c in coeffs]}, "
                 f"expected {self.lengths}: the window's samples per TR differ from the model's"
             )
-        bands = []
-        for j, (c, proj) in enumerate(zip(coeffs, self.proj)):
-            log_e = torch.log1p(c.float().square().mean(-1, keepdim=True)).to(c.dtype)
-            bands.append(proj(c) + log_e * self.energy[j])
-        h = torch.stack(bands, dim=-2)  # (..., J, d)
+        if self.energy == "log":
+            e = self.log_energy(coeffs).to(coeffs[0].dtype)  # (..., J)
+        else:  # band power itself: what drives BOLD linearly
+            e = torch.stack([c.square().mean(-1) for c in coeffs], dim=-1)
+        h = e.unsqueeze(-1) * self.gain + self.bias  # (..., J, d)
         w = torch.softmax(self.score(h).squeeze(-1).float(), dim=-1).to(h.dtype)  # (..., J)
         return (w.unsqueeze(-1) * h).sum(-2), w
 
@@ -192,19 +219,21 @@ class _SambaBase(nn.Module):
         wavelet: str,
         level: int,
         wavelet_mode: str,
-        hrf_length_s: float,
         dropout: float,
         centered_loss: bool,
+        chunk: int | None = None,
     ) -> None:
-        """What both directions hold: shapes, the HRF, the DWT of one TR chunk, dropout."""
+        """What both directions hold: shapes, the DWT of one ``chunk`` (default one TR),
+        dropout. Each direction adds its own HRF (on its own time grid)."""
         self.n_eeg, self.n_fmri, self.n_frames = n_eeg, n_fmri, n_frames
         self.sfreq, self.tr = float(sfreq), float(tr)
         self.samples_per_tr = S = samples_per_tr(sfreq, tr)
         self.centered_loss = centered_loss
-        self.hrf = DoubleGammaHRF(n_eeg, sfreq, length_s=hrf_length_s)
-        self.lengths = coeff_lengths(S, wavelet, level, wavelet_mode)
-        # the DWT of one TR chunk as one (n_coeffs, S) matrix: equal to DWT1d, faster on CPU
-        self.register_buffer("dwt_w", dwt_matrix(S, wavelet, level, wavelet_mode), persistent=False)
+        self.wavelet, self.level, self.wavelet_mode = wavelet, level, wavelet_mode
+        n = S if chunk is None else chunk
+        self.lengths = coeff_lengths(n, wavelet, level, wavelet_mode)
+        # the DWT of one chunk as one (n_coeffs, n) matrix: equal to DWT1d, faster on CPU
+        self.register_buffer("dwt_w", dwt_matrix(n, wavelet, level, wavelet_mode), persistent=False)
         self.drop = nn.Dropout(dropout)
 
     def _init_graph_path(
@@ -252,18 +281,25 @@ class _SambaBase(nn.Module):
                 setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _spatial(self, h: Tensor) -> Tensor:
-        """``(G, n_in, d) -> (G, n_out, d)``: GAT on input nodes, node map, GAT on outputs."""
+    def _spatial_src(self, h: Tensor) -> Tensor:
+        """``(G, n_in, d) -> (G, n_out, d)``: GAT on the input nodes, then the node map."""
         h = h + self.src_embed
         table = neighbour_table(self.src_edge_index, self.n_in_nodes)
         for blk in self.src_gat:
             h = blk(h, table)
-        h = torch.matmul(self.node_map.to(h.dtype), h) + self.node_bias  # (G, n_out, d)
+        return torch.matmul(self.node_map.to(h.dtype), h) + self.node_bias  # (G, n_out, d)
+
+    def _spatial_tgt(self, h: Tensor) -> Tensor:
+        """``(G, n_out, d) -> (G, n_out, d)``: GAT on the output nodes."""
         h = h + self.tgt_embed
         table = neighbour_table(self.tgt_edge_index, self.n_out_nodes)
         for blk in self.tgt_gat:
             h = blk(h, table)
         return h
+
+    def _spatial(self, h: Tensor) -> Tensor:
+        """``(G, n_in, d) -> (G, n_out, d)``: GAT on input nodes, node map, GAT on outputs."""
+        return self._spatial_tgt(self._spatial_src(h))
 
 
 class SambaEEG2fMRI(_SambaBase):
@@ -289,10 +325,20 @@ class SambaEEG2fMRI(_SambaBase):
         Values per parcel and frame fed to the window-level temporal block
         (its input width is ``n_fmri * frame_channels``).
     wavelet, level, wavelet_mode
-        DWT of each TR chunk (PyWavelets name, levels, ``"symmetric"``/``"periodization"``).
+        DWT of each block (PyWavelets name, levels, ``"symmetric"``/``"periodization"``).
     hrf_length_s : float
         HRF kernel length (s). ``dropout`` : float, training only. ``centered_loss`` :
         bool, Pearson instead of cosine in :meth:`loss`.
+    blocks_per_tr : int
+        Band-power blocks per TR (``S`` must be divisible by it): the time resolution
+        ``tr / blocks_per_tr`` at which the HRF is applied (default 4: 0.5 s at TR 2 s).
+    hrf_gain : float
+        Learning-rate multiplier of the HRF parameters (see
+        :class:`~brainxl.models.hrf.DoubleGammaHRF`; default 10: with one shared rate the
+        six HRF parameters otherwise barely leave their start in a short run).
+    band_energy : {"log", "linear"}
+        Band summary fed to the scale attention: log-energy (default; better held-out r
+        in the issue-13 measurements) or the energy itself.
     """
 
     task = "eeg2fmri"
@@ -318,13 +364,29 @@ class SambaEEG2fMRI(_SambaBase):
         hrf_length_s: float = 30.0,
         dropout: float = 0.1,
         centered_loss: bool = False,
+        blocks_per_tr: int = 4,
+        hrf_gain: float = 10.0,
+        band_energy: str = "log",
     ) -> None:
         super().__init__()
+        S = samples_per_tr(sfreq, tr)
+        if blocks_per_tr < 1 or S % blocks_per_tr:
+            raise ValueError(
+                f"blocks_per_tr={blocks_per_tr} must divide the {S} samples per TR "
+                f"(sfreq {sfreq:g} Hz x TR {tr:g} s); choose a divisor of {S}"
+            )
+        self.blocks_per_tr = blocks_per_tr
         self._init_common(
-            n_eeg, n_fmri, n_frames, sfreq, tr, wavelet, level, wavelet_mode, hrf_length_s,
-            dropout, centered_loss,
+            n_eeg, n_fmri, n_frames, sfreq, tr, wavelet, level, wavelet_mode, dropout,
+            centered_loss, chunk=S // blocks_per_tr,
         )  # fmt: skip
-        self.scales = WaveletScaleAttention(self.lengths, dim)
+        rate = blocks_per_tr / float(tr)  # band-power blocks per second
+        # one HRF per fMRI parcel, on the block grid: tap l is the block that ended l
+        # blocks before the output time, i.e. centred (l + 0.5) / rate seconds earlier
+        self.hrf = DoubleGammaHRF(
+            n_fmri, rate, length_s=hrf_length_s, offset_s=0.5 / rate, gain=hrf_gain
+        )
+        self.scales = WaveletScaleAttention(self.lengths, dim, band_energy)
         self._init_graph_path(n_eeg, n_fmri, dim, heads, gat_layers, graph_k, dropout)
         self.frame_in = nn.Linear(dim, frame_channels)
         self.temporal = make_temporal(
@@ -341,7 +403,8 @@ class SambaEEG2fMRI(_SambaBase):
         x : Tensor, shape (B, N, T)
             Electrophysiology window, ``T = F * samples_per_tr``.
         return_aux : bool
-            Also return ``{"scale_weights": (B, N, F, level + 1)}`` (the wavelet attention).
+            Also return ``{"scale_weights": (B, N, F, level + 1)}`` (the wavelet attention,
+            averaged over the blocks of each TR).
 
         Returns
         -------
@@ -349,23 +412,29 @@ class SambaEEG2fMRI(_SambaBase):
             Frame ``f`` = BOLD at the end of chunk ``f`` (see the module docstring).
         """
         B, N, T = x.shape
-        S = self.samples_per_tr
+        S, k = self.samples_per_tr, self.blocks_per_tr
         if self.n_eeg != N or T % S or T == 0:
             raise ValueError(
                 f"SAMBA eeg2fmri expects (B, {self.n_eeg}, F * {S}) input, got {tuple(x.shape)}"
             )
-        F_ = T // S
-        z = self.hrf(x).reshape(B, N, F_, S)
+        F_, M = T // S, self.n_fmri
+        n_blk = F_ * k
+        z = x.reshape(B, N, n_blk, S // k)
         coeffs = torch.split(z @ self.dwt_w.T.to(z.dtype), self.lengths, dim=-1)
-        h, weights = self.scales(list(coeffs))  # (B, N, F, d), (B, N, F, J)
-        h = self.drop(h).transpose(1, 2).reshape(B * F_, N, -1)
-        h = self._spatial(h)  # (B*F, M, d)
-        M = self.n_fmri
+        h, weights = self.scales(list(coeffs))  # (B, N, n_blk, d), (B, N, n_blk, J)
+        h = self.drop(h).transpose(1, 2).reshape(B * n_blk, N, -1)
+        h = self._spatial_src(h)  # (B * n_blk, M, d): neural drive per fMRI parcel
+        d = h.shape[-1]
+        h = h.reshape(B, n_blk, M, d).permute(0, 3, 2, 1)  # (B, d, M, n_blk)
+        h = self.hrf(h)[..., k - 1 :: k]  # causal HRF per parcel, sampled at frame ends
+        h = self._spatial_tgt(h.permute(0, 3, 2, 1).reshape(B * F_, M, d))
         u = self.frame_in(h).reshape(B, F_, -1)  # (B, F, M * c)
         u = u + self.frame_out(_run_temporal(self.temporal, u))
         out = self.head(nn.functional.gelu(u.reshape(B, F_, M, -1))).squeeze(-1)
         out = out.transpose(1, 2)  # (B, M, F)
-        return (out, {"scale_weights": weights}) if return_aux else out
+        if not return_aux:
+            return out
+        return out, {"scale_weights": weights.reshape(B, N, F_, k, -1).mean(3)}
 
     def loss(self, pred: Tensor, target: Tensor, **extras: Any) -> tuple[Tensor, dict]:
         """Cosine loss over frames per parcel (``extras`` from ``return_aux`` are ignored).
@@ -381,12 +450,79 @@ class SambaEEG2fMRI(_SambaBase):
         return loss, {"cosine": loss.detach()}
 
 
+#: Band-power envelopes predicted by ``SambaFMRI2EEG(target="envelopes")``: name -> Hz.
+ENVELOPE_BANDS: dict[str, tuple[float, float]] = {
+    "alpha": (8.0, 13.0),
+    "beta": (13.0, 30.0),
+    "gamma": (30.0, 45.0),
+}
+FMRI2EEG_TARGETS = ("waveform", "envelopes")
+
+
+def band_envelopes(
+    x: Tensor, sfreq: float, block: int, bands: dict[str, tuple[float, float]] = ENVELOPE_BANDS
+) -> Tensor:
+    """Log10 band power of consecutive blocks of each series.
+
+    Parameters
+    ----------
+    x : Tensor, shape (B, N, T)
+        Signals, ``T`` a multiple of ``block``.
+    sfreq : float
+        Sampling rate (Hz).
+    block : int
+        Samples per block (one TR for SAMBA).
+    bands : dict of name -> (low, high)
+        Bands in Hz, each ``[low, high)``.
+
+    Returns
+    -------
+    Tensor, shape (B, N * n_bands, T // block), float32
+        Row ``n * n_bands + b`` is band ``b`` of series ``n``: ``log10`` of the mean
+        periodogram power (Hann taper) inside the band, one value per block.
+    """
+    B, N, T = x.shape
+    if T % block:
+        raise ValueError(f"band_envelopes: {T} samples are not a multiple of the block {block}")
+    freqs = torch.fft.rfftfreq(block, d=1.0 / sfreq)
+    masks = []
+    for name, (lo, hi) in bands.items():
+        m = (freqs >= lo) & (freqs < hi)
+        if not bool(m.any()):
+            raise ValueError(
+                f"envelope band {name} ({lo}-{hi} Hz) holds no frequency bin of a {block}-sample "
+                f"block at {sfreq:g} Hz; use a higher sampling rate or drop the band"
+            )
+        masks.append(m.float())
+    win = torch.hann_window(block, periodic=False, device=x.device)
+    z = x.float().reshape(B, N, T // block, block)
+    z = (z - z.mean(-1, keepdim=True)) * win
+    power = torch.fft.rfft(z).abs().square()  # (B, N, F, n_freqs)
+    mask = torch.stack(masks).to(x.device)  # (n_bands, n_freqs)
+    bp = power @ (mask / mask.sum(-1, keepdim=True)).T  # (B, N, F, n_bands)
+    bp = torch.log10(bp.clamp_min(1e-12))
+    return bp.permute(0, 1, 3, 2).reshape(B, N * len(bands), T // block)
+
+
 class SambaFMRI2EEG(_SambaBase):
     """SAMBA fMRI -> electrophysiology: ``forward(y (B, M, F)) -> (B, N, F * S)``.
 
     Parameters are those of :class:`SambaEEG2fMRI`, plus ``skip_weight`` (weight of the
     wavelet skip loss, 0 disables it) and ``deconv_reg`` (Wiener regularisation of the HRF
     pseudo-inverse). The temporal block over frames is bidirectional (``"lstm"``/``"gru"``).
+
+    ``target`` chooses what is predicted:
+
+    - ``"waveform"`` (default, the paper's): the raw electrophysiology ``(B, N, F * S)``
+      through the inverse DWT and the HRF pseudo-inverse; cosine + wavelet skip loss.
+      BOLD carries no information about the phase of ongoing oscillations, so held-out
+      correlations of waveforms stay near zero.
+    - ``"envelopes"``: what BOLD can predict: log band power per TR of each parcel or
+      channel in the bands of :data:`ENVELOPE_BANDS`, ``(B, N * 3, F)`` (rows
+      ``n * 3 + band``); the per-chunk graph features are read out by a linear head
+      (no inverse DWT, no HRF); mean squared error loss. :meth:`transform_target` turns
+      the raw electrophysiology window into these envelopes (the training loop applies
+      it to every target) and :meth:`output_names` names the rows.
     """
 
     task = "fmri2eeg"
@@ -414,28 +550,39 @@ class SambaFMRI2EEG(_SambaBase):
         centered_loss: bool = False,
         skip_weight: float = 1.0,
         deconv_reg: float = 1e-2,
+        target: str = "waveform",
     ) -> None:
         super().__init__()
         if temporal == "conv":
             raise ValueError("SAMBA fmri2eeg needs a bidirectional block: temporal='lstm' or 'gru'")
+        if target not in FMRI2EEG_TARGETS:
+            raise ValueError(
+                f"SAMBA fmri2eeg target={target!r}; choose one of {', '.join(FMRI2EEG_TARGETS)}"
+            )
         self._init_common(
-            n_eeg, n_fmri, n_frames, sfreq, tr, wavelet, level, wavelet_mode, hrf_length_s,
-            dropout, centered_loss,
+            n_eeg, n_fmri, n_frames, sfreq, tr, wavelet, level, wavelet_mode, dropout,
+            centered_loss,
         )  # fmt: skip
+        self.target = target
         self.skip_weight, self.deconv_reg = skip_weight, deconv_reg
         self.inp = nn.Linear(1, dim)
         self.temporal = make_temporal(temporal, n_fmri, rnn_hidden, rnn_layers, dropout, True)
         self.frame_out = nn.Linear(2 * rnn_hidden, n_fmri * frame_channels)
         self.frame_proj = nn.Linear(frame_channels, dim)
         self._init_graph_path(n_fmri, n_eeg, dim, heads, gat_layers, graph_k, dropout)
-        self.coef_head = nn.Linear(dim, sum(self.lengths))
         S = self.samples_per_tr
+        if target == "envelopes":
+            band_envelopes(torch.zeros(1, 1, S), sfreq, S)  # every band must hold a bin
+            self.env_head = nn.Linear(dim, len(ENVELOPE_BANDS))
+            return
+        self.hrf = DoubleGammaHRF(n_eeg, sfreq, length_s=hrf_length_s)
+        self.coef_head = nn.Linear(dim, sum(self.lengths))
         self.register_buffer(
             "idwt_w", idwt_matrix(S, wavelet, level, wavelet_mode), persistent=False
         )
 
     def forward(self, y: Tensor, return_aux: bool = False) -> Tensor | tuple[Tensor, dict]:
-        """Predict the electrophysiology window.
+        """Predict the electrophysiology window (or its band-power envelopes).
 
         Parameters
         ----------
@@ -443,11 +590,12 @@ class SambaFMRI2EEG(_SambaBase):
             BOLD frames.
         return_aux : bool
             Also return ``{"coeffs": [band (B, N, F, n_j), ...]}``, the predicted wavelet
-            coefficients of the HRF-convolved signal (pass to :meth:`loss` as ``**aux``).
+            coefficients of the HRF-convolved signal (pass to :meth:`loss` as ``**aux``;
+            empty with ``target="envelopes"``).
 
         Returns
         -------
-        Tensor, shape (B, N, F * samples_per_tr)
+        Tensor, shape (B, N, F * samples_per_tr), or (B, N * 3, F) for envelopes
         """
         B, M, F_ = y.shape
         if self.n_fmri != M or F_ < 1:
@@ -461,11 +609,32 @@ class SambaFMRI2EEG(_SambaBase):
         h = self._spatial(h)  # (B*F, N, d)
         N, S = self.n_eeg, self.samples_per_tr
         h = h.reshape(B, F_, N, -1).transpose(1, 2)  # (B, N, F, d)
+        if self.target == "envelopes":
+            env = self.env_head(h).permute(0, 1, 3, 2).reshape(B, -1, F_)  # (B, N * 3, F)
+            return (env, {}) if return_aux else env
         flat = self.coef_head(h)  # (B, N, F, n_coeffs)
         coeffs = list(torch.split(flat, self.lengths, dim=-1))
         z = (flat @ self.idwt_w.T.to(flat.dtype)).reshape(B, N, F_ * S)  # inverse DWT
         x = self.hrf.deconvolve(z, reg=self.deconv_reg)
         return (x, {"coeffs": coeffs}) if return_aux else x
+
+    @torch.no_grad()
+    def transform_target(self, target: Tensor) -> Tensor:
+        """The tensor predictions are compared with: the raw window ``(B, N, T)`` for
+        ``target="waveform"``, its :func:`band_envelopes` per TR for ``"envelopes"``."""
+        if self.target == "waveform":
+            return target
+        if target.ndim != 3 or target.shape[1] != self.n_eeg:
+            raise ValueError(
+                f"SAMBA fmri2eeg target must be (B, {self.n_eeg}, T), got {tuple(target.shape)}"
+            )
+        return band_envelopes(target, self.sfreq, self.samples_per_tr)
+
+    def output_names(self, names: list[str]) -> list[str]:
+        """Names of the output rows given the ``N`` parcel/channel names."""
+        if self.target == "waveform":
+            return list(names)
+        return [f"{n}:{b}" for n in names for b in ENVELOPE_BANDS]
 
     def skip_targets(self, target: Tensor) -> list[Tensor]:
         """DWT per chunk of the target convolved with the (detached) current HRF."""
@@ -477,18 +646,25 @@ class SambaFMRI2EEG(_SambaBase):
     def loss(
         self, pred: Tensor, target: Tensor, coeffs: list[Tensor] | None = None
     ) -> tuple[Tensor, dict]:
-        """Cosine loss over time per parcel, plus ``skip_weight`` x wavelet skip loss.
+        """Cosine loss over time per parcel, plus ``skip_weight`` x wavelet skip loss
+        (``target="waveform"``); mean squared error of the envelopes (``"envelopes"``).
 
         Parameters
         ----------
         pred, target : Tensor, shape (B, N, T)
+            (``(B, N * 3, F)`` for envelopes; a raw ``(B, N, T)`` target is transformed.)
         coeffs : list of Tensor, optional
             From ``forward(y, return_aux=True)``; without it only the cosine term is used.
 
         Returns
         -------
-        (loss, {"cosine": ..., "skip": ...}) with detached parts (``skip`` only if used).
+        (loss, parts) with detached parts: ``cosine`` and ``skip`` (if used), or ``mse``.
         """
+        if self.target == "envelopes":
+            if target.shape != pred.shape:
+                target = self.transform_target(target)
+            mse = nn.functional.mse_loss(pred.float(), target.float())
+            return mse, {"mse": mse.detach()}
         cos = cosine_loss(pred, target, centered=self.centered_loss)
         parts = {"cosine": cos.detach()}
         loss = cos
@@ -509,15 +685,17 @@ _COMMON: dict[str, dict[str, Any]] = {
     "base": dict(
         n_eeg=200, n_fmri=500, n_frames=15, sfreq=200.0, tr=2.0, dim=32, heads=4,
         gat_layers=1, graph_k=8, rnn_hidden=256, rnn_layers=2, frame_channels=4,
+        blocks_per_tr=2,  # 1 s blocks: the source graph runs per block (cost x blocks)
     ),
     "large": dict(
         n_eeg=200, n_fmri=500, n_frames=15, sfreq=200.0, tr=2.0, dim=128, heads=8,
         gat_layers=2, graph_k=8, rnn_hidden=512, rnn_layers=2, frame_channels=8,
+        blocks_per_tr=2,
     ),
 }  # fmt: skip
 
 EXPECTED_PARAMS = {
-    "samba-eeg2fmri": {"debug": 6_650, "base": 3_496_158, "large": 13_796_342},
+    "samba-eeg2fmri": {"debug": 5_265, "base": 3_484_389, "large": 13_743_869},
     "samba-fmri2eeg": {"debug": 7_896, "base": 4_297_840, "large": 14_934_240},
 }
 
@@ -527,8 +705,10 @@ def _flavors(name: str) -> dict[str, dict[str, Any]]:
 
 
 def _builder(cls: type[nn.Module], name: str):  # type: ignore[no-untyped-def]
+    accepted = set(inspect.signature(cls.__init__).parameters)
+
     def build(flavor: str, **overrides: Any) -> nn.Module:
-        kw = {k: v for k, v in _COMMON[flavor].items()}
+        kw = {k: v for k, v in _COMMON[flavor].items() if k in accepted}  # shared table
         kw.update({k: v for k, v in overrides.items() if k != "expected_params"})
         return cls(**kw)
 

@@ -66,7 +66,14 @@ def batch_io(direction: str) -> Callable[[nn.Module, DataShapes], BatchIO]:
 
     def make(model: nn.Module, shapes: DataShapes) -> BatchIO:
         check_window(model, shapes)
-        return BatchIO(direction, shapes.source_key, name, None, sequence_target=True)
+        return BatchIO(
+            direction,
+            shapes.source_key,
+            name,
+            None,
+            sequence_target=True,
+            target_transform=getattr(model, "transform_target", None),
+        )
 
     return make
 
@@ -152,19 +159,15 @@ def learned_hrfs(model: nn.Module, dt: float = HRF_DT) -> np.ndarray | None:
     Returns
     -------
     ndarray, shape (n_parcels, n_lags) or None
-        SAMBA's per-parcel double-gamma kernels, one row per input parcel or channel.
+        SAMBA's per-parcel double-gamma kernels (one row per parcel the HRF belongs to:
+        the fMRI parcels for eeg2fmri, the electrophysiology rows for fmri2eeg).
     """
     from brainxl.models.hrf import DoubleGammaHRF
 
     hrf = getattr(model, "hrf", None)
     if not isinstance(hrf, DoubleGammaHRF):
         return None
-    with torch.no_grad():
-        k = hrf.kernel().float().cpu().numpy()
-    step = max(1, int(round(dt * hrf.sfreq)))
-    k = k[:, ::step]
-    peak = np.abs(k).max(axis=1, keepdims=True)
-    return k / np.where(peak > 0, peak, 1.0)
+    return hrf.curves(dt).float().cpu().numpy()
 
 
 def wavelet_attention(

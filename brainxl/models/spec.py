@@ -114,6 +114,8 @@ class BatchIO:
     input_name: str = "x"
     ch_idx: torch.Tensor | None = None
     sequence_target: bool = False
+    #: applied to every target (e.g. SAMBA fmri2eeg's band envelopes), or None
+    target_transform: Any = None
 
     @property
     def task(self) -> str:
@@ -155,7 +157,8 @@ class BatchIO:
             y = batch[self.source_key].float()
         else:
             y = self._bold(batch)
-        return y.to(device)
+        y = y.to(device)
+        return y if self.target_transform is None else self.target_transform(y)
 
 
 def translation_batch(
