@@ -495,6 +495,14 @@ def _predict_ephys(
     progress: Any,
 ) -> Prediction:
     own = own_stats or {}
+    out_names = getattr(run.model, "output_names", None)
+    if callable(out_names) and list(out_names(run.ephys_names)) != run.ephys_names:
+        raise ValueError(
+            f"{run.run_dir}: this run's model ({run.cfg.model.name}, model.overrides="
+            f"{dict(run.cfg.model.overrides)}) predicts derived rows (e.g. band envelopes), not "
+            "the electrophysiology itself; `brainxl predict` writes raw recordings only: "
+            "use a run trained on waveforms (`brainxl evaluate` scores this one)"
+        )
     bold, _ = _bold_side(run, rec, own)
     if bold is None:
         raise ValueError(
