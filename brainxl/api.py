@@ -149,6 +149,38 @@ def evaluate(
     return _evaluate(run, subjects, report=report, bids_root=bids_root, weights=weights)
 
 
+def predict(
+    run: str | Path, inputs: str | Path, out: str | Path | None = None, **options: Any
+) -> list[Any]:
+    """Predict BOLD from EEG/MEG (or back) for new recordings (``brainxl predict``).
+
+    Parameters
+    ----------
+    run : str or Path
+        Run folder (best-validation weights; ``weights="final"``) or checkpoint folder.
+    inputs : str or Path
+        A BIDS dataset, an EEG/MEG file (EDF, BDF, BrainVision, EEGLAB, FIF), a 4D BOLD
+        NIfTI (with ``atlas=``) or an ROI TSV.
+    out : str or Path, optional
+        Write a BIDS derivatives dataset there (ROI TSVs, NIfTI in the atlas space, MNE
+        raw files); nothing is written when None.
+    **options
+        Any keyword of :func:`brainxl.launch.cmd_predict.predict` (``subjects``,
+        ``weights``, ``bold``, ``atlas``, ``atlas_labels``, ``tr``, ``volume_marker``,
+        ``raw_format``, ``report``, ``batch_size``, ``allow_missing_channels``,
+        ``progress``).
+
+    Returns
+    -------
+    list of brainxl.distrib.prediction.Prediction
+        Per recording: ``data`` (n_times, n_series), ``names``, ``times`` (s from volume
+        0), ``units``; ``true`` when the input holds the target.
+    """
+    from brainxl.launch.cmd_predict import predict as _predict
+
+    return _predict(run, inputs, out, **options)
+
+
 def sweep(
     config: str | Path,
     search: str | Path,

@@ -130,6 +130,34 @@ class EvaluationResult:
     results: list[Any]  # brainxl.metrics.SubjectResult per subject
 
 
+def load_model(
+    cfg: Any, shapes: DataShapes, weights: dict[str, torch.Tensor]
+) -> tuple[nn.Module, BatchIO]:
+    """Build the configured model once for ``shapes`` and load ``weights`` (eval mode).
+
+    The one place a trained model is rebuilt: :func:`evaluate_subjects` and
+    ``brainxl predict`` (:func:`brainxl.distrib.trained_run.load_trained_run`) call it.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    shapes : DataShapes
+        The shapes the model was trained for (:func:`read_data_info`).
+    weights : dict
+        A plain fp32 state dict.
+
+    Returns
+    -------
+    model : nn.Module
+    adapter : BatchIO
+    """
+    torch.manual_seed(cfg.seed)
+    model, adapter = build_model_and_adapter(cfg.model, shapes)
+    model.load_state_dict(weights)
+    model.eval()
+    return model, adapter
+
+
 def evaluate_subjects(
     cfg: Any,
     shapes: DataShapes,
@@ -160,10 +188,7 @@ def evaluate_subjects(
     -------
     EvaluationResult
     """
-    torch.manual_seed(cfg.seed)
-    model, adapter = build_model_and_adapter(cfg.model, shapes)
-    model.load_state_dict(weights)
-    model.eval()
+    model, adapter = load_model(cfg, shapes, weights)
     results = score_subjects(cfg, model, adapter, list(subjects), norm, out_dir, ceilings)
     return EvaluationResult(model, adapter, results)
 

@@ -35,6 +35,7 @@ SUBCOMMANDS: dict[str, str] = {
     "models": "brainxl.launch.cmd_models",
     "train": "brainxl.launch.cmd_train",
     "evaluate": "brainxl.launch.cmd_evaluate",
+    "predict": "brainxl.launch.cmd_predict",
     "submit": "brainxl.launch.cmd_submit",
     "status": "brainxl.launch.cmd_status",
     "logs": "brainxl.launch.cmd_logs",

@@ -160,9 +160,11 @@ def _figures(
 ) -> dict[str, Any]:
     """The report's figures: per-ROI r vs ceiling, per subject, predicted vs true BOLD per
     subject, the model spec's diagnostics (e.g. learned vs true HRFs, attention), training
-    curves."""
+    curves; per-ROI r on the brain, channel-weight topographies and fMRI -> EEG power
+    spectra where they apply (:func:`brainxl.distrib.brain_figures.evaluation_figures`)."""
     import numpy as np
-    from brainxl.distrib.data import subject_source
+    from brainxl.distrib.brain_figures import evaluation_figures
+    from brainxl.distrib.data import open_shards, subject_source
     from brainxl.distrib.evaluation import diagnostics, series
     from brainxl.distrib.rundir import RunDir
 
@@ -190,7 +192,7 @@ def _figures(
         lines = run.metrics_path.read_text().splitlines()
         recs = [json.loads(line) for line in lines if line.strip()]
         records = [r for r in recs if r.get("split") in ("train", "val")] or None
-    return plots.standard_figures(
+    figs = plots.standard_figures(
         summary,
         predictions if adapter.task == "eeg2fmri" else None,
         tr=getattr(source, "tr", None),
@@ -199,6 +201,17 @@ def _figures(
         hrf_dt=dt,
         attention=diag.get("attention"),
         records=records,
+    )
+    return evaluation_figures(
+        figs,
+        summary,
+        manifest=open_shards(cfg).manifest,
+        model=model,
+        adapter=adapter,
+        ch_names=list(source.ch_names),
+        predictions=predictions if adapter.task == "fmri2eeg" else None,
+        sfreq=source.sfreq,
+        roots=[Path(bids_root)] if bids_root else None,
     )
 
 

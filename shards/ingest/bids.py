@@ -569,7 +569,7 @@ def load_run(bids_root: Path, run: RunFiles, cfg: IngestConfig) -> Recording:
     if cfg.source.enabled:
         from brainxl.shards.ingest.source_recon import reconstruct_parcels
 
-        fwd, parc, names = _source_files(bids_root, ents, cfg)
+        fwd, parc, names = source_files(bids_root, ents, cfg)
         full, parcel_names, src_notes = reconstruct_parcels(
             raw, fwd, parc, cfg.source, src, names_table=names
         )
@@ -609,10 +609,24 @@ def load_run(bids_root: Path, run: RunFiles, cfg: IngestConfig) -> Recording:
     return rec
 
 
-def _source_files(
+def source_files(
     bids_root: Path, ents: dict[str, str], cfg: IngestConfig
 ) -> tuple[Path, Path, Path | None]:
-    """Forward, parcellation and parcel-name files (defaults: the simulator's)."""
+    """Forward, parcellation and parcel-name files of one run (defaults: the simulator's).
+
+    Parameters
+    ----------
+    bids_root : Path
+        Relative patterns in ``cfg.source`` are resolved against it.
+    ents : dict of str to str
+        The run's entities (``subject``, ...), filled into ``{subject}``-style patterns.
+    cfg : IngestConfig
+
+    Returns
+    -------
+    forward, parcellation : Path
+    parcel_names : Path or None
+    """
     sub = ents["subject"]
     sc = cfg.source
     fwd = sc.forward or f"{SIM_DERIV}/sub-{sub}/eeg/sub-{sub}_desc-headmodel_fwd.fif"
