@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_reader.py [--workdir DIR] [--subjects 4] [--minutes 10]
         [--batch-size 32] [--num-workers 0] [--epochs 3] [--warmup 1] [--bids BIDS_DIR]
 
-Without ``--bids`` it simulates a BIDS dataset (``brainxl.simulate``: 64 channels,
+Without ``--bids`` it simulates a BIDS dataset (``brainxl.simulator``: 64 channels,
 200 Hz, 64 ROIs) into ``DIR/bids`` and shards it into ``DIR/shards`` (both reused when
 present). The baseline rebuilds each run's full arrays from the shards, saves them as
 ``DIR/npy/<run>_ephys.npy`` / ``_bold.npy`` and reads every window through a map-style
@@ -45,7 +45,7 @@ def build_shards(workdir: Path, bids: Path | None, subjects: int, minutes: float
     if bids is None:
         bids = workdir / "bids"
         if not (bids / "dataset_description.json").exists():
-            from brainxl.simulate.dataset import simulate_dataset
+            from brainxl.simulator.dataset import simulate_dataset
 
             t = time.perf_counter()
             simulate_dataset(bids, n_subjects=subjects, minutes=minutes, seed=0, sfreq=200.0)

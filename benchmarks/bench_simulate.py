@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
 
     t_wall, t_cpu = time.perf_counter(), time.process_time()
-    from brainxl.simulate import simulate_dataset
+    from brainxl.simulator import simulate_dataset
 
     import_s = time.perf_counter() - t_wall
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,6 +12,6 @@ The notebook API (each call is the matching ``brainxl`` command):
 ``import brainxl`` imports none of the runtime (torch, DeepSpeed, MNE) until a call needs it.
 """
 
-from brainxl.api import evaluate, load_config, predict, shard, sweep, train
+from brainxl.api import evaluate, load_config, predict, shard, simulate, sweep, train
 
-__all__ = ["evaluate", "load_config", "predict", "shard", "sweep", "train"]
+__all__ = ["evaluate", "load_config", "predict", "shard", "simulate", "sweep", "train"]

@@ -38,7 +38,7 @@ def simulate(
     progress : callable, optional
         Receives one line per step.
     **options
-        Any keyword of :func:`brainxl.simulate.dataset.simulate_dataset` (``montage``,
+        Any keyword of :func:`brainxl.simulator.dataset.simulate_dataset` (``montage``,
         ``n_parcels``, ``sfreq``, ``tr``, ``fmt``, ``meg``, ``overwrite``, ...).
 
     Returns
@@ -46,7 +46,7 @@ def simulate(
     summary : SimulationSummary
         What was written, with the ground-truth locations.
     """
-    from brainxl.simulate.dataset import simulate_dataset
+    from brainxl.simulator.dataset import simulate_dataset
 
     return simulate_dataset(out, subjects, minutes, seed, progress=progress, **options)
 

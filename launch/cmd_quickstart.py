@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         print("reusing the simulated dataset already there")
     else:
-        from brainxl.simulate import simulate_dataset
+        from brainxl.simulator import simulate_dataset
 
         summary = simulate_dataset(
             bids,

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the simulation; return 0 on success, 2 on a user mistake."""
     from brainxl.launch.progress import progress_bar, say
 
-    from brainxl.simulate import simulate_dataset
+    from brainxl.simulator import simulate_dataset
 
     bar = progress_bar(args.subjects + 1, "simulate", unit="step")  # head model + subjects
 

@@ -24,7 +24,7 @@ SIM_BIDS_EDF_LEGACY_ARGS: dict[str, Any] = dict(
 @pytest.fixture(scope="session")
 def sim_bids(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """BIDS root of a simulated dataset: 3 subjects x 2 min, biosemi64, BrainVision."""
-    from brainxl.simulate import simulate_dataset
+    from brainxl.simulator import simulate_dataset
 
     root = tmp_path_factory.mktemp("sim_bids") / "bids"
     simulate_dataset(root, **SIM_BIDS_ARGS)
@@ -34,7 +34,7 @@ def sim_bids(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sim_bids_edf_legacy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """BIDS root: 2 subjects x 1.5 min, easycap-M1 (74 ch), EDF, legacy names (EEG T3-REF)."""
-    from brainxl.simulate import simulate_dataset
+    from brainxl.simulator import simulate_dataset
 
     root = tmp_path_factory.mktemp("sim_bids_edf_legacy") / "bids"
     simulate_dataset(root, **SIM_BIDS_EDF_LEGACY_ARGS)

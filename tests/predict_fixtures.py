@@ -58,7 +58,7 @@ def make_world(root: Path) -> World:
     from brainxl.shards.config import ShardingConfig
     from brainxl.shards.writer import shard_bids
 
-    from brainxl.simulate import simulate_dataset
+    from brainxl.simulator import simulate_dataset
 
     bids, shards = root / "bids", root / "shards"
     simulate_dataset(bids, **SIM)

@@ -96,7 +96,7 @@ def test_bids_derivatives_nifti_tsv_round_trip_and_validator(world: World, tmp_p
         np.testing.assert_allclose(back, data, rtol=1e-5, atol=1e-5)
     html = (out / "report.html").read_text()
     assert html.count("<img") >= 2 and "mean_signal_brain" in html
-    from brainxl.simulate.validate import find_validator, validate_bids, validation_errors
+    from brainxl.simulator.validate import find_validator, validate_bids, validation_errors
 
     if find_validator() is None:
         pytest.skip("bids-validator-deno is not installed")

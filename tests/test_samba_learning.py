@@ -34,7 +34,7 @@ def _cli(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
 
 
 def _simulate(root: Path, subjects: int, minutes: float, seed: int) -> tuple[Path, Path]:
-    from brainxl.simulate import simulate_dataset
+    from brainxl.simulator import simulate_dataset
 
     bids, shards = root / "bids", root / "shards"
     simulate_dataset(

@@ -15,7 +15,7 @@ from brainxl.shards.stats import fold_statistics
 
 
 def _simulate(out: Path, **kw) -> Path:
-    from brainxl.simulate.dataset import simulate_dataset
+    from brainxl.simulator.dataset import simulate_dataset
 
     simulate_dataset(out, n_subjects=2, minutes=1.0, seed=0, montage="biosemi32", sfreq=200.0, **kw)
     return out

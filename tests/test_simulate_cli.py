@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from brainxl.channels import canonical_name
-from brainxl.simulate import legacy_name, simulate_dataset
+from brainxl.simulator import legacy_name, simulate_dataset
 
 SMALL = dict(n_subjects=1, minutes=0.25, n_parcels=8, lead_in=4.0)
 
@@ -101,7 +101,7 @@ def test_cli_writes_and_refuses_non_empty_out(tmp_path, capsys):
 def test_validator_catches_a_broken_dataset(tmp_path):
     import json
 
-    from brainxl.simulate.validate import find_validator, validate_bids, validation_errors
+    from brainxl.simulator.validate import find_validator, validate_bids, validation_errors
 
     if find_validator() is None:
         pytest.skip("bids-validator-deno is not installed (pip install bids-validator-deno)")

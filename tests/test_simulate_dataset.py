@@ -179,7 +179,7 @@ def test_sources_and_forward_reproduce_the_eeg(sim_bids):
 
 @pytest.mark.parametrize("fixture", ["sim_bids", "sim_bids_edf_legacy"])
 def test_bids_validator_reports_no_errors(fixture, request):
-    from brainxl.simulate.validate import find_validator, validate_bids, validation_errors
+    from brainxl.simulator.validate import find_validator, validate_bids, validation_errors
 
     if find_validator() is None:
         pytest.skip("bids-validator-deno is not installed (pip install bids-validator-deno)")

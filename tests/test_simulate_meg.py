@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from brainxl.channels import canonical_name
-from brainxl.simulate import simulate_dataset
-from brainxl.simulate.meg import meg_channels
+from brainxl.simulator import simulate_dataset
+from brainxl.simulator.meg import meg_channels
 
 
 def test_helmet_channels_match_the_vocabulary():
@@ -38,7 +38,7 @@ def test_meg_is_written_and_reads_back(tmp_path):
     # the EEG of the same subject is still there
     eeg = mne_bids.BIDSPath(root=root, subject="01", task="rest", run="1", datatype="eeg")
     assert eeg.fpath.exists()
-    from brainxl.simulate.validate import find_validator, validate_bids, validation_errors
+    from brainxl.simulator.validate import find_validator, validate_bids, validation_errors
 
     if find_validator() is not None:
         report = validate_bids(root)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.signal import welch
 
-from brainxl.simulate.activity import band_noise, pink_noise, simulate_activity
-from brainxl.simulate.headmodel import build_template, jitter_positions, subject_head
-from brainxl.simulate.hemodynamics import (
+from brainxl.simulator.activity import band_noise, pink_noise, simulate_activity
+from brainxl.simulator.headmodel import build_template, jitter_positions, subject_head
+from brainxl.simulator.hemodynamics import (
     bold_drive,
     convolve_hrf,
     double_gamma,
@@ -16,7 +16,7 @@ from brainxl.simulate.hemodynamics import (
     sample_coupling,
     sample_hrfs,
 )
-from brainxl.simulate.volume import bold_image, make_grid, roi_means
+from brainxl.simulator.volume import bold_image, make_grid, roi_means
 
 
 @pytest.fixture(scope="module")

@@ -272,7 +272,7 @@ def subject_head(
     jitter_mm : float
         Standard deviation of the electrode displacement.
     meg : bool
-        Also model a 306-channel MEG helmet (see :mod:`brainxl.simulate.meg`).
+        Also model a 306-channel MEG helmet (see :mod:`brainxl.simulator.meg`).
 
     Returns
     -------
@@ -288,7 +288,7 @@ def subject_head(
     )
     names, types = list(template.ch_names), ["eeg"] * len(template.ch_names)
     if meg:
-        from brainxl.simulate.meg import meg_channels
+        from brainxl.simulator.meg import meg_channels
 
         meg_names, meg_types, _ = meg_channels()
         names += meg_names
@@ -296,7 +296,7 @@ def subject_head(
     info = mne.create_info(names, sfreq, types)
     info.set_montage(mont)  # positions of the EEG channels only
     if meg:
-        from brainxl.simulate.meg import set_helmet_locations
+        from brainxl.simulator.meg import set_helmet_locations
 
         set_helmet_locations(info, template.r0)
         with info._unlock():

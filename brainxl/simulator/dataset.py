@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from brainxl.simulate import bids_io
-from brainxl.simulate.activity import pink_noise, simulate_activity
-from brainxl.simulate.headmodel import SubjectHead, TemplateHead, build_template, subject_head
-from brainxl.simulate.hemodynamics import (
+from brainxl.simulator import bids_io
+from brainxl.simulator.activity import pink_noise, simulate_activity
+from brainxl.simulator.headmodel import SubjectHead, TemplateHead, build_template, subject_head
+from brainxl.simulator.hemodynamics import (
     HRF_LENGTH_S,
     HRFSet,
     bold_drive,
@@ -21,7 +21,7 @@ from brainxl.simulate.hemodynamics import (
     sample_hrfs,
     simulate_bold,
 )
-from brainxl.simulate.volume import BoldGrid, bold_image, make_grid, roi_means
+from brainxl.simulator.volume import BoldGrid, bold_image, make_grid, roi_means
 
 CHANNEL_STYLES = ("standard", "legacy")
 #: 10-10 names -> the old 10-20 names of clinical systems (TUH and others).
@@ -427,7 +427,7 @@ def _simulate_subject(
     bids_io.write_raw(raw, out, sub, task, run, fmt, "eeg")
     del raw, eeg
     if meg:
-        from brainxl.simulate.meg import sensor_noise
+        from brainxl.simulator.meg import sensor_noise
 
         meg_idx = np.flatnonzero(~is_eeg)
         info_meg = mne.pick_info(head.info, meg_idx)

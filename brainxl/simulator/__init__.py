@@ -6,6 +6,6 @@ leadfield) and the BOLD (band power convolved with per-parcel HRFs), written as 
 valid BIDS dataset with the ground truth under ``derivatives/brainxl-sim``.
 """
 
-from brainxl.simulate.dataset import SimulationSummary, legacy_name, simulate_dataset
+from brainxl.simulator.dataset import SimulationSummary, legacy_name, simulate_dataset
 
 __all__ = ["SimulationSummary", "legacy_name", "simulate_dataset"]
