@@ -319,18 +319,14 @@ def evaluate(
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        result = evaluate(
-            args.target,
-            args.subjects,
-            report=not args.no_report,
-            bids_root=args.bids,
-            baseline=not args.no_baseline,
-            weights=args.weights,
-        )
-    except ValueError as err:
-        print(f"error: {err}")
-        return 2
+    result = evaluate(  # a user mistake (ValueError): one line from cli.main
+        args.target,
+        args.subjects,
+        report=not args.no_report,
+        bids_root=args.bids,
+        baseline=not args.no_baseline,
+        weights=args.weights,
+    )
     print(json.dumps(result, indent=2))
     from brainxl.launch.wandb_sync import print_sync_hint
 

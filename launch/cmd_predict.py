@@ -315,26 +315,22 @@ def summary(preds: Sequence[Any]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     subjects = [s.strip() for s in args.subjects.split(",") if s.strip()] or None
-    try:
-        preds = predict(
-            args.run,
-            args.input,
-            args.out,
-            subjects=subjects,
-            weights=args.weights,
-            bold=args.bold,
-            atlas=args.atlas,
-            atlas_labels=args.atlas_labels,
-            tr=args.tr,
-            volume_marker=args.volume_marker,
-            raw_format=args.format,
-            report=args.report,
-            batch_size=args.batch_size,
-            allow_missing_channels=args.allow_missing_channels,
-            progress=not args.no_progress,
-        )
-    except ValueError as err:
-        print(f"error: {err}")
-        return 2
+    preds = predict(
+        args.run,
+        args.input,
+        args.out,
+        subjects=subjects,
+        weights=args.weights,
+        bold=args.bold,
+        atlas=args.atlas,
+        atlas_labels=args.atlas_labels,
+        tr=args.tr,
+        volume_marker=args.volume_marker,
+        raw_format=args.format,
+        report=args.report,
+        batch_size=args.batch_size,
+        allow_missing_channels=args.allow_missing_channels,
+        progress=not args.no_progress,
+    )
     print(json.dumps(summary(preds), indent=2))
     return 0

@@ -29,41 +29,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from brainxl.distrib.config import ConfigError
-    from brainxl.launch.sweep_space import SearchError
-
     if args.status:
         from brainxl.launch.sweep_report import status
 
-        try:
-            print(status(args.status))
-        except ValueError as err:
-            print(f"error: {err}")
-            return 2
+        print(status(args.status))  # a user mistake (ValueError): one line from cli.main
         return 0
     if not args.config or not args.search:
-        print("error: give CONFIG and SEARCH (e.g. `brainxl sweep quickstart neurobolt-debug`)")
-        return 2
+        raise ValueError("give CONFIG and SEARCH (e.g. `brainxl sweep quickstart neurobolt-debug`)")
     from brainxl.launch import sweep as sw
 
     outer = [s.strip() for s in args.outer.split(",") if s.strip()]
-    try:
-        plan = sw.plan(args.config, args.search, args.overrides, args.out)
-        from brainxl.launch.sweep_folds import outer_subjects
+    plan = sw.plan(args.config, args.search, args.overrides, args.out)
+    from brainxl.launch.sweep_folds import outer_subjects
 
-        outer_subjects(plan.subjects, outer)
-    except (ConfigError, SearchError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}")
-        return 2
+    outer_subjects(plan.subjects, outer)
     print(f"sweep folder: {plan.folder}")
     if args.cluster:
         from brainxl.launch.sweep_cluster import submit_sweep
 
-        try:
-            job = submit_sweep(plan, outer, args.cluster, ridge=not args.no_baseline)
-        except ValueError as err:
-            print(f"error: {err}")
-            return 2
+        job = submit_sweep(plan, outer, args.cluster, ridge=not args.no_baseline)
         print(f"submitted SLURM job {job.job_id}; `brainxl sweep --status {plan.folder}`")
         return 0
     phases = ("search",) if args.search_only else sw.PHASES

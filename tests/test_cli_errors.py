@@ -47,10 +47,14 @@ def _cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["shard", missing, str(tmp / "out")], "dataset_description.json"),
         (["shard", missing], "need BIDS_DIR OUT"),
         (["simulate", "/proc/brainxl-cannot-write-here"], "/proc/brainxl-cannot-write-here"),
+        (["evaluate", missing], "neither a run folder"),
+        (["predict", missing, missing, str(tmp / "pred")], "neither a run folder"),
+        (["sweep", "neurobolt-debug", "no-such-search"], "search file 'no-such-search' not found"),
+        (["sweep", "--status", missing], "is not a sweep folder"),
     ]
 
 
-@pytest.mark.parametrize("index", range(16))
+@pytest.mark.parametrize("index", range(20))
 def test_user_mistake_is_one_line(index: int, tmp_path: Path, capsys) -> None:
     argv, fragment = _cases(tmp_path)[index]
     assert main(argv) == 2

@@ -167,9 +167,9 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
     assert main(["sweep", "neurobolt-debug", "no-such-search"]) == 2
     assert main(["sweep", "--status", str(tmp_path)]) == 2
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 2 and all(line.startswith("error: ") for line in out)
-    assert "not a sweep folder" in out[1]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("brainxl sweep: error: ") for line in err)
+    assert "not a sweep folder" in err[1]
 
 
 def test_an_offline_wandb_run_makes_no_network_call(tmp_path: Path) -> None:
