@@ -13,7 +13,7 @@ and the statistics module.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,10 +87,12 @@ def score_subjects(
     norm: Any,
     out_dir: Path | None = None,
     ceilings: dict[str, Any] | None = None,
+    on_subject: Callable[[str], None] | None = None,
 ) -> list[Any]:
     """``brainxl.metrics.SubjectResult`` per subject; with ``out_dir`` also writes
     ``predictions-<subject>.npz`` and ``metrics-<subject>.json`` there. ``ceilings`` maps
-    a subject to its noise ceiling (simulated data)."""
+    a subject to its noise ceiling (simulated data); ``on_subject(s)`` is called after
+    each subject is scored (progress)."""
     from brainxl.distrib.data import subject_source
 
     from brainxl import metrics as bm
@@ -118,6 +120,8 @@ def score_subjects(
                 names=np.array(names),
             )
             bm.to_json(res, RunDir.subject_metrics(out_dir, s))
+        if on_subject is not None:
+            on_subject(s)
     return results
 
 
@@ -166,6 +170,7 @@ def evaluate_subjects(
     subjects: Sequence[str],
     out_dir: Path | None = None,
     ceilings: dict[str, Any] | None = None,
+    on_subject: Callable[[str], None] | None = None,
 ) -> EvaluationResult:
     """Build the configured model once, load ``weights`` and score ``subjects``.
 
@@ -183,13 +188,17 @@ def evaluate_subjects(
         Where ``predictions-<s>.npz`` and ``metrics-<s>.json`` go.
     ceilings : dict, optional
         Noise ceiling per subject (simulated data).
+    on_subject : callable, optional
+        Called with each subject once it is scored (progress).
 
     Returns
     -------
     EvaluationResult
     """
     model, adapter = load_model(cfg, shapes, weights)
-    results = score_subjects(cfg, model, adapter, list(subjects), norm, out_dir, ceilings)
+    results = score_subjects(
+        cfg, model, adapter, list(subjects), norm, out_dir, ceilings, on_subject
+    )
     return EvaluationResult(model, adapter, results)
 
 

@@ -269,15 +269,19 @@ def evaluate(
     if bids_root is not None:
         for s in chosen:
             ceilings[s] = bm.load_noise_ceiling(bids_root, s)
-    ev = evaluate_subjects(
-        cfg,
-        shapes,
-        norm,
-        load_weights(run_dir, ckpt_dir, tag),
-        chosen,
-        run.evaluation_dir(tag or "final"),
-        ceilings,
-    )
+    from brainxl.launch.progress import progress_bar
+
+    with progress_bar(len(chosen), "evaluate", unit="subject") as bar:
+        ev = evaluate_subjects(
+            cfg,
+            shapes,
+            norm,
+            load_weights(run_dir, ckpt_dir, tag),
+            chosen,
+            run.evaluation_dir(tag or "final"),
+            ceilings,
+            on_subject=lambda s: bar.update(1),
+        )
     model, adapter, results = ev.model, ev.adapter, ev.results
     summary = bm.summarize(results)
     base = None
