@@ -259,16 +259,20 @@ def _wait_for_checkpoint(run: Path, step: int, job, timeout: float = STEP_LIMIT_
 
 
 def _release_requeued(job_id: str, timeout: float = STEP_LIMIT_S) -> None:
-    """SLURM holds a requeued job ~2 min (BeginTime); make it eligible now."""
+    """Wait until SLURM has requeued the job; it starts again by itself.
 
-    def held() -> bool:
+    SLURM holds a requeued job until its old credential expires (``cred_expire``, 120 s by
+    default): forcing ``StartTime=now`` earlier lands it on a node that still holds the
+    revoked credential ("Killing non-startable batch job: Job credential revoked").
+    """
+
+    def requeued() -> bool:
         out = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True
+            ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True
         ).stdout.split()
-        return out[:2] == ["PENDING", "BeginTime"]
+        return out[:1] in (["PENDING"], ["RUNNING"])
 
-    _wait_until(held, timeout, f"job {job_id} was not requeued", 0.3)
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+    _wait_until(requeued, timeout, f"job {job_id} was not requeued", 0.3)
 
 
 def _wait_for_log(log: Path, pattern: str, what: str, timeout: float = STEP_LIMIT_S) -> re.Match:
