@@ -93,10 +93,10 @@ class SweepJob:
         return None
 
     def _head(self, env: Any, job_id: str, control: Path) -> dict[str, Any]:
-        from brainxl.launch import slurm
+        from brainxl.distrib.env import node_address
         from brainxl.launch import sweep as sw
 
-        addr = slurm._node_addr(env.hostnames[0])
+        addr = node_address(env.hostnames[0])
         port = ray_port(job_id)
         cpus, gpus = allocation_resources()
         (control / SWEEP_OVER).unlink(missing_ok=True)

@@ -137,7 +137,9 @@ SlurmctldPort=$CTLD_PORT
 SlurmUser=$USER_NAME
 SlurmdUser=$USER_NAME
 AuthType=auth/munge
-AuthInfo=socket=$MUNGE_SOCK
+# cred_expire (default 120 s) is also how long a requeued job waits before it may start
+# again; a test cluster on one machine launches steps in seconds
+AuthInfo=cred_expire=30,socket=$MUNGE_SOCK
 CredType=cred/munge
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool/%n
