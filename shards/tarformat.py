@@ -28,6 +28,8 @@ from brainxl.shards.errors import ShardError
 
 #: Members every sample has.
 REQUIRED = ("ephys.npy", "bold.npy", "meta.json")
+#: Members of a sample of EEG-only shards (``meta["kind"] == "eeg-only"``).
+REQUIRED_EEG_ONLY = ("ephys.npy", "meta.json")
 #: Key of the per-member checksums in ``meta.json`` (and, prefixed ``meta_``, of the
 #: ``meta.json`` checksum in the manifest's sample descriptor).
 CHECKSUM_KEY = "xxh3_64"
@@ -233,8 +235,8 @@ def check_sample(
         If a member is missing, does not decode, disagrees with the metadata, or its
         bytes differ from its checksum.
     """
-    missing = [m for m in REQUIRED if m not in members]
-    if missing:
+    if "meta.json" not in members:
+        missing = [m for m in REQUIRED if m not in members]
         raise ShardError(path, key, f"missing members {missing} (truncated shard?)")
     if meta_checksum is not None and member_checksum(members["meta.json"]) != meta_checksum:
         raise ShardError(path, key, f"meta.json differs from the manifest's checksum {_ALTERED}")
@@ -242,17 +244,22 @@ def check_sample(
         meta = json.loads(members["meta.json"])
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ShardError(path, key, f"meta.json does not parse ({err})") from None
+    eeg_only = meta.get("kind") == "eeg-only"
+    missing = [m for m in (REQUIRED_EEG_ONLY if eeg_only else REQUIRED) if m not in members]
+    if missing:
+        raise ShardError(path, key, f"missing members {missing} (truncated shard?)")
     try:
         ephys = npy.decode(members["ephys.npy"])
-        bold = npy.decode(members["bold.npy"])
+        bold = None if eeg_only else npy.decode(members["bold.npy"])
         parcels = npy.decode(members["parcels.npy"]) if "parcels.npy" in members else None
     except ValueError as err:
         raise ShardError(path, key, str(err)) from None
-    n_bold = meta["first_tr"] + meta["n_trs"] - meta["bold_first_tr"]
     if ephys.shape != (len(meta["ch_names"]), meta["n_ephys"]):
         raise ShardError(path, key, f"ephys shape {ephys.shape} disagrees with meta.json")
-    if bold.shape != (len(meta["roi_names"]), n_bold):
-        raise ShardError(path, key, f"bold shape {bold.shape} disagrees with meta.json")
+    if bold is not None:
+        n_bold = meta["first_tr"] + meta["n_trs"] - meta["bold_first_tr"]
+        if bold.shape != (len(meta["roi_names"]), n_bold):
+            raise ShardError(path, key, f"bold shape {bold.shape} disagrees with meta.json")
     if parcels is not None and parcels.shape != (len(meta["parcel_names"]), meta["n_ephys"]):
         raise ShardError(path, key, f"parcels shape {parcels.shape} disagrees with meta.json")
     sums = meta.get(CHECKSUM_KEY)
