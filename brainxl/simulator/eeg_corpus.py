@@ -48,8 +48,26 @@ DEFAULT_RATES = (250.0, 500.0, 512.0, 1000.0)
 
 
 @dataclass
-class _MontageModel:
-    """What every subject of one montage shares: names, parcel gains, noise mixing."""
+class MontageModel:
+    """What every subject of one montage shares (built once by :func:`montage_model`).
+
+    Attributes
+    ----------
+    template : TemplateHead
+        Head model, parcels and their centroids.
+    ch_names : list of str
+        Standard channel names.
+    gain : ndarray, shape (n_channels, n_parcels)
+        Sensor response (V) to unit activity of each parcel.
+    noise_mix : ndarray, shape (n_channels, n_channels)
+        Square root of the sensor covariance of 300 random dipoles (unit mean variance).
+    montage : mne.channels.DigMontage
+        Electrode positions.
+    fmt : str
+        File format the corpus writes (``"BrainVision"`` or ``"EDF"``).
+    legacy : bool
+        Written with clinical labels (``EEG T3-REF``).
+    """
 
     template: TemplateHead
     ch_names: list[str]  # standard names
@@ -146,7 +164,8 @@ def _check(
         )
 
 
-def _montage_model(name: str, n_parcels: int, rng: np.random.Generator) -> _MontageModel:
+def montage_model(name: str, n_parcels: int, rng: np.random.Generator) -> MontageModel:
+    """Head model, parcel gains and noise mixing of montage ``name`` (:data:`MONTAGES`)."""
     import mne
 
     mne_name, subset, fmt = MONTAGES[name]
@@ -168,7 +187,7 @@ def _montage_model(name: str, n_parcels: int, rng: np.random.Generator) -> _Mont
     mix = V * np.sqrt(np.clip(w, 0.0, None))
     mix /= np.sqrt((mix**2).sum() / len(pick))  # unit mean variance per channel
     montage = mne.pick_info(head.info, pick).get_montage()
-    return _MontageModel(
+    return MontageModel(
         template=template,
         ch_names=[names[k] for k in pick],
         gain=gain,
@@ -180,7 +199,7 @@ def _montage_model(name: str, n_parcels: int, rng: np.random.Generator) -> _Mont
 
 
 def simulate_eeg_subject(
-    model: _MontageModel, sfreq: float, n_times: int, rng: np.random.Generator, line_freq: float
+    model: MontageModel, sfreq: float, n_times: int, rng: np.random.Generator, line_freq: float
 ) -> np.ndarray:
     """One subject's EEG (volts), shape (n_channels, n_times), average reference.
 
@@ -269,9 +288,9 @@ def simulate_eeg_corpus(
     _check(out, n_subjects, minutes, mont, rate_list, task, overwrite)
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
-    models: dict[str, _MontageModel] = {}
+    models: dict[str, MontageModel] = {}
     for k, name in enumerate(dict.fromkeys(mont)):
-        models[name] = _montage_model(
+        models[name] = montage_model(
             name, n_parcels, np.random.default_rng(np.random.SeedSequence([seed, 2, k]))
         )
         say(f"head model {name}: {len(models[name].ch_names)} electrodes")
