@@ -11,9 +11,10 @@ import mne
 import numpy as np
 import pytest
 from brainxl.launch.cli import main
-from brainxl.shards.config import IngestConfig, PreprocessConfig, ShardingConfig
+from brainxl.shards.config import IngestConfig, PreprocessConfig, ReaderConfig, ShardingConfig
 from brainxl.shards.eeg_writer import shard_eeg
 from brainxl.shards.errors import ChannelNameError, MissingFileError
+from brainxl.shards.reader import WindowDataset
 from brainxl.shards.shardset import ShardSet
 
 #: Channels of pyedflib's EDF+ test recording given 10-05 names (the rest are dropped).
@@ -122,7 +123,12 @@ def test_cli_glob_verify_reopen_and_translation_refused(tmp_path: Path, capsys) 
     assert shards.manifest["datasets"]["edfplus"]["subjects"] == ["site1testgenerator"]
     assert shards.fragment("site1testgenerator")["n_samples"] == 5
     # a translation run pointed at these shards: one line naming the folder and the fix
-    for call in (lambda: shards.fold_statistics(shards.subjects), shards.require_translation):
+    calls = (
+        lambda: shards.fold_statistics(shards.subjects),
+        lambda: WindowDataset(out, ReaderConfig()),
+        shards.require_translation,
+    )
+    for call in calls:
         with pytest.raises(ValueError, match="EEG-only shards") as err:
             call()
         assert str(out) in str(err.value) and "\n" not in str(err.value)
