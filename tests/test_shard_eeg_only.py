@@ -169,3 +169,23 @@ def test_unmappable_error_class(tmp_path: Path) -> None:
         preprocess_recording(
             read_file(edf), IngestConfig(), subject="x", dataset="d", entities={}, src=str(edf)
         )
+
+
+def test_bids_with_bold_and_meg_sharded_eeg_only(tmp_path: Path) -> None:
+    """EEG (and, asked for, MEG) of a BIDS EEG-MEG-fMRI dataset; the BOLD is ignored."""
+    from brainxl.simulator.dataset import simulate_dataset
+
+    bids = tmp_path / "bids"
+    simulate_dataset(
+        bids, n_subjects=1, minutes=0.5, montage="biosemi32", sfreq=250.0, meg=True, n_parcels=8
+    )
+    kw = dict(progress=False, cfg=ShardingConfig(workers=1))
+    eeg = shard_eeg(bids, tmp_path / "eeg", **kw)["subjects"]["01"]
+    assert eeg["runs"][0]["source_files"]["ephys"].endswith("_eeg.vhdr")
+    assert len(eeg["ch_names"]) == 32 and eeg["native_sfreqs"] == [250.0]
+    assert eeg["n_ephys"] == 50 * 200  # 20 s lead-in + 30 s run, at 200 Hz
+    meg = shard_eeg(bids, tmp_path / "meg", _ingest(ch_types=["mag", "grad"]), **kw)
+    frag = meg["subjects"]["01"]
+    assert frag["runs"][0]["source_files"]["ephys"].endswith("_meg.fif")
+    assert len(frag["ch_names"]) == 306 and set(frag["ch_types"]) == {"mag", "grad"}
+    assert ShardSet(tmp_path / "meg").verify() == []
