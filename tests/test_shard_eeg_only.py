@@ -189,3 +189,28 @@ def test_bids_with_bold_and_meg_sharded_eeg_only(tmp_path: Path) -> None:
     assert frag["runs"][0]["source_files"]["ephys"].endswith("_meg.fif")
     assert len(frag["ch_names"]) == 306 and set(frag["ch_types"]) == {"mag", "grad"}
     assert ShardSet(tmp_path / "meg").verify() == []
+
+
+def test_glob_subject_labels_and_clashes(tmp_path: Path) -> None:
+    from brainxl.shards.errors import IngestError
+    from brainxl.shards.ingest.eeg_only import resolve_source
+
+    names = [
+        "site1/rec_01.edf",
+        "site1/rec_01.vmrk",  # not a recording: skipped
+        "site2/sub-07_ses-1_task-rest_eeg.vhdr",
+        "site2/sub-07_ses-2_task-rest_eeg.vhdr",
+    ]
+    for name in names:
+        (tmp_path / "recs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "recs" / name).write_bytes(b"")
+    src = resolve_source(str(tmp_path / "recs" / "**" / "*"), IngestConfig())
+    assert src.kind == "glob" and src.dataset == "recs"
+    assert src.subjects == ["07", "site1rec01"]
+    assert [p.name for p in src.files["07"]] == [Path(n).name for n in names[2:]]
+    (tmp_path / "recs" / "site3").mkdir()
+    (tmp_path / "recs" / "site3" / "sub-07_ses-1_task-rest_eeg.edf").write_bytes(b"")
+    with pytest.raises(IngestError, match="same subject and recording key"):
+        resolve_source(str(tmp_path / "recs" / "**" / "*"), IngestConfig())
+    with pytest.raises(MissingFileError, match="not a BIDS dataset"):
+        resolve_source(tmp_path / "recs", IngestConfig())

@@ -177,16 +177,15 @@ def resolve_source(spec: str | Path, cfg: IngestConfig, dataset: str = "") -> EE
         subject = ents.get("subject") or _label(str(rel).split(".")[0])
         if not subject:
             raise IngestError(f"{f}: cannot derive a subject label from the path; rename it")
-        key = ents.get("subject") and "_".join(
-            f"{k}{ents.get(k, '')}" for k in ("session", "task", "run")
-        )
-        clash = keys.get((subject, key or ""))
+        # the recording key within the subject (EEGRecording.key): ses/task/run entities
+        key = "_".join(ents.get(k, "") for k in ("session", "task", "run"))
+        clash = keys.get((subject, key))
         if clash is not None:
             raise IngestError(
                 f"{f}: gets the same subject and recording key as {clash} (sub-{subject}); "
                 "rename one (distinct ses-/task-/run- entities) or shard them separately"
             )
-        keys[(subject, key or "")] = f
+        keys[(subject, key)] = f
         by_subject.setdefault(subject, []).append(f)
     if cfg.subjects:
         wanted = {s.removeprefix("sub-") for s in cfg.subjects}
