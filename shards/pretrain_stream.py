@@ -35,7 +35,6 @@ altered bytes raise :class:`~brainxl.shards.errors.ShardError` naming the file a
 from __future__ import annotations
 
 import os
-import tarfile
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -46,14 +45,12 @@ import torch
 from brainxl.shards import npy
 from brainxl.shards.errors import ShardError
 from brainxl.shards.shardset import ShardSet
-from brainxl.shards.tarformat import META_CHECKSUM_KEY, check_sample
+from brainxl.shards.tarformat import META_CHECKSUM_KEY, check_sample, tar_member_offsets
 from torch import Tensor
 
 from brainxl.channels import channel_indices
 from brainxl.models.labram import PATCH_SIZE
 from brainxl.models.labram_pretrain import PaddedBatch, pad_eeg_batch, token_budget_batches
-
-_BLOCK = 512
 
 
 @dataclass(frozen=True)
@@ -140,86 +137,6 @@ class _Sample:
     key: str
     meta_checksum: str | None
     montage: int
-
-
-def tar_member_offsets(path: str | os.PathLike) -> dict[str, dict[str, tuple[int, int]]]:
-    """Data offsets of every member of a shard, from its headers alone.
-
-    Parameters
-    ----------
-    path : path
-        A shard tar (``shards.tarformat`` layout; pax headers allowed).
-
-    Returns
-    -------
-    dict of key -> {suffix: (offset, size)}
-        Byte offset and size of each member's data, keyed like WebDataset.
-
-    Raises
-    ------
-    ShardError
-        Naming the file when it cannot be opened or a header is truncated or corrupt.
-    """
-    out: dict[str, dict[str, tuple[int, int]]] = {}
-    key = ""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed in finally
-    except OSError as err:
-        raise ShardError(
-            str(path), "", f"cannot open ({err.strerror}); re-run `brainxl shard`"
-        ) from None
-    try:
-        pos, override = 0, {}
-        while True:
-            f.seek(pos)
-            header = f.read(_BLOCK)
-            if not header or header == bytes(_BLOCK):
-                break
-            if len(header) < _BLOCK:
-                raise ShardError(str(path), key, "truncated tar header")
-            try:
-                info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
-            except tarfile.HeaderError as err:
-                raise ShardError(str(path), key, f"corrupt tar header ({err})") from None
-            data_at = pos + _BLOCK
-            pos = data_at + info.size + (-info.size % _BLOCK)
-            if info.type in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME):
-                ext = f.read(info.size)
-                if info.type == tarfile.GNUTYPE_LONGNAME:
-                    override = {"path": ext.rstrip(b"\0").decode("utf-8", "surrogateescape")}
-                else:
-                    override = _pax(ext)
-                continue
-            if info.type == tarfile.XGLTYPE:
-                continue
-            name = override.get("path", info.name).rsplit("/", 1)[-1]
-            size = int(override.get("size", info.size))
-            if size != info.size:
-                pos = data_at + size + (-size % _BLOCK)
-            override = {}
-            base, dot, suffix = name.partition(".")
-            if info.isreg() and dot:
-                key = base
-                out.setdefault(base, {})[suffix] = (data_at, size)
-    except ShardError:
-        raise
-    except (OSError, ValueError) as err:  # ValueError: garbled pax record
-        raise ShardError(str(path), key, f"cannot read ({err})") from None
-    finally:
-        f.close()
-    return out
-
-
-def _pax(data: bytes) -> dict[str, str]:
-    """pax extended-header records (``"<len> key=value\\n"``)."""
-    out, pos = {}, 0
-    while pos < len(data):
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
-        k, _, v = data[space + 1 : pos + length - 1].partition(b"=")
-        out[k.decode()] = v.decode("utf-8", "surrogateescape")
-        pos += length
-    return out
 
 
 class PretrainStream:

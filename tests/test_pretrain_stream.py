@@ -12,8 +12,9 @@ import torch
 from brainxl.shards.config import ShardingConfig
 from brainxl.shards.eeg_writer import shard_eeg
 from brainxl.shards.errors import ShardError
-from brainxl.shards.pretrain_stream import DatasetSource, PretrainStream, tar_member_offsets
+from brainxl.shards.pretrain_stream import DatasetSource, PretrainStream
 from brainxl.shards.shardset import ShardSet
+from brainxl.shards.tarformat import tar_member_offsets
 
 from brainxl.channels import channel_indices
 from brainxl.simulator.eeg_corpus import simulate_eeg_corpus
