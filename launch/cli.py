@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, str] = {
     "shard": "brainxl.launch.cmd_shard",
     "models": "brainxl.launch.cmd_models",
     "train": "brainxl.launch.cmd_train",
+    "pretrain": "brainxl.launch.cmd_pretrain",
     "evaluate": "brainxl.launch.cmd_evaluate",
     "predict": "brainxl.launch.cmd_predict",
     "submit": "brainxl.launch.cmd_submit",

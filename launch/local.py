@@ -16,6 +16,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,35 @@ from brainxl.distrib.config import RunConfig, run_dir, save_run_config
 from brainxl.distrib.env import free_port, local_rank_env
 from brainxl.distrib.rundir import RunDir
 
-__all__ = ["free_port", "launch_local", "rank_env"]
+__all__ = ["RankTarget", "free_port", "launch_local", "rank_env"]
+
+
+@dataclass(frozen=True)
+class RankTarget:
+    """What the rank processes run: training (the default) or another entry point.
+
+    Attributes
+    ----------
+    module : str
+        ``python -m MODULE <run_dir>/config.yaml`` in every rank process.
+    run : callable
+        ``run(cfg) -> metrics`` in this process (one rank, or inside a launcher).
+    folder : callable
+        ``folder(cfg) -> Path``: the run folder.
+    save_config : callable
+        ``save_config(cfg, folder)``: writes ``config.yaml`` (what the ranks read).
+    """
+
+    module: str
+    run: Callable[[Any], dict[str, Any]]
+    folder: Callable[[Any], Path]
+    save_config: Callable[[Any, Path], None]
+
+
+def _train_target() -> RankTarget:
+    from brainxl.distrib.entry import train
+
+    return RankTarget("brainxl.distrib.entry", train, run_dir, save_run_config)
 
 
 def rank_env(rank: int, nproc: int, port: int) -> dict[str, str]:
@@ -46,11 +76,14 @@ def _tail(path: Path, n: int = 30) -> str:
         return ""
 
 
-def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
+def launch_local(
+    cfg: RunConfig, nproc: int = 1, target: RankTarget | None = None
+) -> dict[str, Any]:
     """Train ``cfg`` on ``nproc`` local ranks; returns rank 0's final metrics.
 
     Inside torchrun, SLURM, submitit or the DeepSpeed launcher the current process joins
-    that job instead (``nproc`` is ignored).
+    that job instead (``nproc`` is ignored). ``target`` runs another entry point (e.g.
+    pretraining) on the same machinery; None = training.
 
     Raises
     ------
@@ -63,19 +96,18 @@ def launch_local(cfg: RunConfig, nproc: int = 1) -> dict[str, Any]:
 
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
+    target = target or _train_target()
     env = detect_env()
     if env.in_launcher or nproc == 1:
-        from brainxl.distrib.entry import train
-
-        return train(cfg)
+        return target.run(cfg)
     from brainxl.distrib import signals
     from brainxl.distrib.runlock import RunLock
 
-    folder = run_dir(cfg)
+    folder = target.folder(cfg)
     run = RunDir(folder)
     signals.clear()
     with RunLock(run.lock_path):  # the ranks see that their parent holds it
-        failed = _run_ranks(cfg, folder, nproc)
+        failed = _run_ranks(cfg, folder, nproc, target)
         reason = signals.stop_reason()
     if failed is not None:
         rank, code = failed
@@ -92,11 +124,13 @@ class RankFailedError(RuntimeError):
     """A local rank process exited with an error (the message holds its log's tail)."""
 
 
-def _run_ranks(cfg: RunConfig, folder: Path, nproc: int) -> tuple[int, int] | None:
+def _run_ranks(
+    cfg: RunConfig, folder: Path, nproc: int, target: RankTarget
+) -> tuple[int, int] | None:
     """Start ``nproc`` ranks and wait; returns (rank, exit code) of the first failure."""
     from brainxl.distrib.signals import StopSignals
 
-    save_run_config(cfg, folder)
+    target.save_config(cfg, folder)
     run = RunDir(folder)
     run.logs_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -117,7 +151,7 @@ def _run_ranks(cfg: RunConfig, folder: Path, nproc: int) -> tuple[int, int] | No
                 if rank > 0:
                     out = open(run.rank_log(rank), "w")  # noqa: SIM115 - closed below
                     files.append(out)
-                cmd = [sys.executable, "-m", "brainxl.distrib.entry", str(run.config_path)]
+                cmd = [sys.executable, "-m", target.module, str(run.config_path)]
                 procs.append(
                     subprocess.Popen(
                         cmd, env=penv, stdout=out, stderr=subprocess.STDOUT if out else None

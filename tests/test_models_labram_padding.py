@@ -157,3 +157,22 @@ def test_tokenizer_reports_usage_and_perplexity():
     assert out["usage"].item() == pytest.approx(n_used / 32)
     assert 1.0 <= out["perplexity"].item() <= n_used + 1e-4
     assert out["dead_codes"].item() >= 0
+
+
+def test_tokenizer_on_padded_batch_matches_samples_alone():
+    torch.manual_seed(0)
+    tok = VQNSPTokenizer(codebook_size=32, code_dim=8, decoder_depth=1, depth=2, filters=2,
+                         heads=2)  # fmt: skip
+    samples = _samples(1)
+    batch = pad_eeg_batch(samples)
+    codes = tok.tokenize(batch.x, batch.ch_idx, batch.pad_mask)
+    assert bool((codes[batch.pad_mask] == -1).all()) and bool((codes[~batch.pad_mask] >= 0).all())
+    for i, (x, ch) in enumerate(samples):
+        alone = tok.tokenize(x[None], batch.ch_idx[i, : len(ch)])[0]
+        assert torch.equal(batch.sample_tokens(codes[..., None], i)[:, 0], alone)
+    tok.eval()
+    out = tok(batch.x, batch.ch_idx, batch.pad_mask)  # padding counts in no loss
+    parts = [tok(x[None], batch.ch_idx[i, : len(ch)]) for i, (x, ch) in enumerate(samples)]
+    n = torch.tensor([x.shape[0] * x.shape[1] // 200 for x, _ in samples], dtype=torch.float)
+    amp = sum(p["loss_amp"] * k for p, k in zip(parts, n)) / n.sum()
+    torch.testing.assert_close(out["loss_amp"], amp, rtol=1e-4, atol=1e-5)

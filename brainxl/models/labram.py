@@ -672,40 +672,62 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
         self.encoder.set_grad_checkpointing(enabled)
         self.decoder.set_grad_checkpointing(enabled)
 
-    def _encode(self, x: Tensor, ch_idx: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
-        feats = self.encoder.forward_features(x, ch_idx)
+    def _encode(
+        self, x: Tensor, ch_idx: Tensor, pad_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, int, Tensor | None]:
+        n = check_eeg_input(
+            x, ch_idx, PATCH_SIZE, self.encoder.max_patches, "VQNSPTokenizer", per_sample=True
+        )
+        pad = token_padding(ch_idx, x.shape[0], n, pad_mask)
+        feats = self.encoder.forward_features(x, ch_idx, pad_mask=pad)
         B, L, _ = feats.shape
-        z_q, qloss, codes = self.quantizer(self.encode_proj(feats).reshape(B * L, -1))
-        return z_q.reshape(B, L, -1), qloss, codes.reshape(B, L), L // ch_idx.numel()
+        z = self.encode_proj(feats)
+        if pad is None:
+            z_q, qloss, codes = self.quantizer(z.reshape(B * L, -1))
+            return z_q.reshape(B, L, -1), qloss, codes.reshape(B, L), n, None
+        keep = ~pad  # only real tokens are quantised (and counted by the codebook EMA)
+        zq_real, qloss, codes_real = self.quantizer(z[keep])
+        z_q = zq_real.new_zeros(B, L, zq_real.shape[-1]).index_put((keep,), zq_real)
+        codes = codes_real.new_full((B, L), -1).index_put((keep,), codes_real)
+        return z_q, qloss, codes, n, pad
 
     @torch.no_grad()
-    def tokenize(self, x: Tensor, ch_idx: Tensor) -> Tensor:
+    def tokenize(self, x: Tensor, ch_idx: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         """Codes of every patch.
 
         Parameters
         ----------
         x : Tensor, shape (B, C, T)
             EEG in microvolts.
-        ch_idx : LongTensor, shape (C,)
+        ch_idx : LongTensor, shape (C,) or (B, C)
+            One montage, or one per sample with ``-1`` for padding channels.
+        pad_mask : BoolTensor or None, shape (B, C * n_patches)
+            True = padding token.
 
         Returns
         -------
         LongTensor, shape (B, C * n_patches)
+            ``-1`` at padding tokens.
         """
         was = self.training
         self.eval()
         try:
-            return self._encode(x, ch_idx)[2]
+            return self._encode(x, ch_idx, pad_mask)[2]
         finally:
             self.train(was)
 
-    def forward(self, x: Tensor, ch_idx: Tensor) -> dict[str, Tensor]:
+    def forward(
+        self, x: Tensor, ch_idx: Tensor, pad_mask: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Tokenize and reconstruct the Fourier spectrum of every patch.
 
         Parameters
         ----------
         x : Tensor, shape (B, C, T)
-        ch_idx : LongTensor, shape (C,)
+        ch_idx : LongTensor, shape (C,) or (B, C)
+            One montage, or one per sample with ``-1`` for padding channels.
+        pad_mask : BoolTensor or None, shape (B, C * n_patches)
+            True = padding token: not quantised, attended to or counted in the losses.
 
         Returns
         -------
@@ -714,23 +736,28 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
             (``loss_quant``, ``loss_amp``, ``loss_phase``), the batch's codebook
             ``usage`` (fraction of codes used) and ``perplexity`` (exp entropy of the
             code histogram), ``dead_codes`` (codes re-seeded in this step), ``codes``
-            (B, C * n_patches) and the predictions ``amplitude``/``phase``
-            (B, C * n_patches, n_bins).
+            (B, C * n_patches; ``-1`` at padding) and the predictions
+            ``amplitude``/``phase`` (B, C * n_patches, n_bins).
         """
-        z_q, qloss, codes, n = self._encode(x, ch_idx)
-        dec = self.decoder.encode_tokens(self.decoder.patch_embed(z_q), ch_idx, n)
+        z_q, qloss, codes, n, pad = self._encode(x, ch_idx, pad_mask)
+        dec = self.decoder.encode_tokens(self.decoder.patch_embed(z_q), ch_idx, n, pad=pad)
         amp_hat, phase_hat = self.amp_head(dec), self.phase_head(dec)
         B, C, _ = x.shape
         spec = torch.fft.rfft(x.float().reshape(B, C * n, -1) * 0.01, dim=-1)
         amp_t, phase_t = _standardize(spec.abs()), _standardize(torch.angle(spec))
-        l_amp = F.mse_loss(amp_hat.float(), amp_t)
-        l_phase = F.mse_loss(phase_hat.float(), phase_t)
+        if pad is None:
+            l_amp = F.mse_loss(amp_hat.float(), amp_t)
+            l_phase = F.mse_loss(phase_hat.float(), phase_t)
+        else:
+            keep = ~pad
+            l_amp = F.mse_loss(amp_hat.float()[keep], amp_t[keep])
+            l_phase = F.mse_loss(phase_hat.float()[keep], phase_t[keep])
         return {
             "loss": qloss + l_amp + l_phase,
             "loss_quant": qloss.detach(),
             "loss_amp": l_amp.detach(),
             "loss_phase": l_phase.detach(),
-            **code_statistics(codes, self.quantizer.n_codes),
+            **code_statistics(codes[codes >= 0], self.quantizer.n_codes),
             "dead_codes": torch.tensor(float(self.quantizer.reseeded if self.training else 0)),
             "codes": codes,
             "amplitude": amp_hat,

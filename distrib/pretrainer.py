@@ -1,0 +1,275 @@
+"""The pretraining loop: steps over :class:`~brainxl.shards.pretrain_stream.PretrainStream`
+epochs with a task spec (:mod:`brainxl.models.labram_tasks`), checkpoints, exact resume.
+
+Runs in every rank process, on the same machinery as training: the DeepSpeed engine of
+:func:`~brainxl.distrib.engine.create_engine`, checkpoints of :mod:`brainxl.distrib.checkpoint`
+(loop state, this rank's RNG states and the task's state), stop signals of
+:mod:`brainxl.distrib.signals` and the run's reporter. The stream position is the epoch
+and the batches of it done on this rank, so a resumed run (same world size) continues
+with exactly the batches, masks and random draws the uninterrupted run would have used.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from brainxl.distrib import checkpoint as ckpt
+from brainxl.distrib import signals
+from brainxl.distrib.engine import consolidated_state_dict, create_engine, module_dtype
+from brainxl.distrib.env import DistEnv
+from brainxl.distrib.pretrain_config import PretrainConfig, pretrain_run_id, to_yaml
+from brainxl.distrib.reporting import Reporter
+from brainxl.distrib.rundir import RunDir
+from brainxl.shards.pretrain_stream import PretrainStream
+
+from brainxl.files import atomic_torch_save, atomic_write_text
+
+
+@dataclass
+class PretrainState:
+    """The loop's progress that a checkpoint restores."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of the current epoch done on this rank
+    tokens: int = 0  # tokens seen, padding included (all ranks)
+    real_tokens: int = 0  # tokens seen that are not padding (all ranks)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _all_reduce_(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
+class Pretrainer:
+    """Pretrain one stage on every rank of the job.
+
+    Parameters
+    ----------
+    cfg : PretrainConfig
+    env : DistEnv
+    stream : PretrainStream
+        This rank's share of the mixed stream.
+    task : TokenizerTask or MEMTask
+        How a batch becomes the loss and metrics (:mod:`brainxl.models.labram_tasks`).
+    run : RunDir
+    report : Reporter
+    """
+
+    def __init__(
+        self,
+        cfg: PretrainConfig,
+        env: DistEnv,
+        stream: PretrainStream,
+        task: Any,
+        run: RunDir,
+        report: Reporter,
+    ) -> None:
+        self.cfg, self.env, self.stream, self.task = cfg, env, stream, task
+        self.run, self.report = run, report
+        self.ckpt_dir = run.checkpoints
+        t = cfg.train
+        if stream.batches_per_epoch(0) < 1:
+            raise ValueError(
+                "the pretraining stream yields no batch per rank per epoch; add data, raise "
+                "data.token_budget or use fewer ranks"
+            )
+        self.total_steps = (
+            t.steps if t.epochs <= 0 else sum(stream.batches_per_epoch(e) for e in range(t.epochs))
+        )
+        self.state = PretrainState()
+        task.world_size = env.world_size
+        torch.manual_seed(cfg.seed)
+        model = task.build_model()
+        if t.activation_checkpointing:
+            model.set_grad_checkpointing(True)
+        tag = ckpt.read_latest(self.ckpt_dir) if cfg.run.resume else None
+        universal = False
+        if tag is not None:
+            meta = ckpt.read_meta(self.ckpt_dir, tag)
+            if meta["world_size"] != env.world_size and meta["zero_stage"] > 0:
+                tag = ckpt.to_universal(self.ckpt_dir, tag, rank=env.rank)
+                universal = True
+        self.engine = create_engine(
+            model, t, env.world_size, self.total_steps, load_universal=universal
+        )
+        self.low_precision = module_dtype(self.engine) != torch.float32
+        if tag is not None:
+            self._resume(tag)
+
+    # ----------------------------------------------------------------- checkpoints
+    def _resume(self, tag: str) -> None:
+        base = tag.removesuffix("_universal")
+        load_path, _ = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag)
+        if load_path is None:
+            raise RuntimeError(f"DeepSpeed could not load checkpoint {self.ckpt_dir / tag}")
+        meta = ckpt.read_meta(self.ckpt_dir, base)
+        self.state = PretrainState(**meta["trainer"])
+        rank_state = None
+        if meta["world_size"] == self.env.world_size:
+            rank_state = ckpt.load_rank_state(self.ckpt_dir, base, self.env.rank)
+        if rank_state is not None:
+            ckpt.set_rng_state(rank_state["rng"])
+            self.task.load_state_dict(rank_state["task"])
+        else:  # another world size: the epoch restarts on the new ranks' shares
+            self.state.batch_in_epoch = 0
+            torch.manual_seed(self.cfg.seed * 1000 + self.state.step * 7 + self.env.rank)
+        self.report.truncate_after(self.state.step)
+        self.report(
+            {
+                "split": "resume",
+                "step": self.state.step,
+                "from_world_size": meta["world_size"],
+                "world_size": self.env.world_size,
+            }
+        )
+
+    def save(self) -> str:
+        """Checkpoint the current step on every rank (collective)."""
+        from brainxl.distrib.config import version_info
+
+        files = {
+            RunDir.CONFIG: to_yaml(self.cfg),
+            RunDir.VERSION: json.dumps({**version_info(), "run_id": pretrain_run_id(self.cfg)}),
+        }
+        return ckpt.save(
+            self.engine,
+            self.ckpt_dir,
+            self.state.step,
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+            trainer_state=self.state.to_json(),
+            rank_state={"rng": ckpt.rng_state(), "task": self.task.state_dict()},
+            keep_last=self.cfg.train.keep_last,
+            config_files=files,
+        )
+
+    # ----------------------------------------------------------------- the loop
+    def _forward(self, **inputs: Any) -> Any:
+        if not self.low_precision:
+            return self.engine(**inputs)
+        dev = torch.device(self.engine.device).type
+        with torch.autocast(dev, dtype=module_dtype(self.engine)):
+            return self.engine(**inputs)
+
+    def _stop_agreed(self) -> bool:
+        flag = torch.tensor([1.0 if signals.stop_requested() else 0.0])
+        return bool(_all_reduce_(flag)[0] > 0)
+
+    def _report_window(self, sums: dict[str, torch.Tensor], seconds: float, counts: torch.Tensor):
+        names = sorted(sums)
+        flat = torch.cat([sums[k] for k in names] + [counts])
+        _all_reduce_(flat)
+        out, at = {}, 0
+        for k in names:
+            out[k] = flat[at : at + len(sums[k])]
+            at += len(sums[k])
+        tokens, real = float(flat[at]), float(flat[at + 1])
+        metrics = self.task.summarize(out)
+        self.report(
+            {
+                "split": "train",
+                "step": self.state.step,
+                "total_steps": self.total_steps,
+                "epoch": self.state.epoch,
+                **metrics,
+                "lr": float(max(self.engine.get_lr())),
+                "tokens_per_s": tokens / max(seconds, 1e-9),
+                "tokens_per_s_per_rank": tokens / max(seconds, 1e-9) / self.env.world_size,
+                "padding_fraction": 1.0 - real / max(tokens, 1.0),
+                "eta_s": (self.total_steps - self.state.step) * seconds / max(self._window, 1),
+            }
+        )
+        return tokens, real
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps``; returns the final metrics (``stopped`` on a stop signal)."""
+        t = self.cfg.train
+        self.engine.train()
+        sums: dict[str, torch.Tensor] = {}
+        counts = torch.zeros(2, dtype=torch.float64)
+        window_s, self._window = 0.0, 0
+        batches = self.stream.batches(self.state.epoch, start=self.state.batch_in_epoch)
+        while self.state.step < self.total_steps:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:  # the epoch is over
+                self._end_epoch()
+                batches = self.stream.batches(self.state.epoch, start=0)
+                continue
+            loss, part = self.task.step(
+                self._forward, batch, self.state.step, self.env.rank, self.engine.device
+            )
+            self.engine.backward(loss)
+            self.engine.step()
+            self.state.step += 1
+            self.state.batch_in_epoch += 1
+            for k, v in part.items():
+                sums[k] = sums[k] + v if k in sums else v.clone()
+            counts += torch.tensor([batch.tokens, batch.real_tokens], dtype=torch.float64)
+            window_s += time.perf_counter() - t0
+            self._window += 1
+            step = self.state.step
+            if step % t.log_every == 0 or step == self.total_steps:
+                tokens, real = self._report_window(sums, window_s, counts)
+                self.state.tokens += int(tokens)
+                self.state.real_tokens += int(real)
+                sums, counts, window_s, self._window = {}, counts.zero_(), 0.0, 0
+            if self.state.batch_in_epoch == self.stream.batches_per_epoch(self.state.epoch):
+                self._end_epoch()
+                batches = self.stream.batches(self.state.epoch, start=0)
+            if t.ckpt_every and step % t.ckpt_every == 0:
+                self.save()
+            if self._stop_agreed():
+                if ckpt.read_latest(self.ckpt_dir) != ckpt.tag_for(step):
+                    self.save()
+                if self.env.is_main:
+                    print(f"stop requested: saved step {step}; the run resumes from here")
+                return {"stopped": True, "step": step, "run_dir": str(self.run.path)}
+        if ckpt.read_latest(self.ckpt_dir) != ckpt.tag_for(self.state.step):
+            self.save()
+        return self.finish()
+
+    def _end_epoch(self) -> None:
+        metrics = self.task.epoch_metrics()
+        plan = self.stream.plan(self.state.epoch)
+        self.report(
+            {
+                "split": "epoch",
+                "step": self.state.step,
+                "epoch": self.state.epoch,
+                **metrics,
+                "dropped_batches": plan.dropped_batches,
+            }
+        )
+        self.state.epoch += 1
+        self.state.batch_in_epoch = 0
+
+    def finish(self) -> dict[str, Any]:
+        """Write ``final_model.pt`` (consolidated fp32 weights) and ``final_metrics.json``."""
+        weights = consolidated_state_dict(self.engine)
+        final: dict[str, Any] = {
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "stage": self.cfg.pretrain.stage,
+            "tokens": self.state.tokens,
+            "padding_fraction": 1.0 - self.state.real_tokens / max(self.state.tokens, 1),
+            "run_dir": str(self.run.path),
+            "run_id": pretrain_run_id(self.cfg),
+            "datasets": list(self.stream.datasets),
+        }
+        if self.env.rank == 0:
+            assert weights is not None
+            atomic_torch_save(weights, self.run.final_model)
+            atomic_write_text(self.run.final_metrics, json.dumps(final, indent=2, default=float))
+        return final

@@ -1,0 +1,180 @@
+"""`brainxl pretrain`: tokenizer and masked-modeling stages on 2 ranks, resume, NeuroBOLT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from brainxl.shards.config import ShardingConfig
+from brainxl.shards.eeg_writer import shard_eeg
+from train_fixtures import overrides, write_shards
+
+from brainxl.simulator.eeg_corpus import simulate_eeg_corpus
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
+STEPS = 10
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "RANK", "SLURM"))}
+    env["WANDB_MODE"] = "disabled"
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two EEG-only datasets (2 subjects x 0.5 min; 19- and 32-channel montages) and a config."""
+    root = tmp_path_factory.mktemp("pretrain-cmd")
+    sources = []
+    for i, montage in enumerate(("clinical19", "biosemi32")):
+        bids = root / f"bids{i}"
+        simulate_eeg_corpus(bids, 2, 0.5, seed=i, montages=montage, rates=[200])
+        out = root / f"shards{i}"
+        shard_eeg(bids, out, cfg=ShardingConfig(segment_s=10.0, workers=1), progress=False,
+                  report=lambda line: None)  # fmt: skip
+        sources.append({"path": str(out)})
+    cfg = {
+        "base": str(REPO / "configs" / "pretrain" / "tokenizer-debug.yaml"),
+        "data": {"sources": sources, "window_s": 2, "token_budget": 4 * 32 * 2},
+        "train": {"steps": STEPS, "warmup_steps": 2, "ckpt_every": 3, "log_every": 2},
+        "run": {"root": str(root / "runs")},
+        "logging": {"wandb": "disabled"},
+    }
+    (root / "tok.yaml").write_text(yaml.safe_dump(cfg))
+    mem = {**cfg, "base": str(REPO / "configs" / "pretrain" / "mem-debug.yaml")}
+    (root / "mem.yaml").write_text(yaml.safe_dump(mem))
+    return root
+
+
+def _cmd(config: Path, *extra: str, nproc: int = 2) -> list[str]:
+    return [sys.executable, "-m", "brainxl.launch.cli", "pretrain", str(config), *extra,
+            "--nproc", str(nproc)]  # fmt: skip
+
+
+def _run(cmd: list[str]) -> str:
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def _folder(out: str) -> Path:
+    return Path(json.loads(out[out.rindex("{\n") : out.rindex("}") + 1])["run_dir"])
+
+
+def _records(folder: Path, split: str) -> list[dict]:
+    recs = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in recs if r["split"] == split]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_run(corpus: Path) -> Path:
+    return _folder(_run(_cmd(corpus / "tok.yaml")))
+
+
+def test_tokenizer_stage_on_two_ranks(tokenizer_run: Path) -> None:
+    final = json.loads((tokenizer_run / "final_metrics.json").read_text())
+    assert final["step"] == STEPS and final["stage"] == "tokenizer"
+    assert 0.0 < final["padding_fraction"] < 1.0  # 19- and 32-channel windows share batches
+    weights = torch.load(tokenizer_run / "final_model.pt", weights_only=True)
+    assert "quantizer.codebook" in weights and bool(weights["quantizer.initted"])
+    ident = json.loads((tokenizer_run / "tokenizer.json").read_text())
+    assert len(ident["hash"]) == 16 and ident["flavor"] == "debug"
+    assert [len(s["manifest_sha256"]) for s in ident["data"]["sources"]] == [64, 64]
+    train = _records(tokenizer_run, "train")
+    assert [r["step"] for r in train] == [2, 4, 6, 8, 10]
+    for r in train:
+        assert {"loss_amp", "loss_phase", "loss_quant", "dead_codes_reseeded"} <= r.keys()
+        assert r["tokens_per_s"] > 0 and 0.0 <= r["padding_fraction"] < 1.0
+    epochs = _records(tokenizer_run, "epoch")
+    assert epochs, "10 steps cover at least one stream epoch"
+    for r in epochs:
+        assert 0.0 < r["codebook_usage"] <= 1.0 and 1.0 <= r["perplexity"] <= 128
+
+
+def test_mem_stage_identity_and_neurobolt(corpus: Path, tokenizer_run: Path, tmp_path) -> None:
+    out = _run(_cmd(corpus / "mem.yaml", f"pretrain.tokenizer={tokenizer_run}"))
+    mem = _folder(out)
+    # the tokenizer's identity (its hash), not its path, is part of the run's
+    from brainxl.distrib.pretrain_config import load_pretrain_config, pretrain_run_id
+
+    cfg = load_pretrain_config(corpus / "mem.yaml", [f"pretrain.tokenizer={tokenizer_run}"])
+    assert mem.name == f"mem-{pretrain_run_id(cfg)}"
+    copy = corpus / "tokenizer-copy"
+    copy.mkdir(exist_ok=True)
+    (copy / "tokenizer.json").write_bytes((tokenizer_run / "tokenizer.json").read_bytes())
+    moved = load_pretrain_config(corpus / "mem.yaml", [f"pretrain.tokenizer={copy}"])
+    assert pretrain_run_id(moved) == pretrain_run_id(cfg)
+    ident = tokenizer_run / "tokenizer.json"
+    saved = ident.read_text()
+    try:
+        ident.write_text(json.dumps({**json.loads(saved), "hash": "0" * 16}))
+        assert pretrain_run_id(cfg) != mem.name.removeprefix("mem-")
+    finally:
+        ident.write_text(saved)
+    train = _records(mem, "train")
+    assert train[-1]["step"] == STEPS
+    names = json.loads((mem / "final_metrics.json").read_text())["datasets"]
+    assert names == ["bids0", "bids1"]
+    for r in train:
+        assert 0.0 <= r["accuracy"] <= 1.0
+        assert {f"accuracy/{n}" for n in names} <= r.keys()
+    # model.pretrained=<mem run>: every encoder tensor into NeuroBOLT (lr 0 keeps them)
+    shards = write_shards(tmp_path / "shards")
+    cmd = [sys.executable, "-m", "brainxl.launch.cli", "train",
+           *overrides(shards, tmp_path / "runs", model__pretrained=str(mem), train__steps=2,
+                      train__warmup_steps=0, train__lr=0.0, train__schedule="constant"),
+           "--nproc", "1"]  # fmt: skip
+    out = _run(cmd)
+    assert "model.pretrained: loaded 51 encoder tensors" in out, out[-3000:]
+    pre = torch.load(mem / "final_model.pt", weights_only=True)
+    (run,) = [p for p in (tmp_path / "runs" / "default").iterdir() if p.is_dir()]
+    final = torch.load(run / "final_model.pt", weights_only=True)
+    enc = [k for k in pre if k.startswith("encoder.") and k != "encoder.mask_token"]
+    assert len(enc) == 51
+    for k in enc:
+        torch.testing.assert_close(final[k], pre[k], msg=k)
+
+
+def test_resume_after_kill_matches_uninterrupted(corpus: Path, tokenizer_run: Path) -> None:
+    cmd = _cmd(corpus / "tok.yaml", "run.name=killed")
+    folder = corpus / "runs" / "pretrain-debug" / "killed"
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    latest = folder / "checkpoints" / "latest"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not latest.is_file():
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-run
+    proc.wait()
+    assert latest.is_file(), "no checkpoint appeared within the limit"
+    assert not (folder / "final_metrics.json").exists(), "the run ended before the kill"
+    step = int(latest.read_text().strip().removeprefix("step"))
+    assert 0 < step < STEPS
+
+    _run(cmd)  # the same command resumes
+    assert [r["step"] for r in _records(folder, "resume")] == [step]
+    a = torch.load(tokenizer_run / "final_model.pt", weights_only=True)
+    b = torch.load(folder / "final_model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    strip = ("time", "tokens_per_s", "tokens_per_s_per_rank", "eta_s")
+
+    def after(run: Path, split: str, first: int) -> list[dict]:
+        recs = [r for r in _records(run, split) if r["step"] >= first]
+        return [{k: v for k, v in r.items() if k not in strip} for r in recs]
+
+    # log windows (2 steps) that start after the resumed step, and every later epoch, match
+    assert after(tokenizer_run, "train", step + 2) == after(folder, "train", step + 2)
+    assert after(tokenizer_run, "epoch", step + 1) == after(folder, "epoch", step + 1)
