@@ -1,5 +1,10 @@
-"""``brainxl pretrain CONFIG [key=value ...] [--nproc N]``: the tokenizer or masked EEG
-modeling stage of LaBraM-style pretraining (``configs/pretrain/*.yaml``)."""
+"""``brainxl pretrain CONFIG [key=value ...] [--nproc N | --cluster PROFILE]``: the tokenizer
+or masked EEG modeling stage of LaBraM-style pretraining (``configs/pretrain/*.yaml``).
+
+Locally it starts ``--nproc`` rank processes as ``brainxl train`` does; with ``--cluster``
+it submits the run to SLURM through submitit like ``brainxl submit`` (USR2 before the time
+limit: every rank saves, the job requeues and resumes exactly).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="local ranks to start (ignored inside torchrun/SLURM/submitit)",
+    )
+    parser.add_argument(
+        "--cluster",
+        default=None,
+        help="submit to SLURM with this cluster profile (name under configs/cluster/ or YAML)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="with --cluster: print the sbatch script only"
+    )
+    parser.add_argument(
+        "--wait", action="store_true", help="with --cluster: wait for the job, exit 1 on failure"
     )
     parser.add_argument(
         "--print-config",
@@ -52,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     if cfg.run.resume:
         check_same_data(folder, data_identity(cfg))
+    if args.cluster:
+        return _submit(cfg, args)
     target = RankTarget(
         "brainxl.distrib.pretrain_entry", pretrain, pretrain_run_dir, save_pretrain_config
     )
@@ -61,4 +79,40 @@ def run(args: argparse.Namespace) -> int:
     from brainxl.launch.wandb_sync import print_sync_hint
 
     print_sync_hint(result.get("run_dir") or folder)
+    return 0
+
+
+def _submit(cfg, args: argparse.Namespace) -> int:
+    """Submit ``cfg`` to SLURM (or print its sbatch script with ``--dry-run``)."""
+    import sys
+    from pathlib import Path
+
+    from brainxl.distrib.pretrain_config import pretrain_run_dir, save_pretrain_config
+    from brainxl.launch import slurm
+
+    profile = slurm.load_profile(args.cluster)
+    if args.dry_run:
+        script = slurm.render_sbatch(profile, slurm.submitit_folder(cfg), slurm.job_name(cfg))
+        sys.stdout.write(script)
+        print(f"# run folder: {Path(pretrain_run_dir(cfg)).resolve()}")
+        print(f"# profile {profile.name}: {profile.world_size} ranks; nothing submitted")
+        return 0
+    job, rdir = slurm.submit_run(
+        cfg,
+        profile,
+        target="brainxl.distrib.pretrain_entry:pretrain",
+        folder=pretrain_run_dir,
+        save_config=save_pretrain_config,
+    )
+    print(f"submitted {job.job_id}  {rdir}")
+    if not args.wait:
+        print("follow with: brainxl status; brainxl logs RUN_FOLDER")
+        return 0
+    try:
+        print(f"{job.job_id} finished  {rdir}  rank 0 returned: {job.results()[0]!r}")
+    except Exception as err:  # submitit re-raises the remote error here
+        print(f"{job.job_id} FAILED ({type(err).__name__}): {err}", file=sys.stderr)
+        return 1
+    finally:
+        slurm.wait_until_finished([str(job.job_id)])
     return 0

@@ -596,7 +596,12 @@ def check_not_running(run_dir: Path) -> None:
 
 
 def submit_run(
-    cfg: Any, profile: ClusterProfile, target: str = "brainxl.distrib.entry:train"
+    cfg: Any,
+    profile: ClusterProfile,
+    target: str = "brainxl.distrib.entry:train",
+    *,
+    folder: Callable[[Any], Path] | None = None,
+    save_config: Callable[[Any, Path], None] | None = None,
 ) -> tuple[Any, Path]:
     """Submit one run; returns the submitit job and the run folder.
 
@@ -606,13 +611,16 @@ def submit_run(
     profile : ClusterProfile
     target : str
         ``module:function`` each rank calls with ``cfg``.
+    folder, save_config : callable, optional
+        The run folder of ``cfg`` and what writes its ``config.yaml`` (default: a training
+        run's; ``brainxl pretrain --cluster`` passes the pretraining ones).
     """
     from brainxl.distrib.config import run_dir, save_run_config
 
     cfg = _absolute_root(cfg)
-    rdir = run_dir(cfg)
+    rdir = (folder or run_dir)(cfg)
     check_not_running(rdir)
-    save_run_config(cfg, rdir)
+    (save_config or save_run_config)(cfg, rdir)
     ex = make_executor(profile, submitit_folder(cfg), job_name(cfg))
     job = ex.submit(TrainJob(cfg, target))
     write_job_record(rdir, job, profile, {"run_dir": str(rdir), "world_size": profile.world_size})

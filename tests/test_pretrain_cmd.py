@@ -178,3 +178,47 @@ def test_resume_after_kill_matches_uninterrupted(corpus: Path, tokenizer_run: Pa
     # log windows (2 steps) that start after the resumed step, and every later epoch, match
     assert after(tokenizer_run, "train", step + 2) == after(folder, "train", step + 2)
     assert after(tokenizer_run, "epoch", step + 1) == after(folder, "epoch", step + 1)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.windw_s=2", "unknown pretraining config key 'data.windw_s' (did you mean "
+                           "'data.window_s'?)"),
+        ("pretrain.stage=tok", "config key 'pretrain.stage' is 'tok'"),
+        ("data.sources=[]", "data.sources is empty"),
+        ("data.sources=[{path: a, includ: [x]}]", "did you mean 'data.sources.include'?"),
+        ("data.token_budget=many", "wrong type for pretraining config key 'data.token_budget'"),
+        ("pretrain.mask_ratio=1.5", "pretrain.mask_ratio must be in (0, 1)"),
+    ],
+)  # fmt: skip
+def test_config_mistakes_are_one_line_errors(override: str, message: str, capsys) -> None:
+    from brainxl.launch import cli
+
+    assert cli.main(["pretrain", "pretrain/tokenizer-debug", override, "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("brainxl pretrain: error: ") and len(err.splitlines()) == 1
+    assert message in err, err
+
+
+def test_mem_needs_a_finished_tokenizer(tmp_path: Path, capsys) -> None:
+    from brainxl.launch import cli
+
+    assert cli.main(["pretrain", "pretrain/mem-debug", "--print-config"]) == 2
+    assert "needs pretrain.tokenizer=" in capsys.readouterr().err
+    args = ["pretrain", "pretrain/mem-debug", f"pretrain.tokenizer={tmp_path}", "--print-config"]
+    assert cli.main(args) == 2
+    assert f"pretrain.tokenizer={tmp_path}: no tokenizer.json" in capsys.readouterr().err
+
+
+def test_print_config_and_cluster_dry_run(corpus: Path, capsys) -> None:
+    from brainxl.launch import cli
+
+    assert cli.main(["pretrain", str(corpus / "tok.yaml"), "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "stage: tokenizer" in out and "token_budget: 256" in out
+    assert "# run folder: " in out and "pretrain-debug/tokenizer-" in out
+    args = ["pretrain", str(corpus / "tok.yaml"), "--cluster", "local", "--dry-run"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH" in out and "nothing submitted" in out
