@@ -117,6 +117,33 @@ def train(
     return launch_local(load_config(config, overrides), nproc)
 
 
+def pretrain(
+    config: str | Path | None, overrides: Sequence[str] = (), nproc: int = 1
+) -> dict[str, Any]:
+    """Pretrain the EEG tokenizer or encoder (``brainxl pretrain``); resumes when repeated.
+
+    Parameters
+    ----------
+    config : str or Path or None
+        A YAML file or a shipped name (``"pretrain/tokenizer-debug"``,
+        ``"pretrain/mem-debug"``); None for the schema defaults.
+    overrides : sequence of str
+        Dotted overrides, ``["data.sources=[{path: data/pre-shards}]",
+        "pretrain.tokenizer=RUN_DIR"]``.
+    nproc : int
+        Local ranks; inside torchrun/SLURM the current process joins that job instead.
+
+    Returns
+    -------
+    metrics : dict
+        Rank 0's final metrics (``step``, ``tokens``, ``padding_fraction``, ``run_dir``).
+    """
+    from brainxl.distrib.pretrain_config import load_pretrain_config
+    from brainxl.launch.local import launch_local, pretrain_target
+
+    return launch_local(load_pretrain_config(config, list(overrides)), nproc, pretrain_target())
+
+
 def evaluate(
     run: str | Path,
     subjects: str = "test",

@@ -49,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
     from brainxl.distrib.pretrain_config import (
         load_pretrain_config,
         pretrain_run_dir,
-        save_pretrain_config,
         to_yaml,
     )
 
@@ -63,17 +62,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"# run folder: {folder}")
         return 0
     from brainxl.distrib.pretrain_config import data_identity
-    from brainxl.distrib.pretrain_entry import check_same_data, pretrain
-    from brainxl.launch.local import RankTarget, launch_local
+    from brainxl.distrib.pretrain_entry import check_same_data
+    from brainxl.launch.local import launch_local, pretrain_target
 
     if cfg.run.resume:
         check_same_data(folder, data_identity(cfg))
     if args.cluster:
         return _submit(cfg, args)
-    target = RankTarget(
-        "brainxl.distrib.pretrain_entry", pretrain, pretrain_run_dir, save_pretrain_config
-    )
-    result = launch_local(cfg, args.nproc, target)
+    result = launch_local(cfg, args.nproc, pretrain_target())
     keys = ("step", "epoch", "stage", "tokens", "padding_fraction", "run_dir", "stopped")
     print(json.dumps({k: v for k, v in result.items() if k in keys}, indent=2, default=float))
     from brainxl.launch.wandb_sync import print_sync_hint

@@ -25,7 +25,7 @@ from brainxl.distrib.config import RunConfig, run_dir, save_run_config
 from brainxl.distrib.env import free_port, local_rank_env
 from brainxl.distrib.rundir import RunDir
 
-__all__ = ["RankTarget", "free_port", "launch_local", "rank_env"]
+__all__ = ["RankTarget", "free_port", "launch_local", "pretrain_target", "rank_env"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,16 @@ def _train_target() -> RankTarget:
     from brainxl.distrib.entry import train
 
     return RankTarget("brainxl.distrib.entry", train, run_dir, save_run_config)
+
+
+def pretrain_target() -> RankTarget:
+    """The ranks of a ``brainxl pretrain`` run (:mod:`brainxl.distrib.pretrain_entry`)."""
+    from brainxl.distrib.pretrain_config import pretrain_run_dir, save_pretrain_config
+    from brainxl.distrib.pretrain_entry import pretrain
+
+    return RankTarget(
+        "brainxl.distrib.pretrain_entry", pretrain, pretrain_run_dir, save_pretrain_config
+    )
 
 
 def rank_env(rank: int, nproc: int, port: int) -> dict[str, str]:

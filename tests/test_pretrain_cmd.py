@@ -82,8 +82,11 @@ def tokenizer_run(corpus: Path) -> Path:
     return _folder(_run(_cmd(corpus / "tok.yaml")))
 
 
-def test_tokenizer_stage_on_two_ranks(tokenizer_run: Path) -> None:
+def test_tokenizer_stage_on_two_ranks(corpus: Path, tokenizer_run: Path) -> None:
     final = json.loads((tokenizer_run / "final_metrics.json").read_text())
+    import brainxl
+
+    assert brainxl.pretrain(corpus / "tok.yaml") == final  # complete: the notebook API reads it
     assert final["step"] == STEPS and final["stage"] == "tokenizer"
     assert 0.0 < final["padding_fraction"] < 1.0  # 19- and 32-channel windows share batches
     weights = torch.load(tokenizer_run / "final_model.pt", weights_only=True)
