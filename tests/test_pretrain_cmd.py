@@ -132,6 +132,16 @@ def test_mem_stage_identity_and_neurobolt(corpus: Path, tokenizer_run: Path, tmp
     for r in train:
         assert 0.0 <= r["accuracy"] <= 1.0
         assert {f"accuracy/{n}" for n in names} <= r.keys()
+    # exact resume of the mem stage: as if the job had died after the step-9 checkpoint
+    done = torch.load(mem / "final_model.pt", weights_only=True)
+    (mem / "final_metrics.json").unlink()
+    (mem / "checkpoints" / "latest").write_text("step00000009")
+    _run(_cmd(corpus / "mem.yaml", f"pretrain.tokenizer={tokenizer_run}"))
+    assert [r["step"] for r in _records(mem, "resume")] == [9]
+    again = torch.load(mem / "final_model.pt", weights_only=True)
+    assert done.keys() == again.keys()
+    for k in done:
+        assert torch.equal(done[k], again[k]), k
     # model.pretrained=<mem run>: every encoder tensor into NeuroBOLT (lr 0 keeps them)
     shards = write_shards(tmp_path / "shards")
     cmd = [sys.executable, "-m", "brainxl.launch.cli", "train",
