@@ -166,7 +166,10 @@ class Pretrainer:
         flag = torch.tensor([1.0 if signals.stop_requested() else 0.0])
         return bool(_all_reduce_(flag)[0] > 0)
 
-    def _report_window(self, sums: dict[str, torch.Tensor], seconds: float, counts: torch.Tensor):
+    def _report_window(
+        self, sums: dict[str, torch.Tensor], seconds: float, counts: torch.Tensor
+    ) -> tuple[float, float]:
+        """Report the log window's metrics (collective); returns its tokens, real tokens."""
         names = sorted(sums)
         flat = torch.cat([sums[k] for k in names] + [counts])
         _all_reduce_(flat)
