@@ -38,7 +38,11 @@ def check_same_data(folder: Path, data_id: dict[str, Any]) -> None:
     if not path.is_file():
         return
     before = json.loads(path.read_text())
-    if before != data_id:
+
+    def digests(d: dict[str, Any]) -> list[Any]:  # folders may move; their content may not
+        return [(s["include"], s["exclude"], s["manifest_sha256"]) for s in d["sources"]]
+
+    if digests(before) != digests(data_id):
         raise ValueError(
             f"the shards of pretraining run {folder} changed since it started (compare "
             f"{path} with data.sources); pass run.resume=false to start over, or "

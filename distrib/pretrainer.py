@@ -271,6 +271,12 @@ class Pretrainer:
             "run_id": pretrain_run_id(self.cfg),
             "datasets": list(self.stream.datasets),
         }
+        if self.state.batch_in_epoch > 0:  # the epoch metrics (codebook usage) of the rest
+            final["partial_epoch"] = {
+                "epoch": self.state.epoch,
+                "batches": self.state.batch_in_epoch,
+                **self.task.epoch_metrics(),
+            }
         if self.env.rank == 0:
             assert weights is not None
             atomic_torch_save(weights, self.run.final_model)

@@ -89,6 +89,8 @@ def test_tokenizer_stage_on_two_ranks(corpus: Path, tokenizer_run: Path) -> None
     assert brainxl.pretrain(corpus / "tok.yaml") == final  # complete: the notebook API reads it
     assert final["step"] == STEPS and final["stage"] == "tokenizer"
     assert 0.0 < final["padding_fraction"] < 1.0  # 19- and 32-channel windows share batches
+    rest = final["partial_epoch"]  # 10 steps: one whole epoch and part of the next
+    assert rest["epoch"] >= 1 and 0.0 < rest["codebook_usage"] <= 1.0
     weights = torch.load(tokenizer_run / "final_model.pt", weights_only=True)
     assert "quantizer.codebook" in weights and bool(weights["quantizer.initted"])
     ident = json.loads((tokenizer_run / "tokenizer.json").read_text())
@@ -235,3 +237,24 @@ def test_print_config_and_cluster_dry_run(corpus: Path, capsys) -> None:
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "#SBATCH" in out and "nothing submitted" in out
+
+
+def test_stream_and_resume_guard_follow_the_data_section(corpus: Path, tmp_path: Path) -> None:
+    from brainxl.distrib.pretrain_config import data_identity, load_pretrain_config
+    from brainxl.distrib.pretrain_entry import build_stream, check_same_data
+
+    src = [f"{{path: {corpus / 'shards0'}, include: ['01']}}", f"{{path: {corpus / 'shards1'}}}"]
+    cfg = load_pretrain_config(
+        corpus / "tok.yaml", [f"data.sources=[{', '.join(src)}]", "data.temperature=2.0"]
+    )
+    stream = build_stream(cfg, rank=1, world_size=2)
+    assert stream.windows_per_dataset.tolist() == [15, 30]  # one of two subjects in dataset 0
+    assert stream.temperature == 2.0 and (stream.rank, stream.world_size) == (1, 2)
+    ident = data_identity(cfg)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "data.json").write_text(json.dumps(ident))
+    check_same_data(run, ident)  # unchanged: resumes
+    other = data_identity(load_pretrain_config(corpus / "tok.yaml"))
+    with pytest.raises(ValueError, match="changed since it started"):
+        check_same_data(run, other)
