@@ -307,3 +307,51 @@ def test_evaluation_reports_show_brain_topographies_and_spectra(world: World) ->
     assert md.index("### roi_r_vs_ceiling") < md.index("### roi_r_brain") < md.index("### per_")
     evaluate(world.samba, "test", report=True, baseline=False)
     assert (RunDir(world.samba).report_dir / "power_spectra_sub-04.png").is_file()
+
+
+def test_predict_killed_mid_way_then_rerun_leaves_a_complete_folder(
+    world: World, tmp_path: Path
+) -> None:
+    """``kill -9`` while the outputs are written: every file there is whole (files are
+    staged and renamed into place), and the rerun completes the folder and removes the
+    staging folder the killed process left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import nibabel as nib
+    from brainxl.launch.cli import main
+    from predict_fixtures import REPO
+
+    from brainxl.derivatives import PARTIAL, read_roi_timeseries
+
+    clean, out = tmp_path / "clean", tmp_path / "out"
+    args = ["predict", str(world.neurobolt), str(world.bids)]
+    assert main([*args, str(clean), "--no-progress"]) == 0
+    cmd = [sys.executable, "-m", "brainxl.launch.cli", *args, str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        # the first recording written, or any file being staged: kill it there
+        if out.is_dir() and (any(out.rglob(f"{PARTIAL}*")) or any(out.rglob("*.tsv"))):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    names = sorted(p.relative_to(clean) for p in clean.rglob("*") if p.is_file())
+    left = [p for p in out.rglob("*") if p.is_file() and PARTIAL not in str(p)]
+    assert len(left) < len(names)  # killed before the end
+    for p in left:  # what is there is whole
+        rel = p.relative_to(out)
+        assert rel in names and p.stat().st_size == (clean / rel).stat().st_size, rel
+        if p.name.endswith(".nii.gz"):
+            assert nib.load(p).get_fdata().shape == nib.load(clean / rel).shape
+    assert main([*args, str(out), "--no-progress"]) == 0
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == names
+    assert not list(out.rglob(f"{PARTIAL}*")) and not list(out.rglob("*.tmp"))
+    for tsv in clean.rglob("*_timeseries.tsv"):
+        a, _, _ = read_roi_timeseries(tsv)
+        b, _, _ = read_roi_timeseries(out / tsv.relative_to(clean))
+        np.testing.assert_array_equal(a, b)
