@@ -62,7 +62,7 @@ def _progress(enabled: bool, desc: str) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(desc=desc, unit="window", leave=False)
+    return tqdm(desc=desc, unit=" windows", leave=False)
 
 
 def predict(
