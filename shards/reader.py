@@ -129,6 +129,7 @@ class WindowDataset(IterableDataset):
     ) -> None:
         super().__init__()
         shards = root if isinstance(root, ShardSet) else ShardSet(root)
+        shards.require_translation()
         self.root = shards.root
         where = str(shards.manifest_path)
         if not 0 <= rank < world_size:
