@@ -95,7 +95,7 @@ def plan(
         ``ConfigError``/``SearchError`` or unusable data, with a one-line message.
     """
     from brainxl.distrib.config import load_config, resolve_config_path, run_id
-    from brainxl.launch.sweep_folds import shard_subjects
+    from brainxl.launch.sweep_folds import sweep_subjects
     from brainxl.launch.sweep_space import load_search
 
     spec = load_search(search)
@@ -110,7 +110,7 @@ def plan(
         if key.startswith(("data.test_subject", "data.val_subjects", "data.shards", "run.")):
             raise ValueError(f"{spec.source}: space.{key}: the sweep sets this key itself")
     shards = Path(cfg.data.shards).resolve()
-    subjects = shard_subjects(shards)
+    subjects = sweep_subjects(cfg)
     ident = {
         "run": run_id(cfg),
         "space": spec.space,
@@ -300,10 +300,10 @@ def final_overrides(sweep: Sweep, subject: str, params: dict[str, Any]) -> list[
 def _train_and_score(config: str, overrides: list[str], ranks: int, ridge: bool) -> dict:
     """Ray task: train one final run and read its test score (and the ridge baseline)."""
     from brainxl.distrib.config import load_config, run_dir
+    from brainxl.distrib.env import clear_launcher_env
     from brainxl.launch.local import launch_local
-    from brainxl.launch.sweep_trial import _clean_env
 
-    _clean_env()
+    clear_launcher_env()  # see sweep_trial.run_fold
     cfg = load_config(config, overrides)
     folder = run_dir(cfg)
     if not RunDir(folder).final_metrics.is_file():
