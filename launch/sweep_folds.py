@@ -104,8 +104,10 @@ def write_view(shards: str | os.PathLike[str], subjects: Sequence[str], out: Pat
     from brainxl.shards.manifest import subject_dir
     from brainxl.shards.shardset import ShardSet
 
-    source = ShardSet.open(Path(shards).resolve())
-    src = source.root
+    # the links need an absolute target: the set this process opened may hold the relative
+    # path it was first opened with (``data.shards`` as the config spells it)
+    src = Path(shards).resolve()
+    source = ShardSet.open(src)
     manifest = source.manifest
     keep = {s: source.fragment(s) for s in sorted(label(x) for x in subjects)}
     frags = list(keep.values())

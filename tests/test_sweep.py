@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,21 @@ def test_sweep_subjects_follow_the_readers_subject_lists(tmp_path: Path) -> None
         cfg = fold_config(ctx, {"train.lr": 0.001}, k)
         assert fold_subjects(cfg) == ["01", "03", "04"]
         assert cfg.data.val_subjects == list(ctx.folds[k])
+
+
+def test_view_links_hold_when_the_shards_were_opened_by_a_relative_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from brainxl.shards.shardset import ShardSet
+
+    write_shards(tmp_path / "data" / "shards", subjects=("01", "02", "03"), n_trs=16)
+    monkeypatch.chdir(tmp_path)
+    ShardSet.open("data/shards")  # as a config's relative data.shards opens it first
+    view = write_view("data/shards", ["01", "02"], tmp_path / "sweep" / "view")
+    monkeypatch.chdir(tmp_path / "sweep")  # the runs of the sweep start anywhere
+    for sub in ("sub-01", "sub-02"):
+        assert Path(os.readlink(view / sub)).is_absolute()
+        assert list((view / sub).glob("*.tar"))
 
 
 def test_fold_score_reads_the_validation_record_at_the_best_step(tmp_path: Path) -> None:
