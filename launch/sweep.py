@@ -210,13 +210,15 @@ def _tuner(sweep: Sweep, ctx: Any, callbacks: list[Any]) -> Any:
         return tune.Tuner.restore(
             str(path), trainable=trainable, resume_unfinished=True, resume_errored=False
         )
+    limit = spec.max_concurrent or None  # Tune wraps a Searcher in a concurrency limiter
     if spec.searcher == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         searcher: Any = OptunaSearch(seed=spec.seed)
     else:
-        # its own limit: Tune ignores max_concurrent_trials for a variant generator
+        # a variant generator takes its own limit (Tune ignores, with a warning, the other)
         searcher = BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.max_concurrent)
+        limit = None
     scheduler: Any = FIFOScheduler()
     if spec.scheduler == "asha":
         scheduler = ASHAScheduler(
@@ -234,7 +236,7 @@ def _tuner(sweep: Sweep, ctx: Any, callbacks: list[Any]) -> Any:
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=spec.num_samples,
-            max_concurrent_trials=spec.max_concurrent or None,
+            max_concurrent_trials=limit,
         ),
         run_config=tune.RunConfig(
             name="tune",
