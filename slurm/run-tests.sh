@@ -8,4 +8,4 @@ PY="${PY:-$REPO/.venv/bin/python}"
 DIR="${BRAINXL_SLURM_DIR:-$REPO/.slurm-cluster}"
 bash slurm/start-cluster.sh
 trap 'bash slurm/stop-cluster.sh' EXIT
-SLURM_CONF="$DIR/etc/slurm.conf" "$PY" -m pytest -q -m slurm "$@"
+BRAINXL_REQUIRE_SLURM=1 SLURM_CONF="$DIR/etc/slurm.conf" "$PY" -m pytest -q -m slurm "$@"

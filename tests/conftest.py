@@ -39,3 +39,39 @@ def sim_bids_edf_legacy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sim_bids_edf_legacy") / "bids"
     simulate_dataset(root, **SIM_BIDS_EDF_LEGACY_ARGS)
     return root
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """``SLURM_CONF`` of the local 2-node test cluster (``slurm/start-cluster.sh``), set for
+    the module's tests and restored after.
+
+    Without the cluster the tests skip; ``slurm/run-tests.sh`` (what CI runs) sets
+    ``BRAINXL_REQUIRE_SLURM=1`` so that a cluster that did not come up fails instead.
+    """
+    import re
+    import shutil
+    import subprocess
+
+    def absent(why: str) -> None:
+        if os.environ.get("BRAINXL_REQUIRE_SLURM") == "1":
+            pytest.fail(f"SLURM test cluster required (BRAINXL_REQUIRE_SLURM=1): {why}")
+        pytest.skip(why)
+
+    repo = Path(__file__).resolve().parent.parent
+    conf = os.environ.get("SLURM_CONF") or str(repo / ".slurm-cluster" / "etc" / "slurm.conf")
+    if not Path(conf).is_file() or not shutil.which("sinfo"):
+        absent("no SLURM test cluster: run slurm/start-cluster.sh and export SLURM_CONF")
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf
+    out = subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True, timeout=30
+    )
+    up = {ln.split()[0] for ln in out.stdout.splitlines() if re.search(r" (idle|mix|alloc)", ln)}
+    if out.returncode != 0 or not {"n1", "n2"} <= up:
+        absent(f"SLURM test cluster not up (sinfo: {out.stdout or out.stderr!r})")
+    yield conf
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old

@@ -7,9 +7,6 @@ one CPU each run at once, so one runs on each node; the sweep finishes with its 
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -22,23 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cluster():
-    conf = os.environ.get("SLURM_CONF") or str(REPO / ".slurm-cluster" / "etc" / "slurm.conf")
-    if not Path(conf).is_file() or not shutil.which("sinfo"):
-        pytest.skip("no SLURM test cluster: run slurm/start-cluster.sh and export SLURM_CONF")
-    old = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = conf
-    out = subprocess.run(
-        ["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True, timeout=30
-    )
-    up = {ln.split()[0] for ln in out.stdout.splitlines() if re.search(r" (idle|mix|alloc)", ln)}
-    if out.returncode != 0 or not {"n1", "n2"} <= up:
-        pytest.skip(f"SLURM test cluster not up (sinfo: {out.stdout or out.stderr!r})")
-    yield conf
-    if old is None:
-        os.environ.pop("SLURM_CONF", None)
-    else:
-        os.environ["SLURM_CONF"] = old
+def cluster(slurm_cluster: str) -> str:
+    return slurm_cluster
 
 
 def test_sweep_in_one_allocation_runs_trials_on_both_nodes(
