@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from brainxl.files import atomic_write_text
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -282,5 +284,5 @@ def write_html_report(
     h.append("</body></html>")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(h))
+    atomic_write_text(path, "\n".join(h))
     return path

@@ -8,12 +8,21 @@
   parcel filled with its time series (nilearn ``NiftiLabelsMasker.inverse_transform``).
 * :func:`write_raw` - predicted electrophysiology as an MNE raw file (FIF, BrainVision
   or EDF) with channel names, types, units and sampling rate.
+
+Every file appears whole or not at all: each writer fills a hidden staging folder
+(``.brainxl-partial-*``) beside its target and renames the finished files into place, so
+a process killed mid-way leaves complete files and at most a staging folder, which the
+next :func:`write_description` on the same dataset removes (:func:`remove_partial`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +33,35 @@ DESC = "brainxl"
 #: Raw formats of :func:`write_raw` and their file endings.
 RAW_FORMATS = {"fif": "_eeg.fif", "brainvision": "_eeg.vhdr", "edf": "_eeg.edf"}
 _MEG_FIF = "_meg.fif"
+#: Prefix of the hidden staging folders of unfinished writes.
+PARTIAL = ".brainxl-partial-"
+
+
+@contextmanager
+def _staged(folder: Path) -> Iterator[Path]:
+    """A hidden folder to write files in; on success each is fsynced and renamed into
+    ``folder`` (an atomic replace of any older file), on an error all are dropped."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=PARTIAL, dir=folder))
+    try:
+        yield stage
+        for f in sorted(stage.iterdir()):
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(f, folder / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def remove_partial(out: str | Path) -> list[Path]:
+    """Remove the staging folders a killed writer left under ``out``; the removed paths."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    stale = sorted(p for p in out.rglob(f"{PARTIAL}*") if p.is_dir())
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
 
 
 def _version() -> str:
@@ -85,9 +123,15 @@ def write_description(
     }
     if source is not None:
         content["SourceDatasets"] = [{"URL": Path(source).resolve().as_uri()}]
-    path = out / "dataset_description.json"
-    path.write_text(json.dumps(content, indent=2) + "\n")
-    (out / "README").write_text(
+    remove_partial(out)
+    with _staged(out) as stage:
+        _write_description_files(stage, content, desc)
+    return out / "dataset_description.json"
+
+
+def _write_description_files(folder: Path, content: dict[str, Any], desc: str) -> None:
+    (folder / "dataset_description.json").write_text(json.dumps(content, indent=2) + "\n")
+    (folder / "README").write_text(
         f"brainxl predictions\n===================\n\n{desc}.\n\n"
         "func/*_desc-brainxl_timeseries.tsv: predicted BOLD, one column per ROI, one row per "
         "volume (JSON sidecar: RepetitionTime, StartTime, source run).\n"
@@ -96,8 +140,7 @@ def write_description(
     )
     # ROI time series (BEP012/BEP017) have no rule in the BIDS schema yet: the validator
     # is told to skip them, and the HTML report, instead of flagging them as unknown files
-    (out / ".bidsignore").write_text("*_timeseries.tsv\n*_timeseries.json\nreport.html\n")
-    return path
+    (folder / ".bidsignore").write_text("*_timeseries.tsv\n*_timeseries.json\nreport.html\n")
 
 
 def bids_stem(entities: Mapping[str, str]) -> str:
@@ -165,10 +208,6 @@ def write_roi_timeseries(
         raise ValueError(f"data has shape {data.shape} but {len(roi_names)} ROI names")
     folder = _folder(Path(out), entities, "func")
     stem = f"{bids_stem(entities)}_desc-{DESC}_timeseries"
-    path = folder / f"{stem}.tsv"
-    with open(path, "w") as fh:
-        fh.write("\t".join(roi_names) + "\n")
-        np.savetxt(fh, data, fmt="%.9g", delimiter="\t")
     meta = {
         "RepetitionTime": float(tr),
         "SamplingFrequency": 1.0 / float(tr),
@@ -180,8 +219,12 @@ def write_roi_timeseries(
     if source:
         meta["Sources"] = [str(source)]
     meta.update(dict(extra or {}))
-    (folder / f"{stem}.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    return path
+    with _staged(folder) as stage:
+        with open(stage / f"{stem}.tsv", "w") as fh:
+            fh.write("\t".join(roi_names) + "\n")
+            np.savetxt(fh, data, fmt="%.9g", delimiter="\t")
+        (stage / f"{stem}.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return folder / f"{stem}.tsv"
 
 
 def read_roi_timeseries(path: str | Path) -> tuple[np.ndarray, list[str], dict[str, Any]]:
@@ -323,8 +366,6 @@ def write_bold_nifti(
     folder = _folder(Path(out), entities, "func")
     sp = f"_space-{space}" if space else ""
     stem = f"{bids_stem(entities)}{sp}_desc-{DESC}_bold"
-    path = folder / f"{stem}.nii.gz"
-    nib.save(nii, path)
     meta: dict[str, Any] = {
         "RepetitionTime": float(tr),
         "TaskName": entities.get("task") or "unknown",
@@ -335,8 +376,10 @@ def write_bold_nifti(
         ref = Path(atlas_img).resolve().as_uri() if isinstance(atlas_img, str | Path) else space
         meta["SpatialReference"] = {"URI": ref} if ref.startswith("file:") else ref
     meta.update(dict(extra or {}))
-    (folder / f"{stem}.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    return path
+    with _staged(folder) as stage:
+        nib.save(nii, stage / f"{stem}.nii.gz")
+        (stage / f"{stem}.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return folder / f"{stem}.nii.gz"
 
 
 #: Scale from stored units (µV, fT, fT/cm) to SI (V, T, T/m) per channel type.
@@ -354,6 +397,7 @@ def write_raw(
     *,
     first_time: float = 0.0,
     description: str = "",
+    sidecar: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write predicted electrophysiology as an MNE raw file.
 
@@ -370,6 +414,8 @@ def write_raw(
     first_time : float
         Time of the first sample relative to volume 0 (s), kept in the description.
     description : str
+    sidecar : dict, optional
+        Written as the JSON sidecar beside the raw file (same stem).
 
     Returns
     -------
@@ -396,9 +442,14 @@ def write_raw(
     datatype = "meg" if meg else "eeg"
     folder = _folder(Path(out), entities, datatype)
     ending = _MEG_FIF if meg else RAW_FORMATS[fmt]
-    path = folder / f"{bids_stem(entities)}_desc-{DESC}{ending}"
-    if fmt == "fif":
-        raw.save(path, overwrite=True, verbose=False)
-    else:
-        mne.export.export_raw(path, raw, fmt=fmt, overwrite=True, verbose=False)
-    return path
+    name = f"{bids_stem(entities)}_desc-{DESC}{ending}"
+    with _staged(folder) as stage:  # BrainVision: .vhdr/.vmrk/.eeg, named for each other
+        if fmt == "fif":
+            raw.save(stage / name, overwrite=True, verbose=False)
+        else:
+            mne.export.export_raw(stage / name, raw, fmt=fmt, overwrite=True, verbose=False)
+        if sidecar is not None:
+            (stage / name).with_suffix(".json").write_text(
+                json.dumps(dict(sidecar), indent=2, default=str) + "\n"
+            )
+    return folder / name

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Protocol
 
 import numpy as np
@@ -133,14 +134,26 @@ def split_fold(
 
 
 class ReaderSource:
-    """A :class:`BatchSource` over ``shards.reader.WindowDataset`` + ``make_loader``."""
+    """A :class:`BatchSource` over ``shards.reader.WindowDataset`` + ``make_loader``.
+
+    ``complete=True`` (evaluation) yields every window once instead, in order, in this
+    process, the last batch partial (``WindowDataset.every_window``); the training stream's
+    equal batches per rank drop the windows that do not fill a batch.
+    """
 
     def __init__(
-        self, dataset: Any, batch_size: int, num_workers: int = 0, tr: float | None = None
+        self,
+        dataset: Any,
+        batch_size: int,
+        num_workers: int = 0,
+        tr: float | None = None,
+        *,
+        complete: bool = False,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.complete = complete
         self.ch_names = list(dataset.ch_names)
         self.roi_names = list(dataset.roi_names)
         self.sfreq = float(dataset.sfreq)
@@ -151,15 +164,27 @@ class ReaderSource:
         self.dataset.set_epoch(epoch)
 
     def batches_per_epoch(self) -> int:
+        if self.complete:
+            return -(
+                -len(range(self.dataset.rank, self.dataset.n_windows, self.dataset.world_size))
+                // self.batch_size
+            )
         return int(self.dataset.batches_per_epoch())
 
     def skip(self, n_batches: int) -> None:
+        if self.complete:
+            raise ValueError("a complete (evaluation) stream cannot resume mid-way")
         self.dataset.load_state_dict({"epoch": self.dataset.epoch, "batches_consumed": n_batches})
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        from brainxl.shards.reader import make_loader
+        from brainxl.shards.reader import collate_windows, make_loader
 
-        yield from make_loader(self.dataset, self.batch_size, self.num_workers)
+        if not self.complete:
+            yield from make_loader(self.dataset, self.batch_size, self.num_workers)
+            return
+        windows = self.dataset.every_window()
+        while chunk := list(islice(windows, self.batch_size)):
+            yield collate_windows(chunk)
 
 
 class MemorySource:
@@ -306,7 +331,11 @@ def build_fold(cfg: Any, rank: int, world_size: int) -> Fold:
 def subject_source(
     cfg: Any, subjects: Sequence[str], norm: Any, *, rank: int = 0, world_size: int = 1
 ) -> ReaderSource:
-    """An unshuffled stream over ``subjects`` normalised with ``norm`` (evaluation)."""
+    """Every window of ``subjects`` once, normalised with ``norm`` (evaluation, baselines).
+
+    Unshuffled, the last batch partial (``ReaderSource(complete=True)``); with
+    ``world_size > 1`` each rank gets every ``world_size``-th window.
+    """
     shards = open_shards(cfg)
     chosen = [_match(s, shards.subjects) for s in subjects]
     ds = shards.windows(
@@ -316,7 +345,7 @@ def subject_source(
         seed=cfg.seed,
         norm=norm,
     )
-    return ReaderSource(ds, cfg.train.batch_size, cfg.data.num_workers, shards.tr)
+    return ReaderSource(ds, cfg.train.batch_size, cfg.data.num_workers, shards.tr, complete=True)
 
 
 def recording_timeseries(

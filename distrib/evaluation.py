@@ -2,8 +2,11 @@
 :func:`evaluate_subjects`, which builds the model once, loads the weights and scores whole
 subjects in one process.
 
-Every window of each subject is predicted once (no rank split, no resampling), so the
-numbers at the end of training and from ``brainxl evaluate`` are the same. Evaluation opens
+Every window of each subject (every TR with a full window) is predicted once: no rank
+split, no resampling and no partial last batch dropped
+(:func:`brainxl.distrib.data.subject_source` is a complete stream), so the numbers at the
+end of training, from ``brainxl evaluate`` and from ``brainxl predict`` on the same
+recording are the same. Evaluation opens
 no training stream: the data shapes, normalisation statistics and fold split are recorded
 in the run folder at training time (:func:`write_data_info`, ``data_info.json``) and read
 back (:func:`read_data_info`); a run folder from before falls back to the shard manifest

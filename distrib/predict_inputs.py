@@ -196,6 +196,13 @@ def _parcels_of(run: TrainedRun, raw: Any, ingest: Any, root: Path, ents: dict, 
     from brainxl.shards.ingest.source_recon import reconstruct_parcels
 
     fwd, parc, names = source_files(root, ents, ingest)
+    if not fwd.is_file():
+        pattern = ingest.source.forward or "the simulator's headmodel"
+        raise ValueError(
+            f"{src}: this run ({run.cfg.model.name}) reads source parcels, reconstructed with "
+            f"the subject's forward model {fwd}, which does not exist; put the subject's "
+            f"head model (*-fwd.fif) there (the run's ingest source.forward: {pattern})"
+        )
     full, parcel_names, notes = reconstruct_parcels(
         raw, fwd, parc, ingest.source, src, names_table=names
     )

@@ -284,6 +284,34 @@ def match_channels(
     return [have[want[i]] for i in run_rows], run_rows, notes
 
 
+def overlap_average(parts: np.ndarray, ends: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Stitch windows into one series, averaging where they overlap.
+
+    Parameters
+    ----------
+    parts : ndarray, shape (n_windows, n_series, length)
+        Window ``w`` covers positions ``ends[w] - length .. ends[w] - 1``.
+    ends : sequence of int
+        Exclusive end position of each window (TRs for BOLD frames, samples for
+        electrophysiology).
+
+    Returns
+    -------
+    data : ndarray, shape (n_covered, n_series)
+        The mean of every window covering each position, at the covered positions.
+    positions : ndarray of int, shape (n_covered,)
+    """
+    length = parts.shape[2]
+    start, stop = min(ends) - length, max(ends)
+    total = np.zeros((parts.shape[1], stop - start))
+    count = np.zeros(stop - start)
+    for part, end in zip(parts, ends):
+        total[:, end - length - start : end - start] += part
+        count[end - length - start : end - start] += 1
+    covered = count > 0
+    return (total[:, covered] / count[covered]).T, np.arange(start, stop)[covered]
+
+
 def _batches(n: int, batch_size: int) -> list[range]:
     return [range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
@@ -421,11 +449,9 @@ def _predict_bold(
         )
     bold, bold_stats = _bold_side(run, rec, own)
     zero = int(round(rec.lead_in * rec.sfreq))
-    n_trs = rec.n_trs if rec.n_trs is not None else sys.maxsize
+    n_trs = rec.n_trs if rec.n_trs is not None else sys.maxsize  # no BOLD: all it covers
     W, nt = run.window, run.n_targets
     wins = window_trs(n_trs, sig.shape[1], zero, rec.tr, run.lag_s, rec.sfreq, W, nt)
-    if rec.n_trs is None:  # no BOLD: every volume the recording covers
-        n_trs = wins[-1][0] + 1 if wins else 0
     if not wins:
         raise _too_short(run, rec, f"{sig.shape[1] / rec.sfreq:.1f} s of electrophysiology")
     key = adapter.source_key
@@ -443,20 +469,9 @@ def _predict_bold(
             true_w = np.stack([bold[:, k] for k in trs])
         else:
             true_w = np.stack([bold[:, k - nt + 1 : k + 1] for k in trs])
-    # stitch: frame f gets every window's prediction of it, averaged
-    R = pred.shape[1]
-    total = np.zeros((n_trs, R))
-    count = np.zeros(n_trs)
-    for w, k in enumerate(trs):
-        if pred.ndim == 2:
-            total[k] += pred[w]
-            count[k] += 1
-        else:
-            f = pred.shape[2]
-            total[k - f + 1 : k + 1] += pred[w].T
-            count[k - f + 1 : k + 1] += 1
-    vols = np.flatnonzero(count > 0)
-    data = total[vols] / count[vols, None]
+    # stitch: volume k gets every window's prediction of it, averaged
+    frames = pred[:, :, None] if pred.ndim == 2 else pred  # (N, R, F) ending at TR k
+    data, vols = overlap_average(frames, trs + 1)
     true = None if bold is None else bold[:, vols].T.astype(np.float64)
     scope = run.cfg.data.reader.bold_norm
     if scope == "fold":
@@ -537,16 +552,7 @@ def _predict_ephys(
     bs = int(batch_size or run.cfg.train.batch_size)
     pred = _run_batches(run, make_batch, len(wins), bs, run.adapter, progress)  # (N, C, W)
     trs = np.array([k for k, _ in wins])
-    start = min(e for _, e in wins) - W
-    stop = max(e for _, e in wins)
-    total = np.zeros((pred.shape[1], stop - start))
-    count = np.zeros(stop - start)
-    for w, (_, e) in enumerate(wins):
-        total[:, e - W - start : e - start] += pred[w]
-        count[e - W - start : e - start] += 1
-    covered = count > 0
-    data = (total[:, covered] / count[covered]).T
-    samples = np.arange(start, stop)[covered]
+    data, samples = overlap_average(pred, [e for _, e in wins])
     true = true_w = None
     if sig is not None:
         true = sig[:, samples].T.astype(np.float64)

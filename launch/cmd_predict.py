@@ -62,7 +62,7 @@ def _progress(enabled: bool, desc: str) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(desc=desc, unit="window", leave=False)
+    return tqdm(desc=desc, unit=" windows", leave=False)
 
 
 def predict(
@@ -245,10 +245,9 @@ def write_outputs(
                     raw_format,
                     first_time=float(p.times[0]),
                     description=f"brainxl prediction, run {trained.run_id}, {trained.weights}",
+                    sidecar={"SamplingFrequency": p.sfreq, **extra},
                 )
             )
-            side = Path(p.files["out_raw"]).with_suffix(".json")
-            side.write_text(json.dumps({"SamplingFrequency": p.sfreq, **extra}, indent=2) + "\n")
 
 
 def write_prediction_report(

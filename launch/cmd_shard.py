@@ -4,7 +4,14 @@ Usage::
 
     brainxl shard BIDS_DIR OUT [--workers N] [--config data.yaml] [--segment-trs K]
                   [--source-recon] [--verify]
+    brainxl shard SRC OUT --eeg-only [--dataset NAME] [--segment-s S] [--workers N]
+                  [--config data.yaml] [--verify]
     brainxl shard --verify OUT
+
+``--eeg-only`` writes pretraining shards without BOLD (``shards.eeg_writer``): SRC is a
+BIDS folder with EEG (or MEG, with ``preprocess.ch_types``), BOLD or not, or a quoted glob
+of EDF/BDF/BrainVision/EEGLAB/FIF recordings (``'recs/**/*.edf'``). Channels without a
+vocabulary entry are reported on stderr (one line per file and channel) and dropped.
 
 The YAML config holds ``ingest:`` (``shards.config.IngestConfig``) and ``sharding:``
 (``shards.config.ShardingConfig``) blocks, optionally under a top-level ``data:`` key.
@@ -22,7 +29,10 @@ from typing import Any
 
 from brainxl.shards.config import IngestConfig, ShardingConfig
 
-HELP = "Cut a BIDS dataset into WebDataset shards with a manifest (or --verify them)."
+HELP = (
+    "Cut a BIDS dataset (or, with --eeg-only, EEG recordings) into WebDataset shards with a "
+    "manifest (or --verify them)."
+)
 
 
 @dataclass
@@ -36,7 +46,22 @@ class ShardFileConfig:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``shard`` arguments."""
     parser.add_argument(
-        "paths", nargs="+", metavar="PATH", help="BIDS_DIR OUT, or OUT with --verify"
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="BIDS_DIR OUT; with --eeg-only SRC OUT (SRC: BIDS folder or quoted glob of "
+        "recordings); OUT alone with --verify",
+    )
+    parser.add_argument(
+        "--eeg-only",
+        action="store_true",
+        help="pretraining shards without BOLD from a BIDS folder or a glob of recordings",
+    )
+    parser.add_argument(
+        "--dataset", default="", help="dataset name in an EEG-only manifest (default: folder)"
+    )
+    parser.add_argument(
+        "--segment-s", type=float, default=None, help="EEG-only: seconds per stored segment"
     )
     parser.add_argument("--workers", type=int, default=None, help="parallel subjects")
     parser.add_argument("--config", type=Path, default=None, help="data YAML (ingest/sharding)")
@@ -116,6 +141,29 @@ def print_summary(manifest: dict[str, Any], out: Any = None) -> None:
     )
 
 
+def print_eeg_summary(manifest: dict[str, Any], out: Any = None) -> None:
+    """EEG-only shards: one row per dataset and montage size, then the total."""
+    out = out or sys.stdout
+    head = f"{'dataset':<16}{'subjects':>9}{'runs':>6}{'hours':>8}{'montages':>9}  native Hz"
+    print(head, file=out)
+    for name, d in sorted(manifest["datasets"].items()):
+        runs = sum(len(manifest["subjects"][s]["runs"]) for s in d["subjects"])
+        rates = ",".join(f"{r:g}" for r in d["native_sfreqs"])
+        print(
+            f"{name:<16}{len(d['subjects']):>9}{runs:>6}{d['hours']:>8.2f}"
+            f"{len(d['montages']):>9}  {rates}",
+            file=out,
+        )
+    t = manifest["totals"]
+    sizes = sorted({len(m["ch_names"]) for m in manifest["montages"]})
+    print(
+        f"total: {t['n_subjects']} subjects, {t['n_samples']} segments, {t['hours']:.2f} h, "
+        f"{t['n_shards']} shards, {t['bytes'] / 1e6:.1f} MB; {len(manifest['montages'])} "
+        f"montage(s) of {sizes} channels, stored at {manifest['sfreq']:g} Hz",
+        file=out,
+    )
+
+
 def _verify(out: Path, quiet: bool = False) -> int:
     from brainxl.launch.progress import progress_bar
     from brainxl.shards.verify import verify_shards
@@ -148,15 +196,41 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("need BIDS_DIR OUT (or --verify OUT)")
         return _verify(Path(args.paths[0]), quiet=args.quiet)
     if len(args.paths) != 2:
-        raise ValueError(f"expected BIDS_DIR OUT, got {len(args.paths)} paths")
+        hint = (
+            " (quote the glob so the shell does not expand it)"
+            if args.eeg_only and len(args.paths) > 2
+            else ""
+        )
+        raise ValueError(f"expected SRC OUT, got {len(args.paths)} paths{hint}")
     bids, out = Path(args.paths[0]), Path(args.paths[1])
     conf = load_config(args.config)  # a mistake: one line from cli.main
     if args.workers is not None:
         conf.sharding.workers = args.workers
     if args.segment_trs is not None:
         conf.sharding.segment_trs = args.segment_trs
+    if args.segment_s is not None:
+        conf.sharding.segment_s = args.segment_s
     if args.source_recon:
         conf.ingest.source.enabled = True
+    if args.eeg_only:
+        from brainxl.shards.eeg_writer import shard_eeg
+
+        manifest = shard_eeg(
+            args.paths[0],
+            out,
+            conf.ingest,
+            conf.sharding,
+            dataset=args.dataset,
+            progress=not args.quiet,
+        )
+        print_eeg_summary(manifest)
+        print(f"wrote {out / 'manifest.json'}  (EEG-only, {conf.sharding.segment_s:g} s segments)")
+        return _verify(out, quiet=args.quiet) if args.verify else 0
+    if bids.is_file() or any(c in args.paths[0] for c in "*?["):
+        raise ValueError(
+            f"{bids}: not a folder; give a BIDS dataset, or pass --eeg-only to shard "
+            "recordings listed by a glob (without BOLD)"
+        )
     from brainxl.shards.writer import shard_bids
 
     manifest = shard_bids(bids, out, conf.ingest, conf.sharding, progress=not args.quiet)

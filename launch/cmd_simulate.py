@@ -1,4 +1,9 @@
-"""``brainxl simulate OUT``: write the simulated EEG-fMRI BIDS dataset."""
+"""``brainxl simulate OUT``: write the simulated EEG-fMRI BIDS dataset.
+
+``brainxl simulate OUT --eeg-only --subjects N --minutes M [--montages ...] [--rates ...]``
+writes an EEG-only pretraining corpus instead (:mod:`brainxl.simulator.eeg_corpus`):
+subjects cycle through montages and native sampling rates, no BOLD.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--meg", action="store_true", help="also simulate 306-channel MEG")
     parser.add_argument(
+        "--eeg-only",
+        action="store_true",
+        help="EEG without BOLD for pretraining: many subjects over --montages and --rates",
+    )
+    parser.add_argument(
+        "--montages",
+        default="biosemi32,biosemi64,easycap-M1,clinical19",
+        help="--eeg-only: montages subjects cycle through (biosemi32,biosemi64,easycap-M1,"
+        "clinical19)",
+    )
+    parser.add_argument(
+        "--rates",
+        default="250,500,512,1000",
+        help="--eeg-only: native sampling rates in Hz subjects cycle through (250,500,512,1000)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="allow writing into a non-empty OUT"
     )
 
@@ -38,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the simulation; return 0 on success, 2 on a user mistake."""
     from brainxl.launch.progress import progress_bar, say
 
+    if args.eeg_only:
+        return _run_eeg_only(args)
     from brainxl.simulator import simulate_dataset
 
     bar = progress_bar(args.subjects + 1, "simulate", unit="step")  # head model + subjects
@@ -60,6 +83,36 @@ def run(args: argparse.Namespace) -> int:
             channel_style=args.channel_style,
             meg=args.meg,
             lead_in=args.lead_in,
+            task=args.task,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
+    print(summary.format())
+    return 0
+
+
+def _run_eeg_only(args: argparse.Namespace) -> int:
+    from brainxl.launch.progress import progress_bar, say
+
+    from brainxl.simulator.eeg_corpus import simulate_eeg_corpus
+
+    if args.meg:
+        raise ValueError("--meg is not available with --eeg-only; drop one of them")
+    n_models = len(dict.fromkeys(m for m in args.montages.split(",") if m.strip()))
+    bar = progress_bar(args.subjects + n_models, "simulate", unit="step")
+
+    def progress(message: str) -> None:
+        say(bar, message)
+        bar.update()
+
+    with bar:
+        summary = simulate_eeg_corpus(  # a ValueError is a user mistake: one line from cli.main
+            args.out,
+            args.subjects,
+            args.minutes,
+            args.seed,
+            montages=args.montages,
+            rates=args.rates,
             task=args.task,
             overwrite=args.overwrite,
             progress=progress,

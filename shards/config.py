@@ -94,6 +94,9 @@ class ShardingConfig:
     # seconds of electrophysiology kept before each segment's first TR: >= window_s + lag_s
     lead_in_s: float = 20.0
     bold_lead_trs: int = 7  # earlier BOLD frames kept per segment: >= n_targets - 1
+    # EEG-only shards (``brainxl shard --eeg-only``): seconds of EEG per stored segment
+    # (recordings are cut end to end; the last segment of a recording may be shorter)
+    segment_s: float = 60.0
 
 
 @dataclass

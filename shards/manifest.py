@@ -30,6 +30,15 @@ FRAGMENT_NAME = "subject.json"
 FORMAT_NAME = "brainxl-shards"
 #: 2: every sample carries checksums of its members (``shards.tarformat``); 1: none.
 FORMAT_VERSION = 2
+#: ``manifest["kind"]`` of shards holding electrophysiology only (``brainxl shard
+#: --eeg-only``, for pretraining); a manifest without ``kind`` holds translation shards.
+KIND_EEG_ONLY = "eeg-only"
+KIND_TRANSLATION = "translation"
+
+
+def manifest_kind(manifest: Mapping[str, Any]) -> str:
+    """:data:`KIND_EEG_ONLY` or :data:`KIND_TRANSLATION` (a manifest without ``kind``)."""
+    return str(manifest.get("kind", KIND_TRANSLATION))
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -121,6 +130,14 @@ def build_manifest(
     frags = sorted(fragments, key=lambda f: f["subject"])
     if not frags:
         raise ValueError(f"{source}: no subjects were sharded; check the BIDS folder and filters")
+    kinds = {manifest_kind(f) for f in frags}
+    if len(kinds) > 1:
+        raise ValueError(
+            f"{source}: EEG-only and translation subjects in one shard folder; shard them "
+            "into separate folders"
+        )
+    if kinds == {KIND_EEG_ONLY}:
+        return build_eeg_manifest(frags, source=source, settings=settings)
     for field, fix in (
         ("sfreq", "set preprocess.sfreq so every subject is resampled to one rate"),
         ("roi_names", "use one atlas (bold.atlas / bold.desc) for every subject"),
@@ -158,6 +175,87 @@ def build_manifest(
         "ch_names": ch_names if same_ch else None,
         "roi_names": frags[0]["roi_names"],
         "parcel_names": frags[0]["parcel_names"],
+        "totals": total,
+        "subjects": {f["subject"]: dict(f) for f in frags},
+    }
+
+
+def build_eeg_manifest(
+    fragments: Iterable[Mapping[str, Any]],
+    *,
+    source: str = "",
+    settings: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Combine EEG-only subject fragments (``shards.eeg_writer``) into a manifest.
+
+    Beside the fields every manifest has (``format``, ``version``, ``sfreq``,
+    ``subjects``, ``totals``; ``roi_names``/``parcel_names`` empty, ``tr`` None) it holds
+    ``kind`` (:data:`KIND_EEG_ONLY`), ``montages`` (each distinct channel list with its
+    subjects), ``native_sfreqs`` and ``datasets``: per dataset its subjects, montages,
+    native sampling rates, stored samples (``n_ephys``) and hours. Each subject fragment
+    holds ``dataset``, ``montages``, ``native_sfreqs``, ``n_ephys`` and per run the
+    channels, the dropped unmappable channels, native rate and sample counts.
+
+    Raises
+    ------
+    ValueError
+        If subjects were stored at different sampling rates.
+    """
+    frags = sorted(fragments, key=lambda f: f["subject"])
+    if not frags:
+        raise ValueError(f"{source}: no subjects were sharded; check the input and filters")
+    rates = sorted({float(f["sfreq"]) for f in frags})
+    if len(rates) > 1:
+        raise ValueError(
+            f"{source}: subjects stored at different rates {rates}; set preprocess.sfreq so "
+            "every recording is resampled to one rate"
+        )
+    montages: list[dict[str, Any]] = []
+    datasets: dict[str, dict[str, Any]] = {}
+    for f in frags:
+        d = datasets.setdefault(
+            f["dataset"],
+            {"subjects": [], "montages": [], "native_sfreqs": [], "n_ephys": 0, "hours": 0.0},
+        )
+        d["subjects"].append(f["subject"])
+        d["n_ephys"] += int(f["n_ephys"])
+        d["hours"] += float(f["hours"])
+        d["native_sfreqs"] = sorted(set(d["native_sfreqs"]) | set(f["native_sfreqs"]))
+        for names in f["montages"]:
+            if names not in d["montages"]:
+                d["montages"].append(names)
+            entry = next((m for m in montages if m["ch_names"] == names), None)
+            if entry is None:
+                entry = {"ch_names": list(names), "subjects": []}
+                montages.append(entry)
+            if f["subject"] not in entry["subjects"]:
+                entry["subjects"].append(f["subject"])
+    total = {
+        "n_subjects": len(frags),
+        "n_runs": sum(len(f["runs"]) for f in frags),
+        "n_samples": sum(f["n_samples"] for f in frags),
+        "n_ephys": sum(int(f["n_ephys"]) for f in frags),
+        "n_trs": 0,
+        "hours": sum(f["hours"] for f in frags),
+        "bytes": sum(s["bytes"] for f in frags for s in f["shards"]),
+        "n_shards": sum(len(f["shards"]) for f in frags),
+    }
+    return {
+        "format": FORMAT_NAME,
+        "version": min(int(f.get("version", 1)) for f in frags),
+        "kind": KIND_EEG_ONLY,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "settings": dict(settings or {}),
+        "sfreq": rates[0],
+        "tr": None,
+        "trs": [],
+        "ch_names": montages[0]["ch_names"] if len(montages) == 1 else None,
+        "roi_names": [],
+        "parcel_names": [],
+        "montages": montages,
+        "native_sfreqs": sorted({r for f in frags for r in f["native_sfreqs"]}),
+        "datasets": datasets,
         "totals": total,
         "subjects": {f["subject"]: dict(f) for f in frags},
     }

@@ -129,6 +129,7 @@ class WindowDataset(IterableDataset):
     ) -> None:
         super().__init__()
         shards = root if isinstance(root, ShardSet) else ShardSet(root)
+        shards.require_translation()
         self.root = shards.root
         where = str(shards.manifest_path)
         if not 0 <= rank < world_size:
@@ -293,6 +294,27 @@ class WindowDataset(IterableDataset):
             ),
         )
         yield from islice(iter(pipe), done * bs, mine * bs)
+
+    def every_window(self) -> Iterator[dict[str, Any]]:
+        """Every window of the selected subjects once, in manifest order, in this process.
+
+        For evaluation: no shuffling, no DataLoader workers and no batch-size rounding (the
+        training stream's ``batches_per_epoch`` drops the windows that do not fill a batch).
+        With ``world_size > 1`` rank ``r`` gets the windows ``i`` with ``i % world_size == r``
+        (counts may differ by one); the union over ranks is every window once.
+
+        Yields
+        ------
+        dict
+            One window, as the training stream yields it (``ephys``, ``bold``, optional
+            ``parcels``, ``subject``, ``tr_index``, ``key``).
+        """
+        i = 0
+        for shard in self.shards:
+            for item in self._shard_samples(shard, 1, 0, 0):
+                if i % self.world_size == self.rank:
+                    yield item
+                i += 1
 
     def _units(self, pass_: int, v: int, nw: int) -> tuple[list[dict[str, Any]], int, int]:
         """This worker's shards of one pass; (shards, sample stride, sample phase)."""

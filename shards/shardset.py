@@ -23,12 +23,18 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from brainxl.shards.manifest import MANIFEST_NAME, read_manifest, select_subjects
+from brainxl.shards.manifest import (
+    KIND_EEG_ONLY,
+    MANIFEST_NAME,
+    manifest_kind,
+    read_manifest,
+    select_subjects,
+)
 from brainxl.shards.stats import NormStats, fold_statistics
 
 if TYPE_CHECKING:
@@ -110,6 +116,31 @@ class ShardSet:
         return f"ShardSet({str(self.root)!r}, {len(self.subjects)} subjects)"
 
     # ------------------------------------------------------------------ dataset facts
+    @property
+    def kind(self) -> str:
+        """``"translation"`` (EEG/MEG + BOLD) or ``"eeg-only"`` (``brainxl shard --eeg-only``)."""
+        return manifest_kind(self.manifest)
+
+    @property
+    def eeg_only(self) -> bool:
+        """True for EEG-only shards (no BOLD: pretraining data)."""
+        return self.kind == KIND_EEG_ONLY
+
+    def require_translation(self) -> None:
+        """Fail in one line when these shards hold no BOLD (a translation run needs it).
+
+        Raises
+        ------
+        ValueError
+            Naming the shard folder and the fix.
+        """
+        if self.eeg_only:
+            raise ValueError(
+                f"{self.root}: EEG-only shards (no BOLD, written by `brainxl shard --eeg-only`) "
+                "cannot train or evaluate EEG->fMRI translation; point data.shards at shards "
+                "written without --eeg-only, or use these for pretraining"
+            )
+
     @property
     def subjects(self) -> list[str]:
         """Every subject label (without ``sub-``), sorted."""
@@ -199,6 +230,7 @@ class ShardSet:
 
     def fold_statistics(self, subjects: Sequence[str], eps: float = 1e-6) -> NormStats:
         """Normalisation statistics pooled over ``subjects`` (a fold's training subjects)."""
+        self.require_translation()
         return fold_statistics(self.manifest, subjects, eps)
 
     # ------------------------------------------------------------------ reading data
@@ -211,6 +243,7 @@ class ShardSet:
         """
         from brainxl.shards.reader import WindowDataset
 
+        self.require_translation()
         return WindowDataset(self, cfg, **kwargs)
 
     def recording_timeseries(
@@ -250,10 +283,60 @@ class ShardSet:
         """
         from brainxl.shards.timeseries import read_timeseries
 
+        self.require_translation()
         self.warn_if_unchecked()
         return read_timeseries(
             self, subjects, modalities, norm=norm, ephys_hz=ephys_hz, max_seconds=max_seconds
         )
+
+    def eeg_segments(
+        self, subjects: Sequence[str] | None = None
+    ) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+        """Yield ``(meta, ephys)`` of every stored segment of EEG-only shards, in order.
+
+        Each sample is checked against its checksums (as the readers do) before it is
+        yielded.
+
+        Parameters
+        ----------
+        subjects : sequence of str, optional
+            Labels without ``sub-`` (default: all).
+
+        Yields
+        ------
+        meta : dict
+            The sample's ``meta.json`` (``key``, ``recording``, ``dataset``, ``ch_names``,
+            ``sfreq``, ``native_sfreq``, ``offset``, ``n_ephys``, ...).
+        ephys : ndarray, shape (n_channels, n_ephys), float32
+            Microvolts (EEG) at ``sfreq``.
+
+        Raises
+        ------
+        ValueError
+            For translation shards (use :meth:`windows`); ``ShardError`` for a bad sample.
+        """
+        from brainxl.shards import npy
+        from brainxl.shards.tarformat import META_CHECKSUM_KEY, check_sample, iter_tar_samples
+
+        if not self.eeg_only:
+            raise ValueError(
+                f"{self.root}: not EEG-only shards (they hold BOLD); read them with "
+                "ShardSet.windows, or shard with --eeg-only"
+            )
+        for subject in subjects if subjects is not None else self.subjects:
+            for entry in self.fragment(subject)["shards"]:
+                path = self.root / entry["path"]
+                descs = entry.get("samples", [])
+                for i, (key, members) in enumerate(iter_tar_samples(path)):
+                    desc = descs[i] if i < len(descs) else {}
+                    meta = check_sample(
+                        str(path),
+                        key,
+                        members,
+                        meta_checksum=desc.get(META_CHECKSUM_KEY),
+                        require_checksums=self.has_checksums,
+                    )
+                    yield meta, npy.decode(members["ephys.npy"])
 
     def verify(self, deep: bool = True) -> list[Problem]:
         """Re-read every shard against the manifest (see :func:`shards.verify.verify_shards`)."""

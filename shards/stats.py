@@ -114,6 +114,11 @@ def fold_statistics(
         from brainxl.shards.shardset import ShardSet
 
         manifest = ShardSet(manifest).manifest
+    if manifest.get("kind") == "eeg-only":
+        raise ValueError(
+            f"{manifest.get('source', '')}: EEG-only shards (no BOLD) have no fold statistics "
+            "for translation; point data.shards at shards written without --eeg-only"
+        )
     subjects = list(subjects)
     if not subjects:
         raise ValueError("fold_statistics needs at least one subject")

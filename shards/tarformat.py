@@ -16,6 +16,7 @@ check costs little beside reading the bytes.
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -28,6 +29,8 @@ from brainxl.shards.errors import ShardError
 
 #: Members every sample has.
 REQUIRED = ("ephys.npy", "bold.npy", "meta.json")
+#: Members of a sample of EEG-only shards (``meta["kind"] == "eeg-only"``).
+REQUIRED_EEG_ONLY = ("ephys.npy", "meta.json")
 #: Key of the per-member checksums in ``meta.json`` (and, prefixed ``meta_``, of the
 #: ``meta.json`` checksum in the manifest's sample descriptor).
 CHECKSUM_KEY = "xxh3_64"
@@ -108,7 +111,7 @@ class TarSampleWriter:
             self._write(bytes(_RECORD - self.size % _RECORD))
 
 
-def _pax_records(data: bytes) -> dict[str, str]:
+def pax_records(data: bytes) -> dict[str, str]:
     """Parse pax extended-header records (``"<len> key=value\\n"``)."""
     out, pos = {}, 0
     while pos < len(data):
@@ -162,7 +165,7 @@ def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, np.ndarr
                 if info.type == tarfile.GNUTYPE_LONGNAME:
                     override = {"path": ext.rstrip(b"\0").decode("utf-8", "surrogateescape")}
                 elif info.type == tarfile.XHDTYPE:
-                    override = _pax_records(ext)
+                    override = pax_records(ext)
                 continue
             if override:
                 info.name = override.get("path", info.name)
@@ -233,8 +236,8 @@ def check_sample(
         If a member is missing, does not decode, disagrees with the metadata, or its
         bytes differ from its checksum.
     """
-    missing = [m for m in REQUIRED if m not in members]
-    if missing:
+    if "meta.json" not in members:
+        missing = [m for m in REQUIRED if m not in members]
         raise ShardError(path, key, f"missing members {missing} (truncated shard?)")
     if meta_checksum is not None and member_checksum(members["meta.json"]) != meta_checksum:
         raise ShardError(path, key, f"meta.json differs from the manifest's checksum {_ALTERED}")
@@ -242,17 +245,22 @@ def check_sample(
         meta = json.loads(members["meta.json"])
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ShardError(path, key, f"meta.json does not parse ({err})") from None
+    eeg_only = meta.get("kind") == "eeg-only"
+    missing = [m for m in (REQUIRED_EEG_ONLY if eeg_only else REQUIRED) if m not in members]
+    if missing:
+        raise ShardError(path, key, f"missing members {missing} (truncated shard?)")
     try:
         ephys = npy.decode(members["ephys.npy"])
-        bold = npy.decode(members["bold.npy"])
+        bold = None if eeg_only else npy.decode(members["bold.npy"])
         parcels = npy.decode(members["parcels.npy"]) if "parcels.npy" in members else None
     except ValueError as err:
         raise ShardError(path, key, str(err)) from None
-    n_bold = meta["first_tr"] + meta["n_trs"] - meta["bold_first_tr"]
     if ephys.shape != (len(meta["ch_names"]), meta["n_ephys"]):
         raise ShardError(path, key, f"ephys shape {ephys.shape} disagrees with meta.json")
-    if bold.shape != (len(meta["roi_names"]), n_bold):
-        raise ShardError(path, key, f"bold shape {bold.shape} disagrees with meta.json")
+    if bold is not None:
+        n_bold = meta["first_tr"] + meta["n_trs"] - meta["bold_first_tr"]
+        if bold.shape != (len(meta["roi_names"]), n_bold):
+            raise ShardError(path, key, f"bold shape {bold.shape} disagrees with meta.json")
     if parcels is not None and parcels.shape != (len(meta["parcel_names"]), meta["n_ephys"]):
         raise ShardError(path, key, f"parcels shape {parcels.shape} disagrees with meta.json")
     sums = meta.get(CHECKSUM_KEY)
@@ -268,3 +276,71 @@ def check_sample(
         if member_checksum(data) != sums[suffix]:
             raise ShardError(path, key, f"member {suffix} differs from its checksum {_ALTERED}")
     return meta
+
+
+def tar_member_offsets(path: str | os.PathLike) -> dict[str, dict[str, tuple[int, int]]]:
+    """Data offsets of every member of a shard, from its headers alone.
+
+    Parameters
+    ----------
+    path : path
+        A shard tar (``shards.tarformat`` layout; pax headers allowed).
+
+    Returns
+    -------
+    dict of key -> {suffix: (offset, size)}
+        Byte offset and size of each member's data, keyed like WebDataset.
+
+    Raises
+    ------
+    ShardError
+        Naming the file when it cannot be opened or a header is truncated or corrupt.
+    """
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    key = ""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed in finally
+    except OSError as err:
+        raise ShardError(
+            str(path), "", f"cannot open ({err.strerror}); re-run `brainxl shard`"
+        ) from None
+    try:
+        pos, override = 0, {}
+        while True:
+            f.seek(pos)
+            header = f.read(_BLOCK)
+            if not header or header == bytes(_BLOCK):
+                break
+            if len(header) < _BLOCK:
+                raise ShardError(str(path), key, "truncated tar header")
+            try:
+                info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+            except tarfile.HeaderError as err:
+                raise ShardError(str(path), key, f"corrupt tar header ({err})") from None
+            data_at = pos + _BLOCK
+            pos = data_at + info.size + (-info.size % _BLOCK)
+            if info.type in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME):
+                ext = f.read(info.size)
+                if info.type == tarfile.GNUTYPE_LONGNAME:
+                    override = {"path": ext.rstrip(b"\0").decode("utf-8", "surrogateescape")}
+                else:
+                    override = pax_records(ext)
+                continue
+            if info.type == tarfile.XGLTYPE:
+                continue
+            name = override.get("path", info.name).rsplit("/", 1)[-1]
+            size = int(override.get("size", info.size))
+            if size != info.size:
+                pos = data_at + size + (-size % _BLOCK)
+            override = {}
+            base, dot, suffix = name.partition(".")
+            if info.isreg() and dot:
+                key = base
+                out.setdefault(base, {})[suffix] = (data_at, size)
+    except ShardError:
+        raise
+    except (OSError, ValueError) as err:  # ValueError: garbled pax record
+        raise ShardError(str(path), key, f"cannot read ({err})") from None
+    finally:
+        f.close()
+    return out

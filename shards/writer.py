@@ -37,7 +37,9 @@ from brainxl.shards.segments import segment_recording
 from brainxl.shards.stats import recording_sums
 from brainxl.shards.tarformat import META_CHECKSUM_KEY, TarSampleWriter, sample_members
 
-Loader = Callable[[str], Sequence[Recording]]
+Loader = Callable[[str], Sequence[Any]]
+#: ``write(recordings, root, cfg, settings) -> fragment``: one subject's shards.
+SubjectWriter = Callable[[Sequence[Any], str, ShardingConfig, Mapping[str, Any]], dict[str, Any]]
 
 
 class _HashingFile:
@@ -57,8 +59,22 @@ class _HashingFile:
         self.f.flush()
 
 
-class _ShardSink:
-    """Rolls samples into ``sub-XX-NNNNNN.tar`` files of at most ``max_bytes`` each."""
+class ShardSink:
+    """Rolls samples into ``sub-XX-NNNNNN.tar`` files of at most ``max_bytes`` each.
+
+    Each file is written as ``<name>.tar.tmp`` and renamed when complete; :meth:`finish`
+    returns the manifest entries (path, bytes, sha256, sample descriptors) and
+    :meth:`abort` deletes a half-written file.
+
+    Parameters
+    ----------
+    folder : Path
+        The subject's folder.
+    subject : str
+        Label without ``sub-`` (names the files).
+    max_bytes : int
+        Start a new file before one would grow past this.
+    """
 
     def __init__(self, folder: Path, subject: str, max_bytes: int) -> None:
         self.folder, self.subject, self.max_bytes = folder, subject, max_bytes
@@ -99,6 +115,7 @@ class _ShardSink:
         self._tar = self._file = self._hash = None
 
     def write(self, key: str, members: dict[str, bytes], descriptor: dict[str, Any]) -> None:
+        """Append one sample (its members) and its manifest descriptor."""
         size = sum(len(v) + 1024 for v in members.values())
         if self._tar is not None and self._samples and self._bytes + size > self.max_bytes:
             self._close()
@@ -109,11 +126,13 @@ class _ShardSink:
         self._bytes += size
 
     def finish(self) -> list[dict[str, Any]]:
+        """Close the open file; return the entries of every file written."""
         if self._tar is not None:
             self._close()
         return self.entries
 
     def abort(self) -> None:
+        """Close and delete the half-written file, if any."""
         if self._file is not None:
             self._file.close()  # the tmp file is deleted below
             self._path(len(self.entries)).with_suffix(".tar.tmp").unlink(missing_ok=True)
@@ -179,7 +198,7 @@ def write_subject(
     folder = subject_dir(root, subject)
     folder.mkdir(parents=True, exist_ok=True)
     clean_stale(folder)
-    sink = _ShardSink(folder, subject, cfg.max_shard_bytes)
+    sink = ShardSink(folder, subject, cfg.max_shard_bytes)
     runs = []
     try:
         for rec in recordings:
@@ -267,12 +286,17 @@ def _is_complete(root: Path, subject: str, settings: Mapping[str, Any]) -> dict[
 
 
 def _shard_one(
-    loader: Loader, subject: str, root: str, cfg: ShardingConfig, settings: dict[str, Any]
+    loader: Loader,
+    write: SubjectWriter,
+    subject: str,
+    root: str,
+    cfg: ShardingConfig,
+    settings: dict[str, Any],
 ) -> dict[str, Any]:
     recs = list(loader(subject))
     if not recs:
         raise ValueError(f"sub-{subject}: no usable runs were found")
-    return write_subject(recs, root, cfg, settings)
+    return write(recs, root, cfg, settings)
 
 
 def shard_dataset(
@@ -284,6 +308,8 @@ def shard_dataset(
     source: str = "",
     settings: Mapping[str, Any] | None = None,
     progress: bool = True,
+    write: SubjectWriter | None = None,
+    unused: Sequence[str] = ("segment_s",),
 ) -> dict[str, Any]:
     """Shard every subject (in parallel) and write ``root/manifest.json``.
 
@@ -304,6 +330,12 @@ def shard_dataset(
         subject whose fragment has other settings is re-done.
     progress : bool
         Show a tqdm progress bar on stderr.
+    write : callable, optional
+        Writes one subject (default :func:`write_subject`, translation shards; EEG-only
+        shards pass :func:`shards.eeg_writer.write_eeg_subject`); picklable.
+    unused : sequence of str
+        ``ShardingConfig`` fields this kind of shard does not depend on (left out of the
+        recorded settings, so changing them does not redo subjects).
 
     Returns
     -------
@@ -324,7 +356,9 @@ def shard_dataset(
     if not subjects:
         raise ValueError(f"{source or root}: no subjects to shard")
     full_settings = {"sharding": asdict(cfg), **dict(settings or {})}
-    full_settings["sharding"].pop("workers", None)  # parallelism does not change the data
+    for name in ("workers", *unused):  # parallelism (and these) do not change the data
+        full_settings["sharding"].pop(name, None)
+    write = write or write_subject
     fragments: dict[str, dict[str, Any]] = {}
     todo = []
     for s in subjects:
@@ -345,7 +379,8 @@ def shard_dataset(
     if cfg.workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=min(cfg.workers, len(todo))) as pool:
             futures = {
-                pool.submit(_shard_one, loader, s, str(root), cfg, full_settings): s for s in todo
+                pool.submit(_shard_one, loader, write, s, str(root), cfg, full_settings): s
+                for s in todo
             }
             for fut in as_completed(futures):
                 s = futures[fut]
@@ -357,7 +392,7 @@ def shard_dataset(
     else:
         for s in todo:
             try:
-                fragments[s] = _shard_one(loader, s, str(root), cfg, full_settings)
+                fragments[s] = _shard_one(loader, write, s, str(root), cfg, full_settings)
             except Exception as err:
                 errors[s] = f"{type(err).__name__}: {err}"
             bar.update(1)

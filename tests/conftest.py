@@ -75,3 +75,24 @@ def slurm_cluster():
         os.environ.pop("SLURM_CONF", None)
     else:
         os.environ["SLURM_CONF"] = old
+
+
+@pytest.fixture(scope="session")
+def synthetic_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shards of ``shard_fixtures.write_synthetic`` (default arguments), written once.
+
+    Read-only: tests that alter files take :func:`synthetic_shards_copy`.
+    """
+    from shard_fixtures import write_synthetic
+
+    out = tmp_path_factory.mktemp("synthetic_shards")
+    write_synthetic(out)
+    return out
+
+
+@pytest.fixture
+def synthetic_shards_copy(synthetic_shards: Path, tmp_path: Path) -> Path:
+    """A private copy of :func:`synthetic_shards` that the test may alter."""
+    import shutil
+
+    return Path(shutil.copytree(synthetic_shards, tmp_path / "shards"))

@@ -26,24 +26,27 @@ def _tr_of(key: str) -> int:
 
 
 def _same_windows_as_evaluate(run_or_ckpt: Path, world: World) -> None:
-    """Predictions at the windows ``brainxl evaluate`` scored equal its own, and so does r."""
+    """Predicting the whole held-out recording gives ``brainxl evaluate``'s windows, values
+    and r: evaluate scores every TR with a full window (no partial batch dropped)."""
+    from brainxl.distrib.prediction import score_predictions
     from brainxl.distrib.rundir import RunDir
     from brainxl.launch.cmd_evaluate import evaluate, locate
-
-    from brainxl import metrics as bm
 
     result = evaluate(run_or_ckpt, "test", report=False, baseline=False)
     run_dir, _, tag = locate(run_or_ckpt)
     npz = np.load(RunDir.predictions(RunDir(run_dir).evaluation_dir(tag or "final"), "04"))
     (pred,) = brainxl.predict(run_or_ckpt, world.bids, subjects=["04"], progress=False)
     assert pred.window_true is not None
-    idx = [list(pred.window_trs).index(_tr_of(k)) for k in npz["keys"]]
+    evaluated = [_tr_of(k) for k in npz["keys"]]
+    assert sorted(evaluated) == list(pred.window_trs)  # the same windows, all of them
+    assert len(pred.window_trs) % 4 != 0  # train.batch_size=4: a partial last batch counts
+    idx = [list(pred.window_trs).index(k) for k in evaluated]
     np.testing.assert_allclose(pred.window_pred[idx], npz["pred"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(pred.window_true[idx], npz["true"], rtol=1e-6, atol=1e-6)
-    mine = bm.evaluate_subject("04", pred.window_pred[idx], pred.window_true[idx], pred.names)
+    mine = score_predictions([pred], "04")
+    assert mine.n_times == len(evaluated)
+    assert mine.mean_r == pytest.approx(result["per_subject"]["04"], abs=1e-6)
     assert mine.mean_r == pytest.approx(result["mean_r"], abs=1e-6)
-    # the whole recording: every TR with a full window (evaluate may drop a partial batch)
-    assert len(pred.window_trs) >= len(npz["keys"])
     assert list(pred.volumes) == list(range(pred.volumes[0], pred.volumes[-1] + 1))
 
 
@@ -130,6 +133,56 @@ def test_eeg_only_bids_input_predicts_the_same_bold(world: World, tmp_path: Path
     img = nib.load(pred.files["out_nifti"])
     assert img.shape[3] == len(pred.volumes)
     assert any("no BOLD" in n for n in pred.notes)
+
+
+@pytest.fixture(scope="module")
+def parcel_run(world: World) -> Path:
+    """SAMBA EEG -> fMRI debug trained on source-parcel shards of the same dataset."""
+    from brainxl.shards.config import IngestConfig, ShardingConfig, SourceConfig
+    from brainxl.shards.writer import shard_bids
+    from predict_fixtures import train
+
+    root = world.shards.parent
+    shards = root / "shards-parcels"
+    cfg = ShardingConfig(
+        segment_trs=8, lead_in_s=6.0, bold_lead_trs=2, workers=1, max_shard_bytes=2_000_000
+    )
+    ingest = IngestConfig(source=SourceConfig(enabled=True))
+    shard_bids(world.bids, shards, ingest, cfg, progress=False)
+    return train(
+        "samba-eeg2fmri-debug",
+        shards,
+        root / "runs-parcels",
+        "data.reader.window_s=6.0",
+        "data.reader.n_targets=3",
+        "data.reader.modality=parcels",
+        "train.steps=2",
+        "train.val_every=2",
+        "train.ckpt_every=0",
+    )
+
+
+def test_parcel_run_reconstructs_sources_from_eeg_only_input(
+    world: World, parcel_run: Path, tmp_path: Path
+) -> None:
+    """A run on source parcels, given EEG without BOLD: the parcels are reconstructed with
+    the run's ingest source settings and the subject's forward model, as at sharding."""
+    bids = _eeg_only_copy(world, tmp_path / "bids")
+    (with_bold,) = brainxl.predict(parcel_run, world.bids, subjects=["04"], progress=False)
+    (pred,) = brainxl.predict(parcel_run, bids, tmp_path / "out", progress=False)
+    assert with_bold.true is not None and pred.true is None and pred.window_true is None
+    assert any(n.startswith("parcels: eLORETA inverse") for n in pred.notes)
+    assert pred.names == with_bold.names == ["P001", "P002", "P003", "P004"]
+    # the same windows as with BOLD (the EEG-only run also covers volumes past its end)
+    n = len(with_bold.window_trs)
+    assert list(pred.window_trs[:n]) == list(with_bold.window_trs)
+    np.testing.assert_allclose(pred.window_pred[:n], with_bold.window_pred, rtol=1e-4, atol=1e-5)
+    assert Path(pred.files["out_tsv"]).is_file()
+    # without the subject's forward model: one line naming the file and the fix
+    fwd = next((bids / "derivatives" / "brainxl-sim" / "sub-04").rglob("*_fwd.fif"))
+    fwd.unlink()
+    with pytest.raises(ValueError, match=rf"reads source parcels.*{fwd.name}, which does not ex"):
+        brainxl.predict(parcel_run, bids, progress=False)
 
 
 def test_single_recording_files(world: World, tmp_path: Path) -> None:
@@ -254,3 +307,51 @@ def test_evaluation_reports_show_brain_topographies_and_spectra(world: World) ->
     assert md.index("### roi_r_vs_ceiling") < md.index("### roi_r_brain") < md.index("### per_")
     evaluate(world.samba, "test", report=True, baseline=False)
     assert (RunDir(world.samba).report_dir / "power_spectra_sub-04.png").is_file()
+
+
+def test_predict_killed_mid_way_then_rerun_leaves_a_complete_folder(
+    world: World, tmp_path: Path
+) -> None:
+    """``kill -9`` while the outputs are written: every file there is whole (files are
+    staged and renamed into place), and the rerun completes the folder and removes the
+    staging folder the killed process left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import nibabel as nib
+    from brainxl.launch.cli import main
+    from predict_fixtures import REPO
+
+    from brainxl.derivatives import PARTIAL, read_roi_timeseries
+
+    clean, out = tmp_path / "clean", tmp_path / "out"
+    args = ["predict", str(world.neurobolt), str(world.bids)]
+    assert main([*args, str(clean), "--no-progress"]) == 0
+    cmd = [sys.executable, "-m", "brainxl.launch.cli", *args, str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        # the first recording written, or any file being staged: kill it there
+        if out.is_dir() and (any(out.rglob(f"{PARTIAL}*")) or any(out.rglob("*.tsv"))):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    names = sorted(p.relative_to(clean) for p in clean.rglob("*") if p.is_file())
+    left = [p for p in out.rglob("*") if p.is_file() and PARTIAL not in str(p)]
+    assert len(left) < len(names)  # killed before the end
+    for p in left:  # what is there is whole
+        rel = p.relative_to(out)
+        assert rel in names and p.stat().st_size == (clean / rel).stat().st_size, rel
+        if p.name.endswith(".nii.gz"):
+            assert nib.load(p).get_fdata().shape == nib.load(clean / rel).shape
+    assert main([*args, str(out), "--no-progress"]) == 0
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == names
+    assert not list(out.rglob(f"{PARTIAL}*")) and not list(out.rglob("*.tmp"))
+    for tsv in clean.rglob("*_timeseries.tsv"):
+        a, _, _ = read_roi_timeseries(tsv)
+        b, _, _ = read_roi_timeseries(out / tsv.relative_to(clean))
+        np.testing.assert_array_equal(a, b)

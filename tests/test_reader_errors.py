@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,21 +9,16 @@ from brainxl.shards.config import ReaderConfig
 from brainxl.shards.errors import ShardError
 from brainxl.shards.manifest import read_manifest
 from brainxl.shards.reader import WindowDataset, make_loader
-from shard_fixtures import write_synthetic
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("pristine")
-    write_synthetic(out)
-    return out
 
 
 @pytest.fixture
-def shards(pristine: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "shards"
-    shutil.copytree(pristine, out)
-    return out
+def pristine(synthetic_shards: Path) -> Path:
+    return synthetic_shards
+
+
+@pytest.fixture
+def shards(synthetic_shards_copy: Path) -> Path:
+    return synthetic_shards_copy
 
 
 def _victim(root: Path) -> tuple[Path, dict]:

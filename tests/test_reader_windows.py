@@ -142,6 +142,28 @@ def test_resume_mid_epoch_gives_the_same_batches(sharded: Path) -> None:
         make_loader(WindowDataset(sharded, cfg, seed=3), 4, num_workers=0).load_state_dict(state)
 
 
+def test_every_window_once_for_evaluation(sharded: Path) -> None:
+    """``every_window`` (evaluation) yields each window once, the training stream only
+    whole batches; the complete ReaderSource ends with a partial batch."""
+    from brainxl.distrib.data import ReaderSource
+
+    cfg = ReaderConfig(window_s=4.0, batch_size=7, shuffle_buffer=16)
+    ds = WindowDataset(sharded, cfg, seed=3)
+    assert ds.n_windows % 7 != 0  # the training stream drops the remainder
+    ids = [(x["key"], x["tr_index"]) for x in ds.every_window()]
+    assert len(ids) == len(set(ids)) == ds.n_windows
+    assert len(list(ds)) == ds.batches_per_epoch() * 7 < ds.n_windows
+    ranks = [WindowDataset(sharded, cfg, rank=r, world_size=2) for r in (0, 1)]
+    parts = [[(x["key"], x["tr_index"]) for x in d.every_window()] for d in ranks]
+    assert sorted(parts[0] + parts[1]) == sorted(ids) and abs(len(parts[0]) - len(parts[1])) <= 1
+    src = ReaderSource(ds, 7, num_workers=2, complete=True)
+    batches = list(src)
+    assert len(batches) == src.batches_per_epoch() == -(-ds.n_windows // 7)
+    assert [len(b["key"]) for b in batches[:-1]] == [7] * (len(batches) - 1)
+    got = [(k, int(t)) for b in batches for k, t in zip(b["key"], b["tr_index"])]
+    assert got == ids
+
+
 def test_include_exclude_subjects(sharded: Path) -> None:
     cfg = ReaderConfig(window_s=4.0, batch_size=2, exclude_subjects=["sub-02"])
     ds = WindowDataset(sharded, cfg)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -32,23 +31,18 @@ from brainxl.shards.tarformat import (
     member_checksum,
 )
 from brainxl.shards.verify import verify_shards
-from shard_fixtures import write_synthetic
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("checksums")
-    write_synthetic(out)
-    return out
+@pytest.fixture
+def pristine(synthetic_shards: Path) -> Path:
+    return synthetic_shards
 
 
 @pytest.fixture
-def shards(pristine: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "shards"
-    shutil.copytree(pristine, out)
-    return out
+def shards(synthetic_shards_copy: Path) -> Path:
+    return synthetic_shards_copy
 
 
 def _cfg(on_error: str = "fail") -> ReaderConfig:

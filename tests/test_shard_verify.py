@@ -9,14 +9,11 @@ import pytest
 from brainxl.launch.cli import main
 from brainxl.shards.manifest import read_manifest
 from brainxl.shards.verify import verify_shards
-from shard_fixtures import write_synthetic
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("verify")
-    write_synthetic(out)
-    return out
+@pytest.fixture
+def pristine(synthetic_shards: Path) -> Path:
+    return synthetic_shards
 
 
 def test_clean_shards_verify(pristine: Path, capsys) -> None:

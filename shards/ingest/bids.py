@@ -669,7 +669,8 @@ def load_subject(bids_root: Path, subject: str, cfg: IngestConfig) -> list[Recor
         raise IngestError(
             f"{bids_root / f'sub-{subject}'}: no run with both {'/'.join(_datatypes(cfg))} "
             "data and BOLD (func/*_bold.nii* or derivatives/*_timeseries.tsv); check the "
-            "dataset or the tasks/bold settings of the data config"
+            "dataset or the tasks/bold settings of the data config (EEG without BOLD: "
+            "`brainxl shard --eeg-only` writes pretraining shards)"
         )
     from threadpoolctl import threadpool_limits
 

@@ -7,13 +7,14 @@ magnetometers, femtotesla per centimetre for gradiometers).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 from brainxl.shards.config import PreprocessConfig
 from brainxl.shards.errors import BadChannelError, ChannelNameError, IngestError
 
-from brainxl.channels import UnknownChannelError, canonicalize
+from brainxl.channels import UnknownChannelError, canonical_name, canonicalize
 
 if TYPE_CHECKING:
     import mne
@@ -26,8 +27,8 @@ UNITS = {"eeg": "uV", "mag": "fT", "grad": "fT/cm"}
 _FLAT_RATIO = 1e-6
 
 
-def map_channels(raw: mne.io.BaseRaw, cfg: PreprocessConfig, source: str) -> list[str]:
-    """Rename, drop and pick channels, then rename them to the standard vocabulary.
+def select_channels(raw: mne.io.BaseRaw, cfg: PreprocessConfig, source: str) -> list[str]:
+    """Rename and drop channels, keep those of ``cfg.ch_types`` and drop those marked bad.
 
     Parameters
     ----------
@@ -49,8 +50,6 @@ def map_channels(raw: mne.io.BaseRaw, cfg: PreprocessConfig, source: str) -> lis
     ------
     IngestError
         If no channel of ``cfg.ch_types`` is left.
-    ChannelNameError
-        If a channel name has no vocabulary entry, or two map onto the same entry.
     """
     notes: list[str] = []
     rename = {k: v for k, v in cfg.rename_channels.items() if k in raw.ch_names}
@@ -80,6 +79,55 @@ def map_channels(raw: mne.io.BaseRaw, cfg: PreprocessConfig, source: str) -> lis
     if marked:
         raw.drop_channels(marked)
         notes.append(f"dropped channels marked bad in the channels.tsv: {marked}")
+    return notes
+
+
+def unmapped_channels(names: Sequence[str]) -> list[str]:
+    """The channel names among ``names`` that have no entry in the standard vocabulary."""
+    return [n for n in names if canonical_name(n) is None]
+
+
+def canonicalize_channels(
+    raw: mne.io.BaseRaw, source: str, *, drop_unknown: bool = False
+) -> tuple[list[str], list[str]]:
+    """Rename the channels of ``raw`` (in place) to the standard vocabulary.
+
+    Parameters
+    ----------
+    raw : mne.io.BaseRaw
+        Modified in place.
+    source : str
+        The data file, named in error messages.
+    drop_unknown : bool
+        Drop channels without a vocabulary entry (returned) instead of failing; it still
+        fails when no channel is left.
+
+    Returns
+    -------
+    assumptions : list of str
+    dropped : list of str
+        Recorded names of the channels dropped as unknown (empty unless ``drop_unknown``).
+
+    Raises
+    ------
+    ChannelNameError
+        If a channel name has no vocabulary entry (and ``drop_unknown`` is False), if no
+        channel maps, or if two map onto the same entry.
+    """
+    notes: list[str] = []
+    dropped: list[str] = []
+    if drop_unknown:
+        dropped = unmapped_channels(raw.ch_names)
+        if len(dropped) == len(raw.ch_names):
+            shown = ", ".join(dropped[:8]) + (" ..." if len(dropped) > 8 else "")
+            raise ChannelNameError(
+                f"{source}: none of its {len(dropped)} channels maps onto the channel "
+                f"vocabulary ({shown}); rename them to 10-05 names with "
+                "preprocess.rename_channels in the data config"
+            )
+        if dropped:
+            raw.drop_channels(dropped)
+            notes.append(f"dropped {len(dropped)} channel(s) not in the vocabulary: {dropped}")
     try:
         canon = canonicalize(raw.ch_names, source=source)
     except UnknownChannelError as err:
@@ -95,7 +143,28 @@ def map_channels(raw: mne.io.BaseRaw, cfg: PreprocessConfig, source: str) -> lis
     if mapping:
         raw.rename_channels(mapping)
         notes.append(f"renamed channels to the standard vocabulary: {mapping}")
-    return notes
+    return notes, dropped
+
+
+def map_channels(raw: mne.io.BaseRaw, cfg: PreprocessConfig, source: str) -> list[str]:
+    """Rename, drop and pick channels, then rename them to the standard vocabulary.
+
+    :func:`select_channels` then :func:`canonicalize_channels` (an unknown name fails).
+
+    Returns
+    -------
+    assumptions : list of str
+        Notes on what was dropped.
+
+    Raises
+    ------
+    IngestError
+        If no channel of ``cfg.ch_types`` is left.
+    ChannelNameError
+        If a channel name has no vocabulary entry, or two map onto the same entry.
+    """
+    notes = select_channels(raw, cfg, source)
+    return notes + canonicalize_channels(raw, source)[0]
 
 
 def find_bad_channels(raw: mne.io.BaseRaw) -> tuple[list[str], list[str]]:

@@ -108,3 +108,70 @@ class Recording:
                 f"{src}: electrophysiology covers {have:.1f} s but the BOLD run needs "
                 f"{needed:.1f} s; trim the BOLD run or supply the full recording"
             )
+
+
+@dataclass
+class EEGRecording:
+    """One preprocessed electrophysiology recording without BOLD (EEG-only shards).
+
+    Attributes
+    ----------
+    subject, session, task, run : str
+        Entities without prefixes (``""`` when absent; a file listed by a glob gets its
+        subject from its path, see :mod:`shards.ingest.eeg_only`).
+    dataset : str
+        The dataset the recording belongs to (one name per ``brainxl shard`` call).
+    ephys : ndarray, shape (n_channels, n_times), float32
+        Preprocessed data in microvolts (EEG) or femtotesla (MEG).
+    sfreq : float
+        Sampling rate of ``ephys`` in Hz (after resampling).
+    ch_names : list of str
+        Canonical channel names, one per row of ``ephys`` (the montage).
+    ch_types : list of str
+    native_sfreq : float
+        Sampling rate of the file as recorded.
+    native_n_times : int
+        Samples in the file as recorded.
+    dropped_channels : list of str
+        Recorded names of the channels dropped because they have no vocabulary entry.
+    source_files : dict of str to str
+        ``{"ephys": path}``.
+    assumptions : list of str
+        Everything inferred or dropped while reading.
+    """
+
+    subject: str
+    session: str
+    task: str
+    run: str
+    dataset: str
+    ephys: np.ndarray
+    sfreq: float
+    ch_names: list[str]
+    ch_types: list[str]
+    native_sfreq: float
+    native_n_times: int
+    dropped_channels: list[str] = field(default_factory=list)
+    source_files: dict[str, str] = field(default_factory=dict)
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """Dot-free identifier ``sub-01_ses-1_task-rest_run-1`` (empty entities omitted)."""
+        parts = [f"sub-{self.subject}"]
+        for prefix, value in (("ses", self.session), ("task", self.task), ("run", self.run)):
+            if value:
+                parts.append(f"{prefix}-{value}")
+        return "_".join(parts).replace(".", "")
+
+    def validate(self) -> None:
+        """Check shapes and finiteness; raise ValueError naming the source file."""
+        src = self.source_files.get("ephys", self.key)
+        if self.ephys.ndim != 2 or self.ephys.shape[0] != len(self.ch_names):
+            raise ValueError(
+                f"{src}: ephys has shape {self.ephys.shape} but {len(self.ch_names)} channel names"
+            )
+        if self.ephys.shape[1] == 0:
+            raise ValueError(f"{src}: the recording holds no samples")
+        if not np.isfinite(self.ephys).all():
+            raise ValueError(f"{src}: electrophysiology contains NaN or infinite values")

@@ -1,0 +1,197 @@
+"""The mixed pretraining stream over EEG-only shards of several datasets and montages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from brainxl.shards.config import ShardingConfig
+from brainxl.shards.eeg_writer import shard_eeg
+from brainxl.shards.errors import ShardError
+from brainxl.shards.pretrain_stream import DatasetSource, PretrainStream
+from brainxl.shards.shardset import ShardSet
+from brainxl.shards.tarformat import tar_member_offsets
+
+from brainxl.channels import channel_indices
+from brainxl.simulator.eeg_corpus import simulate_eeg_corpus
+
+BUDGET = 8 * 32 * 2  # eight 32-channel 2-s windows
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Dataset A (3 subjects, biosemi32 + clinical19, 30 s) and B (2 subjects, 15 s)."""
+    root = tmp_path_factory.mktemp("pretrain")
+    out = []
+    for name, n_sub, minutes, montages in (
+        ("A", 3, 0.5, "biosemi32,clinical19"),
+        ("B", 2, 0.25, "easycap-M1,clinical19"),
+    ):
+        bids = root / f"bids{name}"
+        simulate_eeg_corpus(bids, n_sub, minutes, seed=len(out), montages=montages, rates=[200])
+        shard_eeg(
+            bids, root / f"shards{name}", cfg=ShardingConfig(segment_s=10.0, workers=1),
+            progress=False, report=lambda line: None,
+        )  # fmt: skip
+        out.append(root / f"shards{name}")
+    return out[0], out[1]
+
+
+def _stream(folders, **kw) -> PretrainStream:
+    args = {"window_s": 2, "token_budget": BUDGET, "seed": 3} | kw
+    return PretrainStream(list(folders), **args)
+
+
+def _raw_windows(folders) -> dict[tuple[int, str, int], tuple[np.ndarray, dict]]:
+    """Every 2-s window read straight from the shards, by (dataset, sample key, start)."""
+    out = {}
+    for d, folder in enumerate(folders):
+        for meta, x in ShardSet(folder).eeg_segments():
+            for start in range(0, meta["n_ephys"] - 399, 400):
+                out[(d, meta["key"], start)] = (np.asarray(x[:, start : start + 400]), meta)
+    return out
+
+
+def test_index_from_manifests_and_deterministic_order(folders) -> None:
+    s = _stream(folders)
+    # A: 3 x 30 s in 10-s segments -> 15 windows each; B: 2 x 15 s (10 + 5 s) -> 7 each
+    assert s.datasets == ["bidsA", "bidsB"]
+    assert s.windows_per_dataset.tolist() == [45, 14]
+    assert sorted(len(m) for m in s.montages) == [19, 32, 74]
+    again = _stream(folders)
+    a, b = list(s.batches(0)), list(again.batches(0))
+    assert len(a) == s.batches_per_epoch(0) > 0
+    for x, y in zip(a, b):
+        assert torch.equal(x.windows, y.windows) and torch.equal(x.padded.x, y.padded.x)
+    order0, order1 = s.plan(0).order, s.plan(1).order
+    assert not np.array_equal(order0, order1)
+    assert not np.array_equal(order0, _stream(folders, seed=4).plan(0).order)
+    # one shuffle over both datasets, not dataset after dataset
+    ds = np.array([s.window_info(w)["dataset"] for w in order0])
+    first_b = int(np.argmax(ds == 1))
+    assert first_b < 30 and (ds[first_b:] == 0).any()
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_equal_disjoint_and_cover_the_epoch_minus_the_drop(folders, world_size) -> None:
+    streams = [_stream(folders, rank=r, world_size=world_size) for r in range(world_size)]
+    plan = streams[0].plan(0)
+    total = len(plan.batches) + plan.dropped_batches
+    assert plan.dropped_batches == total % world_size
+    counts = {s.batches_per_epoch(0) for s in streams}
+    assert counts == {len(plan.batches) // world_size}
+    seen = [np.concatenate([b.windows.numpy() for b in s.batches(0)]) for s in streams]
+    assert {len(list(s.batches(0))) for s in streams} == counts
+    union = np.concatenate(seen)
+    assert len(np.unique(union)) == len(union)  # disjoint
+    assert len(union) == streams[0].n_windows - plan.dropped_windows
+    if plan.dropped_batches:
+        assert plan.dropped_windows > 0
+
+
+def test_resume_mid_epoch_is_bitwise_exact(folders) -> None:
+    full = list(_stream(folders, rank=1, world_size=2).batches(2))
+    k = len(full) // 2
+    resumed = list(_stream(folders, rank=1, world_size=2).batches(2, start=k))
+    assert len(resumed) == len(full) - k
+    for a, b in zip(full[k:], resumed):
+        assert a.index == b.index
+        for name in ("x", "ch_idx", "pad_mask"):
+            assert torch.equal(getattr(a.padded, name), getattr(b.padded, name))
+        assert torch.equal(a.dataset, b.dataset) and torch.equal(a.windows, b.windows)
+    with pytest.raises(ValueError, match="outside epoch"):
+        next(_stream(folders).batches(0, start=10_000))
+
+
+def test_budget_respected_and_mixed_montage_batches_decode_to_raw_windows(folders) -> None:
+    s = _stream(folders)
+    raw = _raw_windows(folders)
+    mixed = 0
+    for batch in s.batches(0):
+        p = batch.padded
+        assert batch.tokens == p.x.shape[0] * p.x.shape[1] * 2 <= BUDGET
+        assert batch.real_tokens == sum(c * n for c, n in p.shapes)
+        assert batch.padding_fraction == pytest.approx(1 - batch.real_tokens / batch.tokens)
+        mixed += len({c for c, _ in p.shapes}) > 1
+        for i, w in enumerate(batch.windows.tolist()):
+            info = s.window_info(w)
+            expect, meta = raw[(info["dataset"], info["key"], info["start"])]
+            c = expect.shape[0]
+            assert batch.dataset[i] == info["dataset"]
+            assert p.shapes[i] == (c, 2)
+            np.testing.assert_array_equal(p.x[i, :c].numpy(), expect)
+            assert not p.x[i, c:].any()
+            assert p.ch_idx[i, :c].tolist() == channel_indices(meta["ch_names"])
+            assert (p.ch_idx[i, c:] == -1).all()
+            mask = p.pad_mask[i].reshape(p.x.shape[1], 2)
+            assert not mask[:c].any() and mask[c:].all()
+    assert mixed > 0
+
+
+def test_temperature_sets_dataset_proportions(folders) -> None:
+    n = np.array([45, 14])
+    plain = _stream(folders)
+    assert plain.dataset_counts(0).tolist() == n.tolist()  # every window once
+    for temp, p_b in ((1.0, 14 / 59), (2.0, 14**0.5 / (45**0.5 + 14**0.5)), (1e6, 0.5)):
+        s = _stream(folders, temperature=temp)
+        assert s.dataset_weights[1] == pytest.approx(p_b, rel=1e-4)
+        counts = sum(s.dataset_counts(e) for e in range(40))
+        total = counts.sum()
+        sd = np.sqrt(total * p_b * (1 - p_b))
+        assert abs(counts[1] - total * p_b) < 4 * sd, (temp, counts, p_b)
+    hot = _stream(folders, temperature=1e6)
+    order = hot.plan(0).order
+    b_windows = [w for w in order if hot.window_info(w)["dataset"] == 1]
+    assert len(b_windows) > 14  # the small dataset repeats to fill its share
+    assert len(set(b_windows)) == 14
+
+
+def test_corrupted_bytes_name_file_and_key(folders, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(folders[1], bad)
+    tar = sorted(bad.rglob("*.tar"))[0]
+    offsets = tar_member_offsets(tar)
+    key = sorted(offsets)[1]
+    at, size = offsets[key]["ephys.npy"]
+    data = bytearray(tar.read_bytes())
+    data[at + size - 5] ^= 0xFF
+    tar.write_bytes(bytes(data))
+    s = PretrainStream([bad], window_s=2, token_budget=74 * 2 * 100, seed=0)
+    with pytest.raises(ShardError, match="ephys.npy differs from its checksum") as err:
+        for _ in s.batches(0):
+            pass
+    assert err.value.path == str(tar) and err.value.key == key
+    assert str(tar) in str(err.value) and key in str(err.value)
+    # an altered meta.json is caught by the manifest's checksum of it
+    shutil.copy(sorted(folders[1].rglob("*.tar"))[0], tar)
+    at, size = offsets[key]["meta.json"]
+    data = bytearray(tar.read_bytes())
+    data[at + 2] ^= 0x01
+    tar.write_bytes(bytes(data))
+    s = PretrainStream([bad], window_s=2, token_budget=74 * 2 * 100, seed=0)
+    with pytest.raises(ShardError, match="meta.json differs from the manifest") as err:
+        for _ in s.batches(0):
+            pass
+    assert err.value.path == str(tar) and err.value.key == key
+
+
+def test_selection_and_user_mistakes(folders, synthetic_shards: Path) -> None:
+    one = PretrainStream(
+        [DatasetSource(folders[0], exclude=["sub-01"]), folders[1]],
+        window_s=2, token_budget=BUDGET,
+    )  # fmt: skip
+    assert one.windows_per_dataset.tolist() == [30, 14]
+    with pytest.raises(ValueError, match=rf"^{synthetic_shards}: translation shards"):
+        PretrainStream([folders[0], synthetic_shards], window_s=2, token_budget=BUDGET)
+    with pytest.raises(ValueError, match="over token_budget=100"):
+        PretrainStream(list(folders), window_s=2, token_budget=100)
+    with pytest.raises(ValueError, match="whole number of seconds"):
+        PretrainStream(list(folders), window_s=1.5, token_budget=BUDGET)
+    with pytest.raises(ValueError, match="no stored segment holds a whole 20-s window"):
+        PretrainStream(list(folders), window_s=20, token_budget=10**6)
+    m = json.loads((folders[1] / "manifest.json").read_text())
+    assert m["kind"] == "eeg-only"
