@@ -7,7 +7,9 @@ Everything that reads or writes the rank environment goes through this module: t
 point reads it (:func:`detect_env`), the local launcher writes it for its ranks
 (:func:`local_rank_env`), the SLURM job exports it (:func:`export_job_env`), and every
 free rendezvous port comes from :func:`free_port`. :func:`slurm_job` names the SLURM job
-this process belongs to (recorded by the run lock).
+this process belongs to (recorded by the run lock). A process that starts a job of its own
+inside another (a sweep trial in a SLURM allocation) drops its launcher's variables with
+:func:`clear_launcher_env`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,19 @@ import socket
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+#: The torch.distributed variables that place a process in a job (:meth:`DistEnv.export`
+#: writes them; :func:`detect_env` reads them).
+RANK_VARS: tuple[str, ...] = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
+#: Prefixes of the variables a launcher (SLURM, submitit, torchrun) sets for its tasks.
+LAUNCHER_PREFIXES: tuple[str, ...] = ("SLURM_", "SUBMITIT_", "TORCHELASTIC_")
 
 
 @dataclass(frozen=True)
@@ -261,3 +276,28 @@ def slurm_job(environ: Mapping[str, str] | None = None) -> str:
     if array and task:
         return f"{array}_{task}"
     return env.get("SLURM_JOB_ID", "") or env.get("SLURM_JOBID", "")
+
+
+def clear_launcher_env(environ: dict[str, str] | None = None) -> list[str]:
+    """Remove an enclosing launcher's rank and task variables from ``environ``.
+
+    A process that starts a job of its own (a sweep trial inside a SLURM allocation or a
+    Ray worker) must not hand its launcher's place to its ranks: afterwards
+    :func:`detect_env` sees a single process. Removes :data:`RANK_VARS` and every
+    variable starting with one of :data:`LAUNCHER_PREFIXES`.
+
+    Parameters
+    ----------
+    environ : dict, optional
+        Environment to clean (default ``os.environ``).
+
+    Returns
+    -------
+    removed : list of str
+        The names removed, sorted.
+    """
+    env = os.environ if environ is None else environ
+    removed = sorted(k for k in env if k in RANK_VARS or k.startswith(LAUNCHER_PREFIXES))
+    for key in removed:
+        del env[key]
+    return removed

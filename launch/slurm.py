@@ -443,11 +443,10 @@ def export_distributed_env() -> dict[str, str]:
     env : dict
         The exported variables.
     """
-    from brainxl.distrib.env import export_job_env
+    from brainxl.distrib.env import RANK_VARS, export_job_env
 
     export_job_env()
-    keys = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
-    return {k: os.environ[k] for k in keys}
+    return {k: os.environ[k] for k in RANK_VARS}
 
 
 # After a stop/kill signal, how long a failing rank waits for SLURM's SIGKILL instead of

@@ -95,7 +95,7 @@ def plan(
         ``ConfigError``/``SearchError`` or unusable data, with a one-line message.
     """
     from brainxl.distrib.config import load_config, resolve_config_path, run_id
-    from brainxl.launch.sweep_folds import shard_subjects
+    from brainxl.launch.sweep_folds import sweep_subjects
     from brainxl.launch.sweep_space import load_search
 
     spec = load_search(search)
@@ -110,7 +110,7 @@ def plan(
         if key.startswith(("data.test_subject", "data.val_subjects", "data.shards", "run.")):
             raise ValueError(f"{spec.source}: space.{key}: the sweep sets this key itself")
     shards = Path(cfg.data.shards).resolve()
-    subjects = shard_subjects(shards)
+    subjects = sweep_subjects(cfg)
     ident = {
         "run": run_id(cfg),
         "space": spec.space,
@@ -210,13 +210,15 @@ def _tuner(sweep: Sweep, ctx: Any, callbacks: list[Any]) -> Any:
         return tune.Tuner.restore(
             str(path), trainable=trainable, resume_unfinished=True, resume_errored=False
         )
+    limit = spec.max_concurrent or None  # Tune wraps a Searcher in a concurrency limiter
     if spec.searcher == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         searcher: Any = OptunaSearch(seed=spec.seed)
     else:
-        # its own limit: Tune ignores max_concurrent_trials for a variant generator
+        # a variant generator takes its own limit (Tune ignores, with a warning, the other)
         searcher = BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.max_concurrent)
+        limit = None
     scheduler: Any = FIFOScheduler()
     if spec.scheduler == "asha":
         scheduler = ASHAScheduler(
@@ -234,7 +236,7 @@ def _tuner(sweep: Sweep, ctx: Any, callbacks: list[Any]) -> Any:
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=spec.num_samples,
-            max_concurrent_trials=spec.max_concurrent or None,
+            max_concurrent_trials=limit,
         ),
         run_config=tune.RunConfig(
             name="tune",
@@ -300,10 +302,10 @@ def final_overrides(sweep: Sweep, subject: str, params: dict[str, Any]) -> list[
 def _train_and_score(config: str, overrides: list[str], ranks: int, ridge: bool) -> dict:
     """Ray task: train one final run and read its test score (and the ridge baseline)."""
     from brainxl.distrib.config import load_config, run_dir
+    from brainxl.distrib.env import clear_launcher_env
     from brainxl.launch.local import launch_local
-    from brainxl.launch.sweep_trial import _clean_env
 
-    _clean_env()
+    clear_launcher_env()  # see sweep_trial.run_fold
     cfg = load_config(config, overrides)
     folder = run_dir(cfg)
     if not RunDir(folder).final_metrics.is_file():

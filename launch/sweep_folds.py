@@ -24,11 +24,21 @@ def label(subject: str) -> str:
     return s[4:] if s.startswith("sub-") else s
 
 
-def shard_subjects(shards: str | os.PathLike[str]) -> list[str]:
-    """The subjects of a shard folder (sorted labels)."""
-    from brainxl.shards.manifest import read_manifest
+def sweep_subjects(cfg: Any) -> list[str]:
+    """The subjects a sweep's outer and inner folds draw from (sorted labels).
 
-    return sorted(read_manifest(shards)["subjects"])
+    Read through the run's :class:`~brainxl.shards.shardset.ShardSet`
+    (:func:`brainxl.distrib.data.fold_subjects`): the shards' subjects after
+    ``data.reader.include_subjects`` / ``exclude_subjects``, as every run sees them.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The sweep's base run config (``data.shards`` and the reader's subject lists).
+    """
+    from brainxl.distrib.data import fold_subjects
+
+    return sorted(label(s) for s in fold_subjects(cfg))
 
 
 def outer_subjects(all_subjects: Sequence[str], chosen: Sequence[str] = ()) -> list[str]:
@@ -91,11 +101,15 @@ def write_view(shards: str | os.PathLike[str], subjects: Sequence[str], out: Pat
     -------
     out : Path
     """
-    from brainxl.shards.manifest import read_manifest, subject_dir
+    from brainxl.shards.manifest import subject_dir
+    from brainxl.shards.shardset import ShardSet
 
+    # the links need an absolute target: the set this process opened may hold the relative
+    # path it was first opened with (``data.shards`` as the config spells it)
     src = Path(shards).resolve()
-    manifest = read_manifest(src)
-    keep = {s: manifest["subjects"][s] for s in sorted(label(x) for x in subjects)}
+    source = ShardSet.open(src)
+    manifest = source.manifest
+    keep = {s: source.fragment(s) for s in sorted(label(x) for x in subjects)}
     frags = list(keep.values())
     view: dict[str, Any] = dict(manifest)
     view["subjects"] = keep

@@ -23,14 +23,6 @@ from brainxl.distrib.rundir import RunDir
 
 from brainxl.files import atomic_write_text
 
-#: Environment of an enclosing launcher that must not leak into a trial's ranks: inside a
-#: SLURM allocation the Ray workers inherit the job step's variables, and the entry point
-#: would take them for its own rank and world size.
-_LAUNCHER_PREFIXES = ("SLURM_", "SUBMITIT_", "TORCHELASTIC_")
-_RANK_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-#: Set by tests: a trial whose parameters contain this value crashes on purpose.
-CRASH_ENV = "BRAINXL_SWEEP_CRASH_ON"
-
 
 @dataclass(frozen=True)
 class TrialContext:
@@ -68,10 +60,17 @@ def param_overrides(params: dict[str, Any]) -> list[str]:
 
 
 def fold_overrides(ctx: TrialContext, k: int) -> list[str]:
-    """What makes a run inner fold ``k``: the view, no test subject, the fold's validation."""
+    """What makes a run inner fold ``k``: the view, no test subject, the fold's validation.
+
+    The view holds exactly the outer fold's training subjects (the reader's include and
+    exclude lists already applied), so the lists are cleared: one naming the outer subject
+    would otherwise name a subject the view does not have.
+    """
     val = ",".join(ctx.folds[k])
     return [
         f"data.shards={ctx.shards}",
+        "data.reader.include_subjects=[]",
+        "data.reader.exclude_subjects=[]",
         "data.test_subject=''",
         f"data.val_subjects=[{val}]",
         f"run.root={ctx.runs}",
@@ -121,12 +120,6 @@ def fold_score(run_folder: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
-def _clean_env() -> None:
-    for key in list(os.environ):
-        if key.startswith(_LAUNCHER_PREFIXES) or key in _RANK_VARS:
-            del os.environ[key]
-
-
 def run_fold(ctx: TrialContext, params: dict[str, Any], k: int) -> dict[str, Any]:
     """Train inner fold ``k`` (or read it back when its run folder is complete)."""
     from brainxl.distrib.config import run_dir
@@ -134,12 +127,12 @@ def run_fold(ctx: TrialContext, params: dict[str, Any], k: int) -> dict[str, Any
     cfg = fold_config(ctx, params, k)
     folder = run_dir(cfg)
     if not RunDir(folder).final_metrics.is_file():
-        crash = os.environ.get(CRASH_ENV)
-        if crash and crash in {str(v) for v in params.values()}:
-            raise RuntimeError(f"{CRASH_ENV}={crash}: this trial crashes on purpose")
+        from brainxl.distrib.env import clear_launcher_env
         from brainxl.launch.local import launch_local
 
-        _clean_env()
+        # inside a SLURM allocation the Ray workers inherit the job step's variables; the
+        # trial's ranks would take them for their own rank and world size
+        clear_launcher_env()
         launch_local(cfg, ctx.ranks)
     score = fold_score(folder)
     return {"fold": k, "val_subjects": list(ctx.folds[k]), **score, "node": node_name()}

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from brainxl.distrib.env import DistEnv, detect_env, expand_hostlist
+from brainxl.distrib.env import (
+    RANK_VARS,
+    DistEnv,
+    clear_launcher_env,
+    detect_env,
+    expand_hostlist,
+)
 
 
 def test_single_process_without_launcher() -> None:
@@ -92,6 +98,27 @@ def test_plain_env_from_local_launcher_and_export() -> None:
     out: dict[str, str] = {}
     env.export(out)
     assert out["RANK"] == "1" and out["WORLD_SIZE"] == "2" and out["MASTER_PORT"] == "4000"
+
+
+def test_clear_launcher_env_leaves_a_single_process() -> None:
+    # a sweep trial inside an srun step: its own ranks must not take the step's place
+    env = {
+        "SLURM_PROCID": "3",
+        "SLURM_STEP_ID": "0",
+        "SLURM_NTASKS": "4",
+        "SLURM_JOB_NODELIST": "n[1-2]",
+        "SUBMITIT_FOLDER": "/tmp/x",
+        "TORCHELASTIC_RUN_ID": "r",
+        "PATH": "/usr/bin",
+        "OMP_NUM_THREADS": "1",
+    }
+    DistEnv(rank=3, world_size=4, source="slurm").export(env)
+    assert detect_env(env).in_launcher
+    removed = clear_launcher_env(env)
+    assert set(RANK_VARS) <= set(removed) and "SLURM_PROCID" in removed
+    assert env == {"PATH": "/usr/bin", "OMP_NUM_THREADS": "1"}
+    assert detect_env(env) == DistEnv()
+    assert clear_launcher_env(env) == []
 
 
 @pytest.mark.parametrize(

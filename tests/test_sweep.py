@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,45 @@ def test_view_holds_only_the_training_subjects(tmp_path: Path) -> None:
     before = (view / "manifest.json").stat().st_mtime_ns
     write_view(shards, ["03", "01"], tmp_path / "view")  # same view: untouched
     assert (view / "manifest.json").stat().st_mtime_ns == before
+
+
+def test_sweep_subjects_follow_the_readers_subject_lists(tmp_path: Path) -> None:
+    from brainxl.distrib.data import fold_subjects
+    from brainxl.launch.sweep import plan, trial_context
+    from brainxl.launch.sweep_trial import fold_config
+    from train_fixtures import overrides
+
+    shards = write_shards(tmp_path / "shards", subjects=("01", "02", "03", "04", "05"), n_trs=16)
+    ov = [o for o in overrides(shards, tmp_path / "runs") if not o.startswith("data.")]
+    search = _search(tmp_path, "space: {train.lr: {choice: [0.001]}}\ninner_folds: 0\n")
+    sweep = plan(
+        "neurobolt-debug",
+        str(search),
+        [*ov, f"data.shards={shards}", "data.reader.exclude_subjects=[sub-02]"],
+        tmp_path / "sweep",
+    )
+    assert sweep.subjects == ("01", "03", "04", "05")
+    ctx = trial_context(sweep, "05")
+    assert ctx.folds == (("01",), ("03",), ("04",))
+    for k in range(len(ctx.folds)):  # every inner run sees the view's subjects, no others
+        cfg = fold_config(ctx, {"train.lr": 0.001}, k)
+        assert fold_subjects(cfg) == ["01", "03", "04"]
+        assert cfg.data.val_subjects == list(ctx.folds[k])
+
+
+def test_view_links_hold_when_the_shards_were_opened_by_a_relative_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from brainxl.shards.shardset import ShardSet
+
+    write_shards(tmp_path / "data" / "shards", subjects=("01", "02", "03"), n_trs=16)
+    monkeypatch.chdir(tmp_path)
+    ShardSet.open("data/shards")  # as a config's relative data.shards opens it first
+    view = write_view("data/shards", ["01", "02"], tmp_path / "sweep" / "view")
+    monkeypatch.chdir(tmp_path / "sweep")  # the runs of the sweep start anywhere
+    for sub in ("sub-01", "sub-02"):
+        assert Path(os.readlink(view / sub)).is_absolute()
+        assert list((view / sub).glob("*.tar"))
 
 
 def test_fold_score_reads_the_validation_record_at_the_best_step(tmp_path: Path) -> None:

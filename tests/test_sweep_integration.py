@@ -3,8 +3,9 @@
 One sweep (module fixture) over five subjects, outer subject 05, two grouped inner folds:
 its search runs while the outer subject's shard folder is moved away, then the same
 command finishes it. Its grid holds a good learning rate, a useless one (ASHA stops it
-after one fold) and one that crashes on purpose (retried once, then reported). A second
-sweep is killed with SIGKILL mid-search and resumed by repeating the command.
+after one fold) and a negative one, which the optimizer refuses: the trial fails for real
+(retried once, then reported). A second sweep is killed with SIGKILL mid-search and resumed
+by repeating the command.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from train_fixtures import overrides, write_shards
 pytestmark = pytest.mark.integration
 
 SUBJECTS = ("01", "02", "03", "04", "05")
-GOOD, USELESS, CRASH = 3e-3, 1e-9, 2e-3
+GOOD, USELESS, CRASH = 3e-3, 1e-9, -2e-3  # CRASH: torch AdamW refuses lr < 0
 SEARCH = f"""
 space:
   train.lr: {{grid: [{GOOD}, {USELESS}, {CRASH}]}}
@@ -130,10 +131,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     listener = threading.Thread(target=accept, daemon=True)
     listener.start()
-    env = _env(
-        BRAINXL_SWEEP_CRASH_ON=str(CRASH),
-        WANDB_BASE_URL=f"http://127.0.0.1:{server.getsockname()[1]}",
-    )
+    env = _env(WANDB_BASE_URL=f"http://127.0.0.1:{server.getsockname()[1]}")
     log = root / "sweep.log"
     cmd = _sweep_cmd(search, shards, root, out)
     hidden = root / "hidden-sub-05"
@@ -202,7 +200,7 @@ def test_asha_stops_the_weak_config_and_a_crashing_trial_is_retried_then_reporte
     assert useless["state"] == "stopped" and len(useless["folds"]) == 1
     assert crash["state"] == "error" and crash["folds"] == []
     assert crash["attempts"] == 2  # max_failures: 1 -> one retry, then reported
-    assert "crashes on purpose" in crash["error"]
+    assert "learning rate" in crash["error"] and str(CRASH) in crash["error"], crash["error"]
     result = json.loads((sweep["out"] / "outer-05" / "result.json").read_text())
     assert result["params"] == {"train.lr": GOOD}
     proc = subprocess.run(
@@ -330,3 +328,13 @@ def test_kill_9_of_the_driver_then_the_same_command_resumes(tmp_path: Path) -> N
     assert len(list((out / "outer-05" / "runs").glob("*/*/final_metrics.json"))) == 6
     search_result = json.loads((out / "outer-05" / "search.json").read_text())
     assert {t["state"] for t in search_result["trials"]} == {"done"}
+    # the resumed search's numbers are those of the per-fold metrics files
+    from brainxl.launch.sweep_trial import fold_score
+
+    objectives = []
+    for t in search_result["trials"]:
+        scores = [fold_score(f["run_dir"])["val_pearson_r"] for f in t["folds"]]
+        assert [f["val_pearson_r"] for f in t["folds"]] == scores
+        assert t["objective"] == pytest.approx(sum(scores) / len(scores), abs=1e-12)
+        objectives.append(t["objective"])
+    assert search_result["best"]["objective"] == max(objectives)
