@@ -12,12 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from brainxl.shards.config import ShardingConfig
-from brainxl.shards.eeg_writer import shard_eeg
+from pretrain_fixtures import write_corpus
 from train_fixtures import overrides, write_shards
-
-from brainxl.simulator.eeg_corpus import simulate_eeg_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration
@@ -33,27 +29,9 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two EEG-only datasets (2 subjects x 0.5 min; 19- and 32-channel montages) and a config."""
-    root = tmp_path_factory.mktemp("pretrain-cmd")
-    sources = []
-    for i, montage in enumerate(("clinical19", "biosemi32")):
-        bids = root / f"bids{i}"
-        simulate_eeg_corpus(bids, 2, 0.5, seed=i, montages=montage, rates=[200])
-        out = root / f"shards{i}"
-        shard_eeg(bids, out, cfg=ShardingConfig(segment_s=10.0, workers=1), progress=False,
-                  report=lambda line: None)  # fmt: skip
-        sources.append({"path": str(out)})
-    cfg = {
-        "base": str(REPO / "configs" / "pretrain" / "tokenizer-debug.yaml"),
-        "data": {"sources": sources, "window_s": 2, "token_budget": 4 * 32 * 2},
-        "train": {"steps": STEPS, "warmup_steps": 2, "ckpt_every": 3, "log_every": 2},
-        "run": {"root": str(root / "runs")},
-        "logging": {"wandb": "disabled"},
-    }
-    (root / "tok.yaml").write_text(yaml.safe_dump(cfg))
-    mem = {**cfg, "base": str(REPO / "configs" / "pretrain" / "mem-debug.yaml")}
-    (root / "mem.yaml").write_text(yaml.safe_dump(mem))
-    return root
+    """Two EEG-only datasets (19- and 32-channel montages) and the stage configs."""
+    train = {"steps": STEPS, "warmup_steps": 2, "ckpt_every": 3, "log_every": 2}
+    return write_corpus(tmp_path_factory.mktemp("pretrain-cmd"), train)
 
 
 def _cmd(config: Path, *extra: str, nproc: int = 2) -> list[str]:
