@@ -248,8 +248,10 @@ def _quote_digits(item: str) -> str:
     return item
 
 
-def _check_choices(cfg: RunConfig, source: str) -> None:
-    for key, allowed in _CHOICES.items():
+def check_choices(cfg: Any, choices: dict[str, tuple[str, ...]], source: str) -> None:
+    """Raise a one-line :class:`ConfigError` for the first dotted key of ``cfg`` whose value
+    is not among its allowed ``choices`` (with a "did you mean" hint)."""
+    for key, allowed in choices.items():
         value: Any = cfg
         for part in key.split("."):
             value = getattr(value, part)
@@ -259,11 +261,12 @@ def _check_choices(cfg: RunConfig, source: str) -> None:
             raise ConfigError(
                 f"config key {key!r} is {value!r}{hint} in {source}; allowed: {', '.join(allowed)}"
             )
-    t = cfg.train
-    checks = [
+
+
+def optimizer_checks(t: Any) -> list[tuple[bool, str]]:
+    """``(ok, message)`` checks of the ``train`` keys every DeepSpeed loop shares."""
+    return [
         (t.zero_stage in (0, 1, 2, 3), "train.zero_stage must be 0, 1, 2 or 3"),
-        (t.batch_size >= 1, "train.batch_size must be >= 1"),
-        (t.grad_accum >= 1, "train.grad_accum must be >= 1"),
         (0.0 < t.layer_decay <= 1.0, "train.layer_decay must be in (0, 1] (1 = off)"),
         (t.keep_last >= 1, "train.keep_last must be >= 1"),
         (t.steps >= 1 or t.epochs >= 1, "train.steps or train.epochs must be >= 1"),
@@ -272,14 +275,29 @@ def _check_choices(cfg: RunConfig, source: str) -> None:
             not (t.offload_optimizer and t.zero_stage == 0),
             "train.offload_optimizer needs zero_stage >= 1",
         ),
+    ]
+
+
+def raise_failed(checks: list[tuple[bool, str]], source: str) -> None:
+    """Raise a :class:`ConfigError` with the message of the first failed check."""
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(f"{msg} (in {source})")
+
+
+def _check_choices(cfg: RunConfig, source: str) -> None:
+    check_choices(cfg, _CHOICES, source)
+    t = cfg.train
+    checks = [
+        (t.batch_size >= 1, "train.batch_size must be >= 1"),
+        (t.grad_accum >= 1, "train.grad_accum must be >= 1"),
+        *optimizer_checks(t),
         (
             cfg.data.test_subject not in cfg.data.val_subjects,
             "data.test_subject is also in data.val_subjects",
         ),
     ]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(f"{msg} (in {source})")
+    raise_failed(checks, source)
 
 
 def load_config(

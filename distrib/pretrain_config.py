@@ -28,6 +28,9 @@ from brainxl.distrib.config import (
     RunSection,
     _load_yaml,
     changed_keys,
+    check_choices,
+    optimizer_checks,
+    raise_failed,
     resolve_config_path,
 )
 from brainxl.distrib.rundir import RunDir
@@ -174,18 +177,12 @@ def _wrap(err: Exception, source: str) -> ConfigError:
 def _validate(cfg: PretrainConfig, source: str) -> None:
     t, d, p = cfg.train, cfg.data, cfg.pretrain
     choices = {
-        "pretrain.stage": (p.stage, tuple(STAGES)),
-        "train.schedule": (t.schedule, ("cosine", "constant")),
-        "train.precision": (t.precision, ("fp32", "bf16", "fp16")),
-        "logging.wandb": (cfg.logging.wandb, ("offline", "online", "disabled")),
+        "pretrain.stage": tuple(STAGES),
+        "train.schedule": ("cosine", "constant"),
+        "train.precision": ("fp32", "bf16", "fp16"),
+        "logging.wandb": ("offline", "online", "disabled"),
     }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            close = difflib.get_close_matches(str(value), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"config key {key!r} is {value!r}{hint} in {source}; allowed: {', '.join(allowed)}"
-            )
+    check_choices(cfg, choices, source)
     checks = [
         (bool(d.sources), "data.sources is empty: list the EEG-only shard folders to pretrain on"),
         (all(s.path for s in d.sources), "every entry of data.sources needs a path"),
@@ -197,20 +194,10 @@ def _validate(cfg: PretrainConfig, source: str) -> None:
             p.stage != "mem" or bool(p.tokenizer),
             "pretrain.stage=mem needs pretrain.tokenizer=<run folder of a tokenizer run>",
         ),
-        (t.zero_stage in (0, 1, 2, 3), "train.zero_stage must be 0, 1, 2 or 3"),
-        (0.0 < t.layer_decay <= 1.0, "train.layer_decay must be in (0, 1] (1 = off)"),
-        (t.keep_last >= 1, "train.keep_last must be >= 1"),
         (t.log_every >= 1, "train.log_every must be >= 1"),
-        (t.steps >= 1 or t.epochs >= 1, "train.steps or train.epochs must be >= 1"),
-        (len(t.betas) == 2, "train.betas must hold two numbers"),
-        (
-            not (t.offload_optimizer and t.zero_stage == 0),
-            "train.offload_optimizer needs zero_stage >= 1",
-        ),
+        *optimizer_checks(t),
     ]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(f"{msg} (in {source})")
+    raise_failed(checks, source)
 
 
 def load_pretrain_config(
