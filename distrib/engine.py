@@ -218,3 +218,31 @@ def consolidated_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
             k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().clone()
             for k, v in module.state_dict().items()
         }
+
+
+def all_reduce_(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over the ranks in place (a no-op in a one-process job); returns ``t``."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def engine_forward(engine: Any, **inputs: Any) -> Any:
+    """The engine's forward on keyword inputs, under autocast when its weights are
+    bf16/fp16 (inputs stay fp32 and autocast casts per op)."""
+    dtype = module_dtype(engine)
+    if dtype == torch.float32:
+        return engine(**inputs)
+    with torch.autocast(torch.device(engine.device).type, dtype=dtype):
+        return engine(**inputs)
+
+
+def stop_agreed() -> bool:
+    """True on every rank when any rank was asked to stop (see :mod:`distrib.signals`);
+    collective."""
+    from brainxl.distrib import signals
+
+    flag = torch.tensor([1.0 if signals.stop_requested() else 0.0])
+    return bool(all_reduce_(flag)[0] > 0)

@@ -18,8 +18,14 @@ from typing import Any
 
 import torch
 from brainxl.distrib import checkpoint as ckpt
-from brainxl.distrib import signals
-from brainxl.distrib.engine import consolidated_state_dict, create_engine, module_dtype
+from brainxl.distrib.engine import (
+    all_reduce_,
+    consolidated_state_dict,
+    create_engine,
+    engine_forward,
+    module_dtype,
+    stop_agreed,
+)
 from brainxl.distrib.env import DistEnv
 from brainxl.distrib.pretrain_config import PretrainConfig, pretrain_run_id, to_yaml
 from brainxl.distrib.reporting import Reporter
@@ -41,14 +47,6 @@ class PretrainState:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _all_reduce_(t: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t
 
 
 class Pretrainer:
@@ -156,15 +154,7 @@ class Pretrainer:
 
     # ----------------------------------------------------------------- the loop
     def _forward(self, **inputs: Any) -> Any:
-        if not self.low_precision:
-            return self.engine(**inputs)
-        dev = torch.device(self.engine.device).type
-        with torch.autocast(dev, dtype=module_dtype(self.engine)):
-            return self.engine(**inputs)
-
-    def _stop_agreed(self) -> bool:
-        flag = torch.tensor([1.0 if signals.stop_requested() else 0.0])
-        return bool(_all_reduce_(flag)[0] > 0)
+        return engine_forward(self.engine, **inputs)
 
     def _report_window(
         self, sums: dict[str, torch.Tensor], seconds: float, counts: torch.Tensor
@@ -172,7 +162,7 @@ class Pretrainer:
         """Report the log window's metrics (collective); returns its tokens, real tokens."""
         names = sorted(sums)
         flat = torch.cat([sums[k] for k in names] + [counts])
-        _all_reduce_(flat)
+        all_reduce_(flat)
         out, at = {}, 0
         for k in names:
             out[k] = flat[at : at + len(sums[k])]
@@ -233,7 +223,7 @@ class Pretrainer:
                 batches = self.stream.batches(self.state.epoch, start=0)
             if t.ckpt_every and step % t.ckpt_every == 0:
                 self.save()
-            if self._stop_agreed():
+            if stop_agreed():
                 if ckpt.read_latest(self.ckpt_dir) != ckpt.tag_for(step):
                     self.save()
                 if self.env.is_main:

@@ -17,10 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 from brainxl.distrib import checkpoint as ckpt
-from brainxl.distrib import signals
 from brainxl.distrib.config import RunConfig, fold_name, run_id, to_yaml, version_info
 from brainxl.distrib.data import BatchSource, Fold
-from brainxl.distrib.engine import consolidated_state_dict, create_engine, module_dtype
+from brainxl.distrib.engine import (
+    all_reduce_,
+    consolidated_state_dict,
+    create_engine,
+    engine_forward,
+    module_dtype,
+    stop_agreed,
+)
 from brainxl.distrib.env import DistEnv
 from brainxl.distrib.evaluation import series as _as_series
 from brainxl.distrib.evaluation import write_data_info
@@ -62,14 +68,6 @@ class LoopState:
         d = dict(d)
         d["best_val"] = math.inf if d.get("best_val") is None else d["best_val"]
         return cls(**d)
-
-
-def _all_reduce_(t: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t
 
 
 class Trainer:
@@ -198,11 +196,7 @@ class Trainer:
     # ----------------------------------------------------------------- the loop
     def _forward(self, **inputs: Any) -> Any:
         """The engine's forward on keyword inputs (under autocast in low precision)."""
-        if not self.low_precision:
-            return self.engine(**inputs)
-        dev = torch.device(self.engine.device).type
-        with torch.autocast(dev, dtype=module_dtype(self.engine)):
-            return self.engine(**inputs)
+        return engine_forward(self.engine, **inputs)
 
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(pred, target, loss)`` of a batch: the spec's own loss or the configured one."""
@@ -250,7 +244,7 @@ class Trainer:
             dt = time.perf_counter() - t_step
             busy, window, done, window_steps = busy + dt, window + dt, done + 1, window_steps + 1
             if step % t.log_every == 0 or step == self.total_steps:
-                mean_loss = _all_reduce_(torch.stack(losses).mean().reshape(1))[0] / world
+                mean_loss = all_reduce_(torch.stack(losses).mean().reshape(1))[0] / world
                 rate = window_steps * t.batch_size * accum * world / max(window, 1e-9)
                 eta = (self.total_steps - step) * busy / done  # validation time not included
                 window = window_steps = 0
@@ -270,7 +264,7 @@ class Trainer:
                 self._validate_and_maybe_stop()
             if t.ckpt_every and step % t.ckpt_every == 0:
                 self.save()
-            if self._stop_agreed():
+            if stop_agreed():
                 if ckpt.read_latest(self.ckpt_dir) != ckpt.tag_for(step):
                     self.save()
                 if self.env.is_main:
@@ -279,11 +273,6 @@ class Trainer:
         if ckpt.read_latest(self.ckpt_dir) != ckpt.tag_for(self.state.step):
             self.save()
         return self.finish()
-
-    def _stop_agreed(self) -> bool:
-        """True on every rank when any rank was asked to stop (see :mod:`distrib.signals`)."""
-        flag = torch.tensor([1.0 if signals.stop_requested() else 0.0])
-        return bool(_all_reduce_(flag)[0] > 0)
 
     def _validate_and_maybe_stop(self) -> None:
         t = self.cfg.train
@@ -363,8 +352,8 @@ class Trainer:
         self.engine.train()
         if sums is None:
             raise ValueError("an evaluation stream yielded no batch; check the subjects' shards")
-        _all_reduce_(sums)
-        _all_reduce_(loss_sum)
+        all_reduce_(sums)
+        all_reduce_(loss_sum)
         r = pearson_from_moments(sums)
         out: dict[str, Any] = {
             "loss": float(loss_sum[0] / loss_sum[1]),
