@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", nargs="*", default=[], help="model overrides key=value")
     ap.add_argument("--train", default="", help="training subjects (default: all but --test)")
     ap.add_argument("--bids", default="", help="simulated BIDS root: compare learned HRFs")
+    ap.add_argument("--ridge", action="store_true", help="also fit the multi-frame ridge")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
@@ -93,9 +94,24 @@ def main(argv: list[str] | None = None) -> dict:
         return (e - em[:, None]) / es[:, None], (b - bm[:, None]) / bs[:, None], lead
 
     norm = {s: [z(*rec) for rec in r] for s, r in recs.items()}
-    Xtr, Ytr = zip(*(windows(norm[s], 15, S) for s in train))
-    Xtr, Ytr = np.concatenate(Xtr), np.concatenate(Ytr)
+    per_sub = [windows(norm[s], 15, S) for s in train]
+    Xtr = np.concatenate([w[0] for w in per_sub])
+    Ytr = np.concatenate([w[1] for w in per_sub])
     Xte, Yte = windows(norm[a.test], 15, S)
+    ridge_frame_r = None
+    if a.ridge:
+        from brainxl.baselines import EEG2FMRI_LAGS, MultiFrameRidge, frame_band_power
+
+        ridge = MultiFrameRidge(EEG2FMRI_LAGS).fit(
+            [frame_band_power(x, sfreq, 15) for x, _ in per_sub],
+            [y.transpose(0, 2, 1) for _, y in per_sub],
+        )
+        Pr = ridge.predict(frame_band_power(Xte, sfreq, 15))  # (n, F, R)
+        Yf = Yte.transpose(0, 2, 1)
+        rr = pearson_cols(Pr.reshape(-1, Pr.shape[-1]), Yf.reshape(-1, Yf.shape[-1]))
+        ridge_frame_r = [float(np.nanmean(pearson_cols(Pr[:, f], Yf[:, f]))) for f in range(15)]
+        print(f"ridge test_r {np.nanmean(rr):.4f}", flush=True)
+        del per_sub
     kw = {}
     for item in a.set:
         k, v = item.split("=")
@@ -145,6 +161,11 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"step {step:5d} train_loss {tl:.4f} test_r {np.nanmean(r):.4f} "
                   f"({time.time() - t0:.0f} s)", flush=True)  # fmt: skip
     out = {"train_loss_first": first, "train_loss_last": tl, "test_r": float(np.nanmean(r))}
+    out["frame_r"] = [
+        round(float(np.nanmean(pearson_cols(P[:, :, f], Yte[:, :, f]))), 3) for f in range(15)
+    ]
+    if ridge_frame_r is not None:
+        out["ridge_frame_r"] = [round(v, 3) for v in ridge_frame_r]
     if hasattr(model, "hrf"):
         out["hrf_peak_s"] = model.hrf.peak_time(0.05).numpy().round(2).tolist()
     if a.bids and hasattr(model, "hrf"):

@@ -11,6 +11,7 @@ import torch
 from brainxl.models.graph import GATv2, fc_graph, neighbour_table, ring_graph
 from brainxl.models.registry import build_model, count_parameters, get_model_spec
 from brainxl.models.samba import SambaEEG2fMRI, SambaFMRI2EEG
+from brainxl.models.samba import WaveletScaleAttention as SambaWaveletAttention
 
 NAMES = ["samba-eeg2fmri", "samba-fmri2eeg"]
 
@@ -58,10 +59,15 @@ def test_debug_forward_backward_all_parameters_train(name: str) -> None:
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == count_parameters(model)
 
 
-def test_eeg2fmri_is_causal_over_frames() -> None:
+@pytest.mark.parametrize("direct_path", [False, True])
+def test_eeg2fmri_is_causal_over_frames(direct_path: bool) -> None:
     torch.manual_seed(0)
     for temporal in ("lstm", "gru", "conv"):
-        model = build_model("samba-eeg2fmri", "debug", temporal=temporal).eval()
+        model = build_model(
+            "samba-eeg2fmri", "debug", temporal=temporal, direct_path=direct_path
+        ).eval()
+        if direct_path:  # a non-zero direct map (it starts at zero)
+            torch.nn.init.normal_(model.direct)
         x = model.n_frames * model.samples_per_tr
         x = torch.randn(2, model.n_eeg, x)
         S = model.samples_per_tr
@@ -72,6 +78,50 @@ def test_eeg2fmri_is_causal_over_frames() -> None:
             y2 = model(x2)
         torch.testing.assert_close(y2[..., :2], y[..., :2])
         assert not torch.allclose(y2[..., 2], y[..., 2])
+
+
+def test_eeg2fmri_direct_path_is_linear_in_band_energies_through_the_hrf() -> None:
+    """The direct path adds ``HRF * (W e + b)`` per parcel: starts at zero (the paper's
+    model unchanged), then equals the HRF convolution of the linear drive read at frame
+    ends, and trains with the rest."""
+    torch.manual_seed(0)
+    base = build_model("samba-eeg2fmri", "debug").eval()
+    model = build_model("samba-eeg2fmri", "debug", direct_path=True).eval()
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    assert sorted(missing) == ["direct", "direct_bias"] and not unexpected
+    x = torch.randn(2, model.n_eeg, model.n_frames * model.samples_per_tr)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), base(x))  # zero-initialised
+        torch.nn.init.normal_(model.direct)
+        torch.nn.init.normal_(model.direct_bias)
+        k, S = model.blocks_per_tr, model.samples_per_tr
+        blocks = x.reshape(2, model.n_eeg, -1, S // k) @ model.dwt_w.T
+        e = SambaWaveletAttention.log_energy(list(torch.split(blocks, model.lengths, -1)))
+        drive = torch.einsum("mc,bnc->bmn", model.direct, e.permute(0, 2, 1, 3).flatten(2))
+        expected = base(x) + model.hrf(drive + model.direct_bias)[..., k - 1 :: k]
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+    model.train()
+    loss, _ = model.loss(model(x), torch.randn(2, model.n_fmri, model.n_frames))
+    loss.backward()
+    assert model.direct.grad.abs().sum() > 0 and model.direct_bias.grad.abs().sum() > 0
+
+
+def test_eeg2fmri_loss_options() -> None:
+    torch.manual_seed(0)
+    pred, target = torch.randn(3, 12, 3), torch.randn(3, 12, 3)
+    cos = 1 - torch.nn.functional.cosine_similarity(pred, target, dim=-1).mean()
+    mse = torch.nn.functional.mse_loss(pred, target)
+    for name, expected, keys in (
+        ("cosine", cos, {"cosine"}),
+        ("mse", mse, {"mse"}),
+        ("cosine+mse", cos + mse, {"cosine", "mse"}),
+    ):
+        model = build_model("samba-eeg2fmri", "debug", loss=name)
+        loss, parts = model.loss(pred, target)
+        torch.testing.assert_close(loss, expected)
+        assert set(parts) == keys
+    with pytest.raises(ValueError, match=r"loss='l1'.*cosine, mse, cosine\+mse"):
+        build_model("samba-eeg2fmri", "debug", loss="l1")
 
 
 @pytest.mark.parametrize("name", NAMES)
