@@ -124,6 +124,35 @@ def test_eeg2fmri_loss_options() -> None:
         build_model("samba-eeg2fmri", "debug", loss="l1")
 
 
+def test_pooled_pearson_loss_is_the_metric_over_concatenated_windows() -> None:
+    """``pearson_pooled``: 1 - Pearson r per row over all (window, frame) pairs, as the
+    held-out metric; invariant to each row's offset and scale, not to per-window ones."""
+    from brainxl.models.samba import pooled_pearson_loss
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(4, 6, 5, generator=g), torch.randn(4, 6, 5, generator=g)
+    p = pred.permute(1, 0, 2).reshape(6, -1).numpy()
+    t = target.permute(1, 0, 2).reshape(6, -1).numpy()
+    r = np.mean([np.corrcoef(p[i], t[i])[0, 1] for i in range(6)])
+    loss = pooled_pearson_loss(pred, target)
+    assert loss.item() == pytest.approx(1 - r, abs=1e-5)
+    scaled = pred * torch.linspace(0.5, 3, 6)[None, :, None] + torch.arange(6.0)[None, :, None]
+    assert pooled_pearson_loss(scaled, target).item() == pytest.approx(loss.item(), abs=1e-5)
+    shifted = pred + torch.arange(4.0)[:, None, None]  # a per-window offset changes it
+    assert abs(pooled_pearson_loss(shifted, target).item() - loss.item()) > 1e-3
+    assert pooled_pearson_loss(target, target).item() == pytest.approx(0.0, abs=1e-5)
+    model = build_model("samba-eeg2fmri", "debug", loss="pearson_pooled")
+    torch.testing.assert_close(model.loss(pred, target)[0], loss)
+    rev = build_model(
+        "samba-fmri2eeg", "debug", target="envelopes", loss="pearson_pooled", sfreq=200.0
+    )
+    env = torch.randn(2, rev.n_eeg * 3, rev.n_frames, generator=g)
+    out, parts = rev.loss(env + 0.1, env)
+    assert set(parts) == {"pearson_pooled"} and out.item() == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ValueError, match="fmri2eeg loss='cosine'"):
+        build_model("samba-fmri2eeg", "debug", loss="cosine")
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_evaluation_is_deterministic(name: str) -> None:
     spec = get_model_spec(name)

@@ -84,11 +84,31 @@ from brainxl.models.graph import (
 from brainxl.models.hrf import DoubleGammaHRF
 from brainxl.models.registry import ModelSpec, register_model
 from brainxl.models.wavelets import coeff_lengths, dwt_matrix, idwt_matrix
-from brainxl.objectives import cosine_loss, wavelet_band_loss
+from brainxl.objectives import correlation, cosine_loss, wavelet_band_loss
 
 TEMPORAL_KINDS = ("lstm", "gru", "conv")
 #: Training losses of :class:`SambaEEG2fMRI` (``model.overrides.loss``).
-EEG2FMRI_LOSSES = ("cosine", "mse", "cosine+mse")
+EEG2FMRI_LOSSES = ("cosine", "mse", "cosine+mse", "pearson_pooled")
+#: Training losses of :class:`SambaFMRI2EEG` with ``target="envelopes"``.
+ENVELOPE_LOSSES = ("mse", "pearson_pooled")
+
+
+def pooled_pearson_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """``1 - mean Pearson r`` per row over all (window, frame) pairs of the batch.
+
+    Parameters
+    ----------
+    pred, target : Tensor, shape (B, R, F)
+
+    Returns
+    -------
+    Tensor, scalar
+        The held-out metric's form (r per row over the concatenated windows): invariant
+        to each row's offset and scale, consistent across the windows of a batch.
+    """
+    p = pred.float().transpose(0, 1).reshape(pred.shape[1], -1)
+    t = target.float().transpose(0, 1).reshape(target.shape[1], -1)
+    return 1.0 - correlation(p, t, -1, centered=True).mean()
 
 
 def samples_per_tr(sfreq: float, tr: float) -> int:
@@ -347,7 +367,7 @@ class SambaEEG2fMRI(_SambaBase):
     band_energy : {"log", "linear"}
         Band summary fed to the scale attention: log-energy (default; better held-out r
         in the issue-13 measurements) or the energy itself.
-    loss : {"cosine", "mse", "cosine+mse"}
+    loss : {"cosine", "mse", "cosine+mse", "pearson_pooled"}
         Training loss of :meth:`loss` (default the paper's cosine over the frames).
     direct_path : bool
         Add a residual linear path: the band log-energies of every input row and block,
@@ -474,18 +494,23 @@ class SambaEEG2fMRI(_SambaBase):
         """The training loss (``loss`` of the constructor) of ``(B, M, F)`` frames.
 
         ``"cosine"``: 1 - cosine over the frames of each (window, parcel) (the paper's);
-        ``"mse"``: mean squared error; ``"cosine+mse"``: their sum. ``extras`` from
+        ``"mse"``: mean squared error; ``"cosine+mse"``: their sum;
+        ``"pearson_pooled"``: :func:`pooled_pearson_loss`. ``extras`` from
         ``return_aux`` are ignored.
 
         Returns
         -------
-        (loss, parts) with the detached terms: ``cosine`` and/or ``mse``.
+        (loss, parts) with the detached terms: ``cosine`` and/or ``mse``, or
+        ``pearson_pooled``.
         """
         unknown = set(extras) - {"scale_weights"}
         if unknown:
             raise ValueError(f"unexpected loss extras {sorted(unknown)}; valid: scale_weights")
         parts: dict[str, Tensor] = {}
         loss = pred.new_zeros((), dtype=torch.float32)
+        if self.loss_name == "pearson_pooled":
+            pooled = pooled_pearson_loss(pred, target)
+            return pooled, {"pearson_pooled": pooled.detach()}
         if "cosine" in self.loss_name:
             cos = cosine_loss(pred, target, centered=self.centered_loss)
             parts["cosine"], loss = cos.detach(), loss + cos
@@ -565,7 +590,8 @@ class SambaFMRI2EEG(_SambaBase):
     - ``"envelopes"``: what BOLD can predict: log band power per TR of each parcel or
       channel in the bands of :data:`ENVELOPE_BANDS`, ``(B, N * 3, F)`` (rows
       ``n * 3 + band``); the per-chunk graph features are read out by a linear head
-      (no inverse DWT, no HRF); mean squared error loss. :meth:`transform_target` turns
+      (no inverse DWT, no HRF); mean squared error loss (``loss="mse"``) or
+      :func:`pooled_pearson_loss` (``loss="pearson_pooled"``). :meth:`transform_target` turns
       the raw electrophysiology window into these envelopes (the training loop applies
       it to every target) and :meth:`output_names` names the rows.
     """
@@ -596,8 +622,15 @@ class SambaFMRI2EEG(_SambaBase):
         skip_weight: float = 1.0,
         deconv_reg: float = 1e-2,
         target: str = "waveform",
+        loss: str = "mse",
     ) -> None:
         super().__init__()
+        if loss not in ENVELOPE_LOSSES:
+            raise ValueError(
+                f"SAMBA fmri2eeg loss={loss!r}; choose one of {', '.join(ENVELOPE_LOSSES)} "
+                f"(used with target=envelopes; waveforms train on cosine + skip loss)"
+            )
+        self.loss_name = loss
         if temporal == "conv":
             raise ValueError("SAMBA fmri2eeg needs a bidirectional block: temporal='lstm' or 'gru'")
         if target not in FMRI2EEG_TARGETS:
@@ -708,6 +741,9 @@ class SambaFMRI2EEG(_SambaBase):
         if self.target == "envelopes":
             if target.shape != pred.shape:
                 target = self.transform_target(target)
+            if self.loss_name == "pearson_pooled":
+                pooled = pooled_pearson_loss(pred, target)
+                return pooled, {"pearson_pooled": pooled.detach()}
             mse = nn.functional.mse_loss(pred.float(), target.float())
             return mse, {"mse": mse.detach()}
         cos = cosine_loss(pred, target, centered=self.centered_loss)
