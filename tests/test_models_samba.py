@@ -342,3 +342,30 @@ def test_benchmark_script_runs_at_debug_size(capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert "eeg2fmri  params=5,265 train" in out and "peak RSS" in out
     assert "fmri2eeg  params=7,896 train" in out
+
+
+def test_fmri2eeg_direct_path_reads_frames_around_each_chunk() -> None:
+    """Envelopes with ``direct_path``: zero at the start (the paper's model unchanged), then
+    chunk ``f`` gets ``W (sum_j filter_j y[f + j]) + b`` over ``j = -2 .. 5``."""
+    from brainxl.models.samba import DIRECT_LAG, DIRECT_LEAD
+
+    torch.manual_seed(0)
+    kw = dict(target="envelopes", sfreq=200.0, n_frames=9)
+    base = build_model("samba-fmri2eeg", "debug", **kw).eval()
+    model = build_model("samba-fmri2eeg", "debug", direct_path=True, **kw).eval()
+    model.load_state_dict(base.state_dict(), strict=False)
+    y = torch.randn(2, model.n_fmri, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(model(y), base(y))
+        for p in (model.direct, model.direct_filter, model.direct_bias):
+            torch.nn.init.normal_(p)
+        expected = base(y).clone()
+        for f in range(9):
+            drive = torch.zeros(2, model.n_fmri)
+            for j in range(-DIRECT_LAG, DIRECT_LEAD + 1):
+                if 0 <= f + j < 9:
+                    drive += model.direct_filter[:, 0, j + DIRECT_LAG] * y[:, :, f + j]
+            expected[:, :, f] += drive @ model.direct.T + model.direct_bias[:, 0]
+        torch.testing.assert_close(model(y), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="direct_path=True needs target='envelopes'"):
+        build_model("samba-fmri2eeg", "debug", direct_path=True)

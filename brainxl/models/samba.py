@@ -527,6 +527,9 @@ ENVELOPE_BANDS: dict[str, tuple[float, float]] = {
     "gamma": (30.0, 45.0),
 }
 FMRI2EEG_TARGETS = ("waveform", "envelopes")
+#: Frames after (lead) and before (lag) each chunk read by the fmri2eeg direct path (the
+#: BOLD of a chunk follows it by 4-6 s; the multi-frame ridge's lags -5..2).
+DIRECT_LEAD, DIRECT_LAG = 5, 2
 
 
 def band_envelopes(
@@ -581,6 +584,10 @@ class SambaFMRI2EEG(_SambaBase):
     wavelet skip loss, 0 disables it) and ``deconv_reg`` (Wiener regularisation of the HRF
     pseudo-inverse). The temporal block over frames is bidirectional (``"lstm"``/``"gru"``).
 
+    ``direct_path`` (envelopes only) adds a residual linear path: a learned filter over
+    frames per fMRI parcel (frames ``f - 2 .. f + 5`` for chunk ``f``, a deconvolution of
+    the haemodynamic delay) and a linear map to the envelope rows.
+
     ``target`` chooses what is predicted:
 
     - ``"waveform"`` (default, the paper's): the raw electrophysiology ``(B, N, F * S)``
@@ -623,6 +630,7 @@ class SambaFMRI2EEG(_SambaBase):
         deconv_reg: float = 1e-2,
         target: str = "waveform",
         loss: str = "mse",
+        direct_path: bool = False,
     ) -> None:
         super().__init__()
         if loss not in ENVELOPE_LOSSES:
@@ -652,7 +660,20 @@ class SambaFMRI2EEG(_SambaBase):
         if target == "envelopes":
             band_envelopes(torch.zeros(1, 1, S), sfreq, S)  # every band must hold a bin
             self.env_head = nn.Linear(dim, len(ENVELOPE_BANDS))
+            self.direct_path = bool(direct_path)
+            if self.direct_path:
+                # per-fMRI-parcel deconvolution filter over frames f-2 .. f+5 (start: f+2,
+                # the BOLD ~4 s after the chunk), then a linear map to the envelope rows
+                taps = DIRECT_LEAD + DIRECT_LAG + 1
+                filt = torch.zeros(n_fmri, 1, taps)
+                filt[:, 0, DIRECT_LAG + 2] = 1.0
+                self.direct_filter = nn.Parameter(filt)
+                self.direct = nn.Parameter(torch.zeros(n_eeg * len(ENVELOPE_BANDS), n_fmri))
+                self.direct_bias = nn.Parameter(torch.zeros(n_eeg * len(ENVELOPE_BANDS), 1))
             return
+        if direct_path:
+            raise ValueError("SAMBA fmri2eeg direct_path=True needs target='envelopes'")
+        self.direct_path = False
         self.hrf = DoubleGammaHRF(n_eeg, sfreq, length_s=hrf_length_s)
         self.coef_head = nn.Linear(dim, sum(self.lengths))
         self.register_buffer(
@@ -689,6 +710,10 @@ class SambaFMRI2EEG(_SambaBase):
         h = h.reshape(B, F_, N, -1).transpose(1, 2)  # (B, N, F, d)
         if self.target == "envelopes":
             env = self.env_head(h).permute(0, 1, 3, 2).reshape(B, -1, F_)  # (B, N * 3, F)
+            if self.direct_path:  # linear: deconvolved BOLD of each parcel -> envelopes
+                yp = nn.functional.pad(y, (DIRECT_LAG, DIRECT_LEAD))  # zero = training mean
+                drive = nn.functional.conv1d(yp, self.direct_filter.to(y.dtype), groups=M)
+                env = env + torch.matmul(self.direct.to(y.dtype), drive) + self.direct_bias
             return (env, {}) if return_aux else env
         flat = self.coef_head(h)  # (B, N, F, n_coeffs)
         coeffs = list(torch.split(flat, self.lengths, dim=-1))
