@@ -81,13 +81,14 @@ def pretrain(args: argparse.Namespace) -> Path:
     return mem
 
 
-def tokenizer_floor(shards: Path, n_segments: int = 40) -> dict[str, float]:
+def tokenizer_floor(shards: Path, every: int = 7) -> dict[str, float]:
     """MSE of the best constant prediction of the tokenizer's two targets.
 
     The targets are :class:`~brainxl.models.labram.VQNSPTokenizer`'s: each 1-s patch's
     rFFT amplitude and phase, standardised over the patch's bins. A tokenizer whose
     reconstruction losses are not below these carries no per-patch spectral information
-    in its codes, so masked modeling of its codes has little to teach.
+    in its codes, so masked modeling of its codes has little to teach. Every ``every``-th
+    stored segment is read, so all subjects and montages count.
     """
     import torch
     from brainxl.shards.shardset import ShardSet
@@ -99,8 +100,8 @@ def tokenizer_floor(shards: Path, n_segments: int = 40) -> dict[str, float]:
 
     amps, phases = [], []
     for i, (_, x) in enumerate(ShardSet.open(shards).eeg_segments()):
-        if i >= n_segments:
-            break
+        if i % every:
+            continue
         n = x.shape[1] // PATCH_SIZE
         patches = torch.from_numpy(x[:, : n * PATCH_SIZE]).reshape(-1, PATCH_SIZE) * 0.01
         spec = torch.fft.rfft(patches, dim=-1)
