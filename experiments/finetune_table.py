@@ -114,6 +114,30 @@ def tokenizer_floor(shards: Path, every: int = 7) -> dict[str, float]:
     }
 
 
+def majority_code_accuracy(args: argparse.Namespace, n_batches: int = 30) -> float:
+    """Accuracy of always predicting the tokenizer's most frequent code (MEM's floor)."""
+    import torch
+    import yaml
+    from brainxl.shards.pretrain_stream import PretrainStream
+
+    from brainxl.models.labram_tasks import load_tokenizer
+
+    folder = args.work / "runs" / "pretrain-debug" / "tokenizer"
+    model_cfg = yaml.safe_load((folder / "config.yaml").read_text())["model"]
+    tok = load_tokenizer(folder, model_cfg["flavor"], model_cfg.get("overrides") or {})
+    stream = PretrainStream(
+        [args.pretrain_shards], window_s=args.window_s, token_budget=args.token_budget
+    )
+    counts = torch.zeros(tok.quantizer.n_codes)
+    for i, batch in enumerate(stream.batches(0)):
+        if i >= n_batches:
+            break
+        p = batch.padded
+        codes = tok.tokenize(p.x, p.ch_idx, p.pad_mask)
+        counts += torch.bincount(codes[codes >= 0], minlength=len(counts)).float()
+    return float(counts.max() / counts.sum())
+
+
 def tokenizer_report(args: argparse.Namespace) -> str:
     """The tokenizer's last logged reconstruction losses against the constant floor."""
     metrics = args.work / "runs" / "pretrain-debug" / "tokenizer" / "metrics.jsonl"
@@ -122,11 +146,20 @@ def tokenizer_report(args: argparse.Namespace) -> str:
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     last = [r for r in rows if "loss_amp" in r][-1]
     floor = tokenizer_floor(args.pretrain_shards)
-    return (
+    lines = [
         f"tokenizer step {last['step']}: amplitude MSE {last['loss_amp']:.3f} "
         f"(constant prediction {floor['amp']:.3f}), phase MSE {last['loss_phase']:.3f} "
         f"(constant {floor['phase']:.3f})"
-    )
+    ]
+    mem = args.work / "runs" / "pretrain-debug" / "mem" / "metrics.jsonl"
+    if mem.exists():
+        rows = [json.loads(line) for line in mem.read_text().splitlines() if line.strip()]
+        acc = [r for r in rows if "accuracy" in r][-1]
+        lines.append(
+            f"masked modeling step {acc['step']}: masked-token accuracy {acc['accuracy']:.3f} "
+            f"(most frequent code: {majority_code_accuracy(args):.3f})"
+        )
+    return "\n".join(lines)
 
 
 def run_name(variant: str, init: str, fold: str) -> str:
