@@ -167,26 +167,26 @@ def run_name(variant: str, init: str, fold: str) -> str:
 
 
 def finetune(args: argparse.Namespace, mem: Path | None) -> None:
-    """One ``brainxl train`` per (fold, variant, init) not finished yet."""
-    for fold in args.folds:
-        for variant in args.variants:
-            for init in ("scratch", "pretrained"):
-                if init == "pretrained" and mem is None:
-                    continue
+    """One ``brainxl train`` per (variant, init, fold) not finished yet.
+
+    Variant-major order, so a chain stopped early leaves whole columns of the first variant.
+    """
+    inits = ("scratch",) if mem is None else ("scratch", "pretrained")
+    for variant in args.variants:
+        for init in inits:
+            for fold in args.folds:
                 name = run_name(variant, init, fold)
-                run = args.work / "runs" / "finetune" / name
-                if (run / "final_metrics.json").exists():
+                if (args.work / "runs" / "finetune" / name / "final_metrics.json").exists():
                     continue
                 cmd = [
                     *_brainxl(), "train", args.config, f"data.shards={args.shards}",
                     f"data.test_subject={fold}", f"run.root={args.work / 'runs'}",
                     "experiment=finetune", f"run.name={name}", f"train.steps={args.steps}",
                     "logging.wandb=disabled", *VARIANTS[variant], *args.override,
-                    "--nproc", str(args.nproc),
                 ]  # fmt: skip
                 if init == "pretrained":
-                    cmd.insert(-2, f"model.pretrained={mem}")
-                _run(cmd, args.work / "logs" / f"{name}.log")
+                    cmd.append(f"model.pretrained={mem}")
+                _run([*cmd, "--nproc", str(args.nproc)], args.work / "logs" / f"{name}.log")
 
 
 def _score(run: Path) -> float:
