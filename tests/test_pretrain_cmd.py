@@ -183,6 +183,7 @@ def test_resume_after_kill_matches_uninterrupted(corpus: Path, tokenizer_run: Pa
         ("data.sources=[{path: a, includ: [x]}]", "did you mean 'data.sources.include'?"),
         ("data.token_budget=many", "wrong type for pretraining config key 'data.token_budget'"),
         ("pretrain.mask_ratio=1.5", "pretrain.mask_ratio must be in (0, 1)"),
+        ("data.bucket_batches=-1", "data.bucket_batches must be >= 0"),
     ],
 )  # fmt: skip
 def test_config_mistakes_are_one_line_errors(override: str, message: str, capsys) -> None:
