@@ -40,10 +40,16 @@ def build_corpus(root: Path, subjects: int, minutes: float) -> list[Path]:
         shards = root / f"shards-{montage}"
         if not (shards / "manifest.json").is_file():
             bids = root / f"bids-{montage}"
-            simulate_eeg_corpus(bids, subjects, minutes, seed=i, montages=montage,
-                                rates=[200], overwrite=True)  # fmt: skip
-            shard_eeg(bids, shards, cfg=ShardingConfig(segment_s=30.0, workers=1),
-                      progress=False, report=lambda line: None)  # fmt: skip
+            simulate_eeg_corpus(
+                bids, subjects, minutes, seed=i, montages=montage, rates=[200], overwrite=True
+            )
+            shard_eeg(
+                bids,
+                shards,
+                cfg=ShardingConfig(segment_s=30.0, workers=1),
+                progress=False,
+                report=lambda line: None,
+            )
         out.append(shards)
     return out
 
@@ -110,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
-
     from brainxl.shards.pretrain_stream import PretrainStream
 
     torch.set_num_threads(args.threads)
@@ -119,28 +124,45 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
         folders = build_corpus(root, args.subjects, args.minutes)
-        print(f"corpus: {len(folders)} datasets ({', '.join(MONTAGES)}), {args.subjects} "
-              f"subjects x {args.minutes:g} min each, ready in {time.perf_counter() - t:.0f} s; "
-              f"window {args.window_s} s, token budget {args.token_budget}, rank 0 of "
-              f"{args.world_size}, threads={args.threads}, load={os.getloadavg()[0]:.1f}")  # fmt: skip
+        print(
+            f"corpus: {len(folders)} datasets ({', '.join(MONTAGES)}), {args.subjects} "
+            f"subjects x {args.minutes:g} min each, ready in {time.perf_counter() - t:.0f} s; "
+            f"window {args.window_s} s, token budget {args.token_budget}, rank 0 of "
+            f"{args.world_size}, threads={args.threads}, load={os.getloadavg()[0]:.1f}"
+        )
         rows = []
         for k in (0, args.bucket_batches):
             stream = PretrainStream(
-                folders, window_s=args.window_s, token_budget=args.token_budget, seed=0,
-                rank=0, world_size=args.world_size, bucket_batches=k,
-            )  # fmt: skip
+                folders,
+                window_s=args.window_s,
+                token_budget=args.token_budget,
+                seed=0,
+                rank=0,
+                world_size=args.world_size,
+                bucket_batches=k,
+            )
             pad = sum(stream.padding_fraction(e) for e in range(3)) / 3
             s = time_stream(stream, 0)
             m = time_mem(stream, 1, args.flavor, args.steps) if args.steps else None
             rows.append((k, stream.batches_per_epoch(0), pad, s, m))
-        print(f"\n{'bucketing':<12}{'batches/rank':>13}{'padding':>9}{'stream tok/s':>14}"
-              f"{'real tok/s':>12}{'MEM tok/s':>11}{'MEM real tok/s':>16}{'s/step':>8}")  # fmt: skip
+        print(
+            f"\n{'bucketing':<12}{'batches/rank':>13}{'padding':>9}{'stream tok/s':>14}"
+            f"{'real tok/s':>12}{'MEM tok/s':>11}{'MEM real tok/s':>16}{'s/step':>8}"
+        )
         for k, n, pad, s, m in rows:
             name = "off" if k == 0 else f"on (K={k})"
-            mem = (f"{m['tokens'] / m['s']:>11.0f}{m['real'] / m['s']:>16.0f}"
-                   f"{m['s'] / m['batches']:>8.2f}") if m else f"{'-':>11}{'-':>16}{'-':>8}"  # fmt: skip
-            print(f"{name:<12}{n:>13}{pad:>9.3f}{s['tokens'] / s['s']:>14.0f}"
-                  f"{s['real'] / s['s']:>12.0f}{mem}")  # fmt: skip
+            mem = (
+                (
+                    f"{m['tokens'] / m['s']:>11.0f}{m['real'] / m['s']:>16.0f}"
+                    f"{m['s'] / m['batches']:>8.2f}"
+                )
+                if m
+                else f"{'-':>11}{'-':>16}{'-':>8}"
+            )
+            print(
+                f"{name:<12}{n:>13}{pad:>9.3f}{s['tokens'] / s['s']:>14.0f}"
+                f"{s['real'] / s['s']:>12.0f}{mem}"
+            )
         (_, _, pad0, _, m0), (_, _, pad1, _, m1) = rows
         print(f"\npadding fraction (mean of epochs 0-2): {pad0:.3f} -> {pad1:.3f}")
         if m0 and m1:

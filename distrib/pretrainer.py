@@ -46,6 +46,15 @@ from brainxl.shards.pretrain_stream import PretrainStream
 from brainxl.files import atomic_torch_save, atomic_write_text
 
 
+def _own_peak_rss(env: DistEnv) -> torch.Tensor:
+    """This rank's peak resident memory (GiB) at its place in a world-size vector."""
+    import resource
+
+    peak = torch.zeros(env.world_size, dtype=torch.float64)
+    peak[env.rank] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return peak
+
+
 @dataclass
 class PretrainState:
     """The loop's progress that a checkpoint restores."""
@@ -192,13 +201,14 @@ class Pretrainer:
     ) -> tuple[float, float]:
         """Report the log window's metrics (collective); returns its tokens, real tokens."""
         names = sorted(sums)
-        flat = torch.cat([sums[k] for k in names] + [counts])
+        flat = torch.cat([sums[k] for k in names] + [counts, _own_peak_rss(self.env)])
         all_reduce_(flat)
         out, at = {}, 0
         for k in names:
             out[k] = flat[at : at + len(sums[k])]
             at += len(sums[k])
         tokens, real = float(flat[at]), float(flat[at + 1])
+        peak = [round(float(v), 3) for v in flat[at + 2 :]]
         metrics = self.task.summarize(out)
         self.report(
             {
@@ -211,6 +221,7 @@ class Pretrainer:
                 "tokens_per_s": tokens / max(seconds, 1e-9),
                 "tokens_per_s_per_rank": tokens / max(seconds, 1e-9) / self.env.world_size,
                 "padding_fraction": 1.0 - real / max(tokens, 1.0),
+                "peak_rss_gib": peak,
                 "eta_s": (self.total_steps - self.state.step) * seconds / max(self._window, 1),
             }
         )
@@ -281,7 +292,12 @@ class Pretrainer:
         self.state.batch_in_epoch = self.state.epoch_offset = 0
 
     def finish(self) -> dict[str, Any]:
-        """Write ``final_model.pt`` (consolidated fp32 weights) and ``final_metrics.json``."""
+        """Write ``final_model.pt`` (consolidated fp32 weights) and ``final_metrics.json``.
+
+        ``peak_rss_gib`` lists each rank's peak resident memory before the weights are
+        gathered for saving (the training footprint: model, optimizer, activations).
+        """
+        peak = [round(float(v), 3) for v in all_reduce_(_own_peak_rss(self.env))]
         weights = consolidated_state_dict(self.engine)
         final: dict[str, Any] = {
             "step": self.state.step,
@@ -292,6 +308,7 @@ class Pretrainer:
             "run_dir": str(self.run.path),
             "run_id": pretrain_run_id(self.cfg),
             "datasets": list(self.stream.datasets),
+            "peak_rss_gib": peak,
         }
         if self.state.batch_in_epoch > 0:  # the epoch metrics (codebook usage) of the rest
             final["partial_epoch"] = {

@@ -79,6 +79,7 @@ def test_tokenizer_stage_on_two_ranks(corpus: Path, tokenizer_run: Path) -> None
     for r in train:
         assert {"loss_amp", "loss_phase", "loss_quant", "dead_codes_reseeded"} <= r.keys()
         assert r["tokens_per_s"] > 0 and 0.0 <= r["padding_fraction"] < 1.0
+        assert len(r["peak_rss_gib"]) == 2 and all(0.1 < g < 64 for g in r["peak_rss_gib"])
     epochs = _records(tokenizer_run, "epoch")
     assert epochs, "10 steps cover at least one stream epoch"
     for r in epochs:
@@ -162,7 +163,7 @@ def test_resume_after_kill_matches_uninterrupted(corpus: Path, tokenizer_run: Pa
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    strip = ("time", "tokens_per_s", "tokens_per_s_per_rank", "eta_s")
+    strip = ("time", "tokens_per_s", "tokens_per_s_per_rank", "eta_s", "peak_rss_gib")
 
     def after(run: Path, split: str, first: int) -> list[dict]:
         recs = [r for r in _records(run, split) if r["step"] >= first]
