@@ -119,6 +119,8 @@ def _pretrain(config: Path, overrides: list[str], timeout: float) -> tuple[int, 
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "SLURM", "WANDB"))}
     env["WANDB_MODE"] = "disabled"
+    # DeepSpeed's JIT-built CPU ops go under the venv (as in the Makefile and the tests)
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
