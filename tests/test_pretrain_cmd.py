@@ -258,7 +258,7 @@ def test_resume_on_another_world_size_continues_the_epoch(corpus: Path, before, 
     from brainxl.distrib.pretrain_entry import build_stream
 
     extra = [f"run.name=ws{before}{after}", "train.epochs=2", "train.log_every=1",
-             "train.ckpt_every=3", "train.keep_last=100"]  # fmt: skip
+             "train.ckpt_every=3", "train.keep_last=100", "data.bucket_batches=8"]  # fmt: skip
     folder = corpus / "runs" / "pretrain-debug" / f"ws{before}{after}"
     _run(_cmd(corpus / "tok.yaml", *extra, nproc=before))
     meta = ckpt.read_meta(folder / "checkpoints", "step00000003")["trainer"]
