@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -300,6 +301,72 @@ def _check_choices(cfg: RunConfig, source: str) -> None:
     raise_failed(checks, source)
 
 
+def merge_config(
+    schema_cls: type,
+    path_or_name: str | os.PathLike | None,
+    overrides: Sequence[str],
+    rewrite: Callable[[str], str] | None = None,
+    wrap: Callable[[Exception, str], ConfigError] | None = None,
+) -> tuple[Any, str]:
+    """Merge a structured schema, a YAML file and ``key=value`` overrides into an object.
+
+    Parameters
+    ----------
+    schema_cls : type
+        The dataclass schema (:class:`RunConfig`, the pretraining schema, ...).
+    path_or_name : str or path or None
+        A YAML file or a name under ``configs/``.
+    overrides : sequence of str
+        Dotted ``key=value`` items, applied in order.
+    rewrite : callable, optional
+        Applied to each override before it is parsed (e.g. quoting digit-only strings).
+    wrap : callable, optional
+        Turns an OmegaConf error and its source into the one-line :class:`ConfigError`
+        (default: the run config's wording).
+
+    Returns
+    -------
+    (config object, source)
+        ``source`` names the YAML file (or the schema defaults) for error messages.
+
+    Raises
+    ------
+    ConfigError
+        Unknown key, wrong type or unparsable value, in one line naming the key and source.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    wrap = wrap or _wrap
+    node = OmegaConf.structured(schema_cls)
+    source = "the schema defaults"
+    if path_or_name is not None:
+        path = resolve_config_path(path_or_name)
+        source = str(path)
+        try:
+            node = OmegaConf.merge(node, _load_yaml(path))
+        except OmegaConfBaseException as err:
+            raise wrap(err, source) from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.lr=3e-4)")
+        if rewrite is not None:
+            item = rewrite(item)
+        try:
+            node = OmegaConf.merge(node, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as err:
+            raise wrap(err, f"command-line override {item!r}") from None
+        except Exception as err:  # yaml.YAMLError: a value that is not valid YAML
+            msg = str(err).splitlines()[0]
+            raise ConfigError(
+                f"cannot parse the value of override {item!r} ({msg}); quote it for the shell"
+            ) from None
+    try:
+        return OmegaConf.to_object(node), source
+    except OmegaConfBaseException as err:
+        raise wrap(err, source) from None
+
+
 def load_config(
     path_or_name: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> RunConfig:
@@ -323,35 +390,7 @@ def load_config(
     ConfigError
         Unknown key, wrong type or invalid value, naming the key and the source.
     """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    schema = OmegaConf.structured(RunConfig)
-    source = "the schema defaults"
-    if path_or_name is not None:
-        path = resolve_config_path(path_or_name)
-        source = str(path)
-        try:
-            schema = OmegaConf.merge(schema, _load_yaml(path))
-        except OmegaConfBaseException as err:
-            raise _wrap(err, source) from None
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.lr=3e-4)")
-        item = _quote_digits(item)
-        try:
-            schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))
-        except OmegaConfBaseException as err:
-            raise _wrap(err, f"command-line override {item!r}") from None
-        except Exception as err:  # yaml.YAMLError: a value that is not valid YAML
-            msg = str(err).splitlines()[0]
-            raise ConfigError(
-                f"cannot parse the value of override {item!r} ({msg}); quote it for the shell"
-            ) from None
-    try:
-        cfg = OmegaConf.to_object(schema)
-    except OmegaConfBaseException as err:
-        raise _wrap(err, source) from None
+    cfg, source = merge_config(RunConfig, path_or_name, overrides, _quote_digits)
     assert isinstance(cfg, RunConfig)
     _check_choices(cfg, source if not overrides else f"{source} + overrides")
     return cfg

@@ -26,12 +26,11 @@ from brainxl.distrib.config import (
     ConfigError,
     LoggingConfig,
     RunSection,
-    _load_yaml,
     changed_keys,
     check_choices,
+    merge_config,
     optimizer_checks,
     raise_failed,
-    resolve_config_path,
 )
 from brainxl.distrib.rundir import RunDir
 
@@ -219,34 +218,7 @@ def load_pretrain_config(
     ConfigError
         Unknown key, wrong type or invalid value, in one line naming the key and source.
     """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    node = OmegaConf.structured(PretrainConfig)
-    source = "the schema defaults"
-    if path_or_name is not None:
-        path = resolve_config_path(path_or_name)
-        source = str(path)
-        try:
-            node = OmegaConf.merge(node, _load_yaml(path))
-        except OmegaConfBaseException as err:
-            raise _wrap(err, source) from None
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.lr=3e-4)")
-        try:
-            node = OmegaConf.merge(node, OmegaConf.from_dotlist([item]))
-        except OmegaConfBaseException as err:
-            raise _wrap(err, f"command-line override {item!r}") from None
-        except Exception as err:  # yaml.YAMLError: a value that is not valid YAML
-            msg = str(err).splitlines()[0]
-            raise ConfigError(
-                f"cannot parse the value of override {item!r} ({msg}); quote it for the shell"
-            ) from None
-    try:
-        cfg = OmegaConf.to_object(node)
-    except OmegaConfBaseException as err:
-        raise _wrap(err, source) from None
+    cfg, source = merge_config(PretrainConfig, path_or_name, overrides, wrap=_wrap)
     assert isinstance(cfg, PretrainConfig)
     _validate(cfg, source if not overrides else f"{source} + overrides")
     return cfg

@@ -35,6 +35,7 @@ SUBCOMMANDS: dict[str, str] = {
     "models": "brainxl.launch.cmd_models",
     "train": "brainxl.launch.cmd_train",
     "pretrain": "brainxl.launch.cmd_pretrain",
+    "convert-labram": "brainxl.launch.cmd_convert_labram",
     "evaluate": "brainxl.launch.cmd_evaluate",
     "predict": "brainxl.launch.cmd_predict",
     "submit": "brainxl.launch.cmd_submit",

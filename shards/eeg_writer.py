@@ -27,11 +27,10 @@ from brainxl.shards.manifest import (
     FORMAT_VERSION,
     FRAGMENT_NAME,
     KIND_EEG_ONLY,
-    subject_dir,
     write_json_atomic,
 )
 from brainxl.shards.tarformat import META_CHECKSUM_KEY, sample_members
-from brainxl.shards.writer import ShardSink, clean_stale, shard_dataset
+from brainxl.shards.writer import SubjectShards, check_subject_recordings, shard_dataset
 
 #: ``ShardingConfig`` fields of translation shards that EEG-only shards ignore.
 TRANSLATION_ONLY = ("segment_trs", "lead_in_s", "bold_lead_trs")
@@ -70,17 +69,12 @@ def write_eeg_subject(
     fragment : dict
         What was written to ``root/sub-<subject>/subject.json``.
     """
-    if not recordings:
-        raise ValueError(f"{root}: write_eeg_subject got no recordings")
     if cfg.segment_s <= 0:
         raise ValueError(f"sharding.segment_s={cfg.segment_s}: must be positive (seconds)")
+    subject = check_subject_recordings(recordings, root, "write_eeg_subject")
     first = recordings[0]
-    subject = first.subject
     for rec in recordings:
-        rec.validate()
         src = rec.source_files.get("ephys", rec.key)
-        if rec.subject != subject:
-            raise ValueError(f"{root}: write_eeg_subject got recordings of several subjects")
         if rec.sfreq != first.sfreq:
             raise ValueError(
                 f"{src}: stored at {rec.sfreq:g} Hz but {first.source_files.get('ephys')} at "
@@ -90,13 +84,9 @@ def write_eeg_subject(
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})
         raise ValueError(f"sub-{subject}: several recordings share the key(s) {dup}; rename them")
-    folder = subject_dir(root, subject)
-    folder.mkdir(parents=True, exist_ok=True)
-    clean_stale(folder)
-    sink = ShardSink(folder, subject, cfg.max_shard_bytes)
     step = max(1, int(round(cfg.segment_s * first.sfreq)))
     runs = []
-    try:
+    with SubjectShards(root, subject, cfg.max_shard_bytes) as out:
         for rec in recordings:
             n = rec.ephys.shape[1]
             n_seg = 0
@@ -122,7 +112,7 @@ def write_eeg_subject(
                 members, meta_sum = sample_members({"ephys": seg}, meta)
                 desc = {k: meta[k] for k in ("key", "recording", "offset", "n_ephys", "sfreq")}
                 desc[META_CHECKSUM_KEY] = meta_sum
-                sink.write(key, members, desc)
+                out.write(key, members, desc)
                 n_seg += 1
             runs.append(
                 {
@@ -141,14 +131,7 @@ def write_eeg_subject(
                     "assumptions": list(rec.assumptions),
                 }
             )
-        shards = sink.finish()
-    except BaseException:
-        sink.abort()
-        raise
-    keep = {Path(s["path"]).name for s in shards}
-    for old in folder.glob("*.tar"):  # shards of an earlier, different run of this subject
-        if old.name not in keep:
-            old.unlink()
+    shards, folder = out.shards, out.folder
     montages = _distinct([r.ch_names for r in recordings])
     fragment = {
         "subject": subject,

@@ -164,6 +164,73 @@ def clean_stale(folder: Path) -> list[Path]:
     return stale
 
 
+def check_subject_recordings(recordings: Sequence[Any], root: str | Path, who: str) -> str:
+    """Validate the recordings of one subject before anything is written; return the subject.
+
+    Raises
+    ------
+    ValueError
+        No recordings, recordings of several subjects, or a recording that fails its own
+        ``validate()`` (which names its file).
+    """
+    if not recordings:
+        raise ValueError(f"{root}: {who} got no recordings")
+    subject = recordings[0].subject
+    if any(r.subject != subject for r in recordings):
+        raise ValueError(f"{root}: {who} got recordings of several subjects")
+    for rec in recordings:
+        rec.validate()
+    return str(subject)
+
+
+class SubjectShards:
+    """Context manager that writes one subject's shard files all-or-nothing.
+
+    On entry the subject's folder is created and debris of an interrupted run removed; on
+    a clean exit the shards are finished (``shards`` holds their entries) and ``*.tar``
+    files of an earlier, different run of the subject are deleted; on an exception the
+    half-written shards are removed and the earlier ones are left untouched.
+
+    Parameters
+    ----------
+    root : path
+        The shard root.
+    subject : str
+        Label without ``sub-``.
+    max_shard_bytes : int
+    """
+
+    def __init__(self, root: str | Path, subject: str, max_shard_bytes: int) -> None:
+        self.folder = subject_dir(root, subject)
+        self.subject, self.max_shard_bytes = subject, max_shard_bytes
+        self.shards: list[dict[str, Any]] = []
+
+    def __enter__(self) -> SubjectShards:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        clean_stale(self.folder)
+        self.sink = ShardSink(self.folder, self.subject, self.max_shard_bytes)
+        return self
+
+    def write(self, key: str, members: Mapping[str, bytes], desc: Mapping[str, Any]) -> None:
+        """Add one sample (see :meth:`ShardSink.write`)."""
+        self.sink.write(key, members, desc)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is not None:
+            self.sink.abort()
+            return False
+        try:
+            self.shards = self.sink.finish()
+        except BaseException:
+            self.sink.abort()
+            raise
+        keep = {Path(s["path"]).name for s in self.shards}
+        for old in self.folder.glob("*.tar"):  # shards of an earlier, different run
+            if old.name not in keep:
+                old.unlink()
+        return False
+
+
 def write_subject(
     recordings: Sequence[Recording],
     root: str | Path,
@@ -187,20 +254,10 @@ def write_subject(
     fragment : dict
         What was written to ``root/sub-<subject>/subject.json``.
     """
-    if not recordings:
-        raise ValueError(f"{root}: write_subject got no recordings")
-    subject = recordings[0].subject
-    if any(r.subject != subject for r in recordings):
-        raise ValueError(f"{root}: write_subject got recordings of several subjects")
-    for rec in recordings:
-        rec.validate()
+    subject = check_subject_recordings(recordings, root, "write_subject")
     _check_consistent(recordings, subject)
-    folder = subject_dir(root, subject)
-    folder.mkdir(parents=True, exist_ok=True)
-    clean_stale(folder)
-    sink = ShardSink(folder, subject, cfg.max_shard_bytes)
     runs = []
-    try:
+    with SubjectShards(root, subject, cfg.max_shard_bytes) as out:
         for rec in recordings:
             n_seg = 0
             for seg in segment_recording(rec, cfg.segment_trs, cfg.lead_in_s, cfg.bold_lead_trs):
@@ -222,7 +279,7 @@ def write_subject(
                     )
                 }
                 desc[META_CHECKSUM_KEY] = meta_sum
-                sink.write(seg.key, members, desc)
+                out.write(seg.key, members, desc)
                 n_seg += 1
             runs.append(
                 {
@@ -239,14 +296,7 @@ def write_subject(
                     "assumptions": list(rec.assumptions),
                 }
             )
-        shards = sink.finish()
-    except BaseException:
-        sink.abort()
-        raise
-    keep = {Path(s["path"]).name for s in shards}
-    for old in folder.glob("*.tar"):  # shards of an earlier, different run of this subject
-        if old.name not in keep:
-            old.unlink()
+    shards, folder = out.shards, out.folder
     first = recordings[0]
     trs = sorted({float(r.tr) for r in recordings})
     fragment = {

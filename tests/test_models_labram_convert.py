@@ -110,3 +110,21 @@ def test_converted_file_initialises_neurobolt(tmp_path):
         ours = model.encoder.forward_features(x, idx)
         ref = official_forward(state, (x * 0.01).reshape(2, len(NAMES), 16, 200), rows, 2, "")
     torch.testing.assert_close(ours, ref[..., token_permutation(4, 25)], atol=2e-5, rtol=1e-4)
+
+
+def test_convert_labram_command(tmp_path, capsys):
+    from brainxl.launch.cli import main
+
+    src = tmp_path / "labram-base.pth"
+    torch.save({"model": official_state(filters=4, heads=2, prefix="")}, src)
+    dst = tmp_path / "out" / "encoder.pt"
+    assert main(["convert-labram", str(src), str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert "channel rows loaded" in out and f"model.pretrained={dst}" in out
+    model = NeuroBOLT.from_flavor("debug", n_rois=3, filters=4)
+    assert "mask_token" in apply_pretrained(model, dst).ignored
+    before = dst.read_bytes()
+    assert main(["convert-labram", str(src), str(dst)]) == 2  # never replaced silently
+    assert "--overwrite" in capsys.readouterr().err and dst.read_bytes() == before
+    assert main(["convert-labram", str(tmp_path / "missing.pth"), str(tmp_path / "x.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err

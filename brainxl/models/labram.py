@@ -509,9 +509,10 @@ class NormEMAVectorQuantizer(nn.Module):
     kmeans_iters : int
         K-means iterations of the initialisation (0 = keep the random init).
     dead_code_threshold : float
-        In training, codes whose EMA count (``cluster_size``) falls below this are
-        re-seeded with random vectors of the current batch (rank 0's, broadcast), their
-        count reset to the threshold. 0 disables it.
+        In training, codes whose EMA count (``cluster_size``) falls below this fraction of
+        the uniform share (the EMA count of all tokens over ``n_codes``) are re-seeded with
+        random vectors of the current batch (rank 0's, broadcast), their count reset to
+        that floor. Relative, so it means the same at any batch size; 0 disables it.
     """
 
     def __init__(
@@ -564,7 +565,8 @@ class NormEMAVectorQuantizer(nn.Module):
     def _reseed_dead_codes(self, z: Tensor) -> int:
         if self.dead_code_threshold <= 0:
             return 0
-        dead = self.cluster_size < self.dead_code_threshold  # same on every rank
+        floor = self.dead_code_threshold * self.cluster_size.sum() / self.n_codes
+        dead = self.cluster_size < floor  # same on every rank
         n = int(dead.sum())
         if n == 0:
             return 0
@@ -572,7 +574,7 @@ class NormEMAVectorQuantizer(nn.Module):
         fresh = z[pick].clone()
         self._broadcast(fresh)
         self.codebook[dead] = fresh
-        self.cluster_size[dead] = self.dead_code_threshold
+        self.cluster_size[dead] = floor
         return n
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:

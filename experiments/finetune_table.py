@@ -1,0 +1,267 @@
+"""Pretrained versus from-scratch NeuroBOLT on LOSO folds (issue 10, section 3).
+
+The chain, each stage a real ``brainxl`` command that resumes or is skipped when its
+result already exists in ``--work``:
+
+1. ``brainxl pretrain pretrain/tokenizer-debug`` on the EEG-only shards (``--pretrain-shards``,
+   e.g. ``brainxl simulate --eeg-only`` subjects, disjoint from the fine-tuning subjects);
+2. ``brainxl pretrain pretrain/mem-debug`` against that tokenizer;
+3. for every test subject and variant (``full``: both NeuroBOLT branches; ``temporal``: the
+   temporal-spatial encoder alone, ``model.overrides.spectral=off``), ``brainxl train`` from
+   scratch and with ``model.pretrained=<mem run>``, the same recipe otherwise.
+
+It prints, per fold, the held-out mean r of each run (the run's LOSO test score on its
+best-validation weights), then the mean across folds with a 95% Student-t interval and the
+paired difference (pretrained - scratch) with its interval.
+
+Usage::
+
+    python experiments/finetune_table.py --work /tmp/ft \\
+        --pretrain-shards /tmp/ft/pre-shards --shards data/quickstart/shards \\
+        --folds 01,02,03,04 --nproc 2
+    python experiments/finetune_table.py --work /tmp/ft ... --table-only   # print only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+#: ``brainxl train`` overrides of each NeuroBOLT variant.
+VARIANTS: dict[str, list[str]] = {
+    "full": [],
+    "temporal": ["model.overrides.spectral=off"],
+}
+
+
+def _brainxl() -> list[str]:
+    return [sys.executable, "-m", "brainxl.launch"]
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    """Run one stage, its output appended to ``log``; a failure names the log."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print("$", shlex.join(cmd), flush=True)
+    with log.open("a") as fh:
+        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
+    if rc:
+        raise SystemExit(f"stage failed (exit {rc}); see {log}")
+
+
+def pretrain(args: argparse.Namespace) -> Path:
+    """Tokenizer then masked modeling; returns the MEM run folder."""
+    root = args.work / "runs"
+    common = [
+        f"data.sources=[{{path: {args.pretrain_shards}}}]",
+        f"data.window_s={args.window_s}",
+        f"data.token_budget={args.token_budget}",
+        f"run.root={root}",
+    ]
+    tok = root / "pretrain-debug" / "tokenizer"
+    if not (tok / "tokenizer.json").exists():
+        _run(
+            [*_brainxl(), "pretrain", "pretrain/tokenizer-debug", *common, "run.name=tokenizer",
+             f"train.steps={args.tokenizer_steps}", "--nproc", str(args.nproc)],
+            args.work / "logs" / "tokenizer.log",
+        )  # fmt: skip
+    mem = root / "pretrain-debug" / "mem"
+    if not (mem / "final_model.pt").exists():
+        _run(
+            [*_brainxl(), "pretrain", "pretrain/mem-debug", *common, "run.name=mem",
+             f"pretrain.tokenizer={tok}", f"pretrain.mask_ratio={args.mask_ratio}",
+             f"train.steps={args.mem_steps}", "--nproc", str(args.nproc)],
+            args.work / "logs" / "mem.log",
+        )  # fmt: skip
+    return mem
+
+
+def tokenizer_floor(shards: Path, every: int = 7) -> dict[str, float]:
+    """MSE of the best constant prediction of the tokenizer's two targets.
+
+    The targets are :class:`~brainxl.models.labram.VQNSPTokenizer`'s: each 1-s patch's
+    rFFT amplitude and phase, standardised over the patch's bins. A tokenizer whose
+    reconstruction losses are not below these carries no per-patch spectral information
+    in its codes, so masked modeling of its codes has little to teach. Every ``every``-th
+    stored segment is read, so all subjects and montages count.
+    """
+    import torch
+    from brainxl.shards.shardset import ShardSet
+
+    from brainxl.models.labram import PATCH_SIZE
+
+    def standardize(t: torch.Tensor) -> torch.Tensor:
+        return (t - t.mean(-1, keepdim=True)) / (t.std(-1, keepdim=True) + 1e-5)
+
+    amps, phases = [], []
+    for i, (_, x) in enumerate(ShardSet.open(shards).eeg_segments()):
+        if i % every:
+            continue
+        n = x.shape[1] // PATCH_SIZE
+        patches = torch.from_numpy(x[:, : n * PATCH_SIZE]).reshape(-1, PATCH_SIZE) * 0.01
+        spec = torch.fft.rfft(patches, dim=-1)
+        amps.append(standardize(spec.abs()))
+        phases.append(standardize(torch.angle(spec)))
+    a, ph = torch.cat(amps), torch.cat(phases)
+    return {
+        "amp": float(((a - a.mean(0)) ** 2).mean()),
+        "phase": float(((ph - ph.mean(0)) ** 2).mean()),
+    }
+
+
+def majority_code_accuracy(args: argparse.Namespace, n_batches: int = 30) -> float:
+    """Accuracy of always predicting the tokenizer's most frequent code (MEM's floor)."""
+    import torch
+    import yaml
+    from brainxl.shards.pretrain_stream import PretrainStream
+
+    from brainxl.models.labram_tasks import load_tokenizer
+
+    folder = args.work / "runs" / "pretrain-debug" / "tokenizer"
+    model_cfg = yaml.safe_load((folder / "config.yaml").read_text())["model"]
+    tok = load_tokenizer(folder, model_cfg["flavor"], model_cfg.get("overrides") or {})
+    stream = PretrainStream(
+        [args.pretrain_shards], window_s=args.window_s, token_budget=args.token_budget
+    )
+    counts = torch.zeros(tok.quantizer.n_codes)
+    for i, batch in enumerate(stream.batches(0)):
+        if i >= n_batches:
+            break
+        p = batch.padded
+        codes = tok.tokenize(p.x, p.ch_idx, p.pad_mask)
+        counts += torch.bincount(codes[codes >= 0], minlength=len(counts)).float()
+    return float(counts.max() / counts.sum())
+
+
+def tokenizer_report(args: argparse.Namespace) -> str:
+    """The tokenizer's last logged reconstruction losses against the constant floor."""
+    metrics = args.work / "runs" / "pretrain-debug" / "tokenizer" / "metrics.jsonl"
+    if not metrics.exists() or args.pretrain_shards is None:
+        return ""
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    last = [r for r in rows if "loss_amp" in r][-1]
+    floor = tokenizer_floor(args.pretrain_shards)
+    lines = [
+        f"tokenizer step {last['step']}: amplitude MSE {last['loss_amp']:.3f} "
+        f"(constant prediction {floor['amp']:.3f}), phase MSE {last['loss_phase']:.3f} "
+        f"(constant {floor['phase']:.3f})"
+    ]
+    mem = args.work / "runs" / "pretrain-debug" / "mem" / "metrics.jsonl"
+    if mem.exists():
+        rows = [json.loads(line) for line in mem.read_text().splitlines() if line.strip()]
+        acc = [r for r in rows if "accuracy" in r][-1]
+        lines.append(
+            f"masked modeling step {acc['step']}: masked-token accuracy {acc['accuracy']:.3f} "
+            f"(most frequent code: {majority_code_accuracy(args):.3f})"
+        )
+    return "\n".join(lines)
+
+
+def run_name(variant: str, init: str, fold: str) -> str:
+    return f"{variant}-{init}-{fold}"
+
+
+def finetune(args: argparse.Namespace, mem: Path | None) -> None:
+    """One ``brainxl train`` per (variant, init, fold) not finished yet.
+
+    Variant-major order, so a chain stopped early leaves whole columns of the first variant.
+    """
+    inits = ("scratch",) if mem is None else ("scratch", "pretrained")
+    for variant in args.variants:
+        for init in inits:
+            for fold in args.folds:
+                name = run_name(variant, init, fold)
+                if (args.work / "runs" / "finetune" / name / "final_metrics.json").exists():
+                    continue
+                cmd = [
+                    *_brainxl(), "train", args.config, f"data.shards={args.shards}",
+                    f"data.test_subject={fold}", f"run.root={args.work / 'runs'}",
+                    "experiment=finetune", f"run.name={name}", f"train.steps={args.steps}",
+                    "logging.wandb=disabled", *VARIANTS[variant], *args.override,
+                ]  # fmt: skip
+                if init == "pretrained":
+                    cmd.append(f"model.pretrained={mem}")
+                _run([*cmd, "--nproc", str(args.nproc)], args.work / "logs" / f"{name}.log")
+
+
+def _score(run: Path) -> float:
+    path = run / "final_metrics.json"
+    if not path.exists():
+        return float("nan")
+    return float(json.loads(path.read_text())["test"]["mean_r"])
+
+
+def table(args: argparse.Namespace) -> str:
+    """The per-fold table and the across-fold summary, as Markdown."""
+    from brainxl.metrics import t_interval
+
+    runs = args.work / "runs" / "finetune"
+    cols = [(v, i) for v in args.variants for i in ("scratch", "pretrained")]
+    scores = {c: [_score(runs / run_name(c[0], c[1], f)) for f in args.folds] for c in cols}
+    head = "| held-out subject | " + " | ".join(f"{v} {i}" for v, i in cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 1)]
+    for k, fold in enumerate(args.folds):
+        lines.append(f"| {fold} | " + " | ".join(f"{scores[c][k]:.3f}" for c in cols) + " |")
+
+    def fmt(values: list[float]) -> str:
+        m, lo, hi, n = t_interval(np.asarray(values, dtype=float))
+        return f"{m:.3f} [{lo:.3f}, {hi:.3f}] (n={n})"
+
+    lines.append("| mean [95% t] | " + " | ".join(fmt(scores[c]) for c in cols) + " |")
+    lines.append("")
+    for v in args.variants:
+        diff = np.subtract(scores[(v, "pretrained")], scores[(v, "scratch")])
+        lines.append(f"- {v}: pretrained - scratch = {fmt(list(diff))}")
+    return "\n".join(lines)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", type=Path, required=True, help="runs and logs go here")
+    ap.add_argument("--pretrain-shards", type=Path, help="EEG-only shards (shard --eeg-only)")
+    ap.add_argument("--shards", type=Path, help="EEG-fMRI shards of the fine-tuning subjects")
+    ap.add_argument("--folds", default="01,02,03,04", help="held-out subjects, comma-separated")
+    ap.add_argument("--variants", default="full,temporal", help=f"of {sorted(VARIANTS)}")
+    ap.add_argument("--config", default="quickstart", help="fine-tuning config (quickstart)")
+    ap.add_argument("--steps", type=int, default=300, help="fine-tuning steps per run")
+    ap.add_argument("--tokenizer-steps", type=int, default=400)
+    ap.add_argument("--mem-steps", type=int, default=600)
+    ap.add_argument("--mask-ratio", type=float, default=0.5)
+    ap.add_argument("--window-s", type=int, default=8, help="pretraining window (s)")
+    ap.add_argument("--token-budget", type=int, default=4096)
+    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--override", action="append", default=[], help="extra train override")
+    ap.add_argument("--no-pretrain", action="store_true", help="scratch runs only")
+    ap.add_argument("--table-only", action="store_true", help="print the table of finished runs")
+    args = ap.parse_args(argv)
+    args.folds = [f.strip() for f in args.folds.split(",") if f.strip()]
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    bad = sorted(set(args.variants) - set(VARIANTS))
+    if bad:
+        ap.error(f"unknown variants {bad}; choose from {sorted(VARIANTS)}")
+    missing = args.shards is None or (args.pretrain_shards is None and not args.no_pretrain)
+    if missing and not args.table_only:
+        ap.error("--shards and --pretrain-shards are required (or --table-only)")
+    args.work = args.work.resolve()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if not args.table_only:
+        mem = None if args.no_pretrain else pretrain(args)
+        finetune(args, mem)
+    print(table(args))
+    report = tokenizer_report(args)
+    if report:
+        print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
