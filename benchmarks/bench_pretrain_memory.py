@@ -15,6 +15,12 @@ is shared). bf16 is autocast on fp32 weights (as ``train.precision=bf16`` runs):
 model states, smaller activations. Optimizer offload is not measured: on a CPU-only
 machine it moves the optimizer from RAM to RAM.
 
+What the numbers mean: ZeRO-3 only pays off once the model states dwarf DeepSpeed's
+fixed buffers (``reduce_bucket_size`` 5e8 and ``stage3_max_live_parameters`` 1e9 elements
+by default) and the full model each rank builds before partitioning (no ``zero.Init``);
+on ``large`` (50M) ZeRO-3 holds more per rank than ZeRO-0. A case that runs out of time
+reports ``timed out``; the machine's other work decides how long one step takes.
+
 Usage::
 
     .venv/bin/python benchmarks/bench_pretrain_memory.py \\
