@@ -66,7 +66,37 @@ def check_precision(precision: str) -> None:
         )
 
 
-def ds_config(train: Any, world_size: int, *, load_universal: bool = False) -> dict[str, Any]:
+#: DeepSpeed's default bucket (5e8) and live-parameter (1e9) sizes, in elements: the caps.
+MAX_BUCKET, MAX_LIVE = 500_000_000, 1_000_000_000
+
+
+def zero_buffers(n_params: int, stage: int) -> dict[str, int]:
+    """ZeRO communication-buffer sizes (elements) scaled to the model.
+
+    DeepSpeed's defaults are fixed (``reduce_bucket_size`` 5e8, ZeRO-3
+    ``stage3_max_live_parameters`` 1e9 elements): for a model of tens of millions of
+    parameters those buffers alone hold more than its partitioned states, so ZeRO-3 would
+    cost more memory per rank than ZeRO-0. Buckets of a tenth of the model (live
+    parameters: a quarter) keep the overlap of communication with compute and stay at
+    the defaults for billion-parameter models.
+    """
+    bucket = int(min(MAX_BUCKET, max(1_000_000, n_params // 10)))
+    out = {"reduce_bucket_size": bucket}
+    if stage in (1, 2):
+        out["allgather_bucket_size"] = bucket
+    if stage == 3:
+        live = int(min(MAX_LIVE, max(1_000_000, n_params // 4)))
+        out |= {
+            "stage3_prefetch_bucket_size": bucket,
+            "stage3_max_live_parameters": live,
+            "stage3_max_reuse_distance": live,
+        }
+    return out
+
+
+def ds_config(
+    train: Any, world_size: int, *, load_universal: bool = False, n_params: int | None = None
+) -> dict[str, Any]:
     """The DeepSpeed config dict for a ``TrainConfig``.
 
     Parameters
@@ -76,8 +106,13 @@ def ds_config(train: Any, world_size: int, *, load_universal: bool = False) -> d
         Data-parallel size (``train_batch_size = batch_size * grad_accum * world_size``).
     load_universal : bool
         Resume from a universal checkpoint (world size changed).
+    n_params : int, optional
+        The model's parameter count: ZeRO buffers are sized from it (:func:`zero_buffers`);
+        without it DeepSpeed's defaults apply.
     """
     zero: dict[str, Any] = {"stage": train.zero_stage}
+    if train.zero_stage > 0 and n_params is not None:
+        zero |= zero_buffers(n_params, train.zero_stage)
     if train.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     if train.zero_stage == 3:
@@ -144,7 +179,12 @@ def create_engine(
         model=model,
         model_parameters=param_groups(model, train.lr, train.layer_decay),
         lr_scheduler=lambda opt: LambdaLR(opt, sched),
-        config=ds_config(train, world_size, load_universal=load_universal),
+        config=ds_config(
+            train,
+            world_size,
+            load_universal=load_universal,
+            n_params=sum(p.numel() for p in model.parameters()),
+        ),
     )
     return engine
 

@@ -58,6 +58,7 @@ class PretrainDataConfig:
     token_budget: int = 4096  # most tokens (batch x channels x patches, padding included)
     temperature: float = 0.0  # > 0: dataset sampling p_d ~ n_d^(1/T); 0 = each window once
     seed: int = 0  # seeds each epoch's order
+    bucket_batches: int = 32  # montage bucketing: sort chunks of ~K batches by channels; 0 = off
 
 
 @dataclass
@@ -188,6 +189,7 @@ def _validate(cfg: PretrainConfig, source: str) -> None:
         (d.window_s >= 1, "data.window_s must be >= 1 (seconds)"),
         (d.token_budget >= 1, "data.token_budget must be >= 1"),
         (d.temperature >= 0, "data.temperature must be >= 0 (0 = each window once per epoch)"),
+        (d.bucket_batches >= 0, "data.bucket_batches must be >= 0 (0 = no montage bucketing)"),
         (0.0 < p.mask_ratio < 1.0, "pretrain.mask_ratio must be in (0, 1)"),
         (
             p.stage != "mem" or bool(p.tokenizer),

@@ -63,6 +63,7 @@ def build_stream(cfg: PretrainConfig, rank: int, world_size: int):
         rank=rank,
         world_size=world_size,
         temperature=d.temperature if d.temperature > 0 else None,
+        bucket_batches=d.bucket_batches,
     )
 
 

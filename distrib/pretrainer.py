@@ -7,6 +7,17 @@ Runs in every rank process, on the same machinery as training: the DeepSpeed eng
 :mod:`brainxl.distrib.signals` and the run's reporter. The stream position is the epoch
 and the batches of it done on this rank, so a resumed run (same world size) continues
 with exactly the batches, masks and random draws the uninterrupted run would have used.
+
+Resuming on another world size (2 ranks -> 1, 1 -> 2, ...) continues the current epoch
+where the global batch sequence stopped: the ``batch_in_epoch x old world size`` batches
+the old ranks consumed are skipped (:attr:`PretrainState.epoch_offset`) and the rest of
+the epoch is dealt out to the new ranks, so no window is seen twice or skipped (besides
+the new remainder dropped for equal ranks). The weights and optimizer come back through
+DeepSpeed (a universal checkpoint for ZeRO > 0); the tasks' epoch state of all old ranks is
+merged onto the new rank 0 (codebook counts add up); the step count, LR schedule and
+``train.steps`` carry on; with ``train.epochs`` the total is recounted from the new
+shares. Masks and dropout draws then differ from a run on the old world size (they depend
+on the rank), so such a resume is exact in data order, not bitwise.
 """
 
 from __future__ import annotations
@@ -35,6 +46,15 @@ from brainxl.shards.pretrain_stream import PretrainStream
 from brainxl.files import atomic_torch_save, atomic_write_text
 
 
+def _own_peak_rss(env: DistEnv) -> torch.Tensor:
+    """This rank's peak resident memory (GiB) at its place in a world-size vector."""
+    import resource
+
+    peak = torch.zeros(env.world_size, dtype=torch.float64)
+    peak[env.rank] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return peak
+
+
 @dataclass
 class PretrainState:
     """The loop's progress that a checkpoint restores."""
@@ -44,6 +64,7 @@ class PretrainState:
     batch_in_epoch: int = 0  # batches of the current epoch done on this rank
     tokens: int = 0  # tokens seen, padding included (all ranks)
     real_tokens: int = 0  # tokens seen that are not padding (all ranks)
+    epoch_offset: int = 0  # batches of the epoch consumed on an earlier world size
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -82,45 +103,62 @@ class Pretrainer:
                 "the pretraining stream yields no batch per rank per epoch; add data, raise "
                 "data.token_budget or use fewer ranks"
             )
-        self.total_steps = (
-            t.steps if t.epochs <= 0 else sum(stream.batches_per_epoch(e) for e in range(t.epochs))
-        )
         self.state = PretrainState()
+        tag = ckpt.read_latest(self.ckpt_dir) if cfg.run.resume else None
+        universal, meta = False, None
+        if tag is not None:
+            meta = ckpt.read_meta(self.ckpt_dir, tag)
+            self.state = PretrainState(**meta["trainer"])
+            if meta["world_size"] != env.world_size:
+                self.state.epoch_offset += self.state.batch_in_epoch * meta["world_size"]
+                self.state.batch_in_epoch = 0
+                if meta["zero_stage"] > 0:
+                    tag = ckpt.to_universal(self.ckpt_dir, tag, rank=env.rank)
+                    universal = True
+        self.total_steps = t.steps if t.epochs <= 0 else self._epoch_steps(t.epochs)
         task.world_size = env.world_size
         torch.manual_seed(cfg.seed)
         model = task.build_model()
         if t.activation_checkpointing:
             model.set_grad_checkpointing(True)
-        tag = ckpt.read_latest(self.ckpt_dir) if cfg.run.resume else None
-        universal = False
-        if tag is not None:
-            meta = ckpt.read_meta(self.ckpt_dir, tag)
-            if meta["world_size"] != env.world_size and meta["zero_stage"] > 0:
-                tag = ckpt.to_universal(self.ckpt_dir, tag, rank=env.rank)
-                universal = True
         self.engine = create_engine(
             model, t, env.world_size, self.total_steps, load_universal=universal
         )
         self.low_precision = module_dtype(self.engine) != torch.float32
         if tag is not None:
-            self._resume(tag)
+            assert meta is not None
+            self._resume(tag, meta)
+
+    def _epoch_steps(self, epochs: int) -> int:
+        """Steps to the end of epoch ``epochs - 1`` from the current position."""
+        st, stream = self.state, self.stream
+        if st.epoch >= epochs:
+            return st.step
+        rest = stream.batches_per_epoch(st.epoch, st.epoch_offset) - st.batch_in_epoch
+        later = sum(stream.batches_per_epoch(e) for e in range(st.epoch + 1, epochs))
+        return st.step + rest + later
 
     # ----------------------------------------------------------------- checkpoints
-    def _resume(self, tag: str) -> None:
-        base = tag.removesuffix("_universal")
+    def _resume(self, tag: str, meta: dict[str, Any]) -> None:
         load_path, _ = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag)
         if load_path is None:
             raise RuntimeError(f"DeepSpeed could not load checkpoint {self.ckpt_dir / tag}")
-        meta = ckpt.read_meta(self.ckpt_dir, base)
-        self.state = PretrainState(**meta["trainer"])
-        rank_state = None
+        base = tag.removesuffix("_universal")
         if meta["world_size"] == self.env.world_size:
             rank_state = ckpt.load_rank_state(self.ckpt_dir, base, self.env.rank)
-        if rank_state is not None:
+            if rank_state is None:
+                raise RuntimeError(
+                    f"{self.ckpt_dir / base}: no saved state of rank {self.env.rank}"
+                )
             ckpt.set_rng_state(rank_state["rng"])
             self.task.load_state_dict(rank_state["task"])
-        else:  # another world size: the epoch restarts on the new ranks' shares
-            self.state.batch_in_epoch = 0
+        else:  # another world size: rank 0 takes the old ranks' merged epoch state
+            old = [ckpt.load_rank_state(self.ckpt_dir, base, r) for r in range(meta["world_size"])]
+            if any(o is None for o in old):
+                raise RuntimeError(f"{self.ckpt_dir / base}: a rank's saved state is missing")
+            merged = self.task.merge_states([o["task"] for o in old])  # type: ignore[index]
+            if self.env.rank == 0:
+                self.task.load_state_dict(merged)
             torch.manual_seed(self.cfg.seed * 1000 + self.state.step * 7 + self.env.rank)
         self.report.truncate_after(self.state.step)
         self.report(
@@ -129,6 +167,8 @@ class Pretrainer:
                 "step": self.state.step,
                 "from_world_size": meta["world_size"],
                 "world_size": self.env.world_size,
+                "epoch": self.state.epoch,
+                "epoch_offset": self.state.epoch_offset,
             }
         )
 
@@ -161,13 +201,14 @@ class Pretrainer:
     ) -> tuple[float, float]:
         """Report the log window's metrics (collective); returns its tokens, real tokens."""
         names = sorted(sums)
-        flat = torch.cat([sums[k] for k in names] + [counts])
+        flat = torch.cat([sums[k] for k in names] + [counts, _own_peak_rss(self.env)])
         all_reduce_(flat)
         out, at = {}, 0
         for k in names:
             out[k] = flat[at : at + len(sums[k])]
             at += len(sums[k])
         tokens, real = float(flat[at]), float(flat[at + 1])
+        peak = [round(float(v), 3) for v in flat[at + 2 :]]
         metrics = self.task.summarize(out)
         self.report(
             {
@@ -180,6 +221,7 @@ class Pretrainer:
                 "tokens_per_s": tokens / max(seconds, 1e-9),
                 "tokens_per_s_per_rank": tokens / max(seconds, 1e-9) / self.env.world_size,
                 "padding_fraction": 1.0 - real / max(tokens, 1.0),
+                "peak_rss_gib": peak,
                 "eta_s": (self.total_steps - self.state.step) * seconds / max(self._window, 1),
             }
         )
@@ -192,7 +234,8 @@ class Pretrainer:
         sums: dict[str, torch.Tensor] = {}
         counts = torch.zeros(2, dtype=torch.float64)
         window_s, self._window = 0.0, 0
-        batches = self.stream.batches(self.state.epoch, start=self.state.batch_in_epoch)
+        st = self.state
+        batches = self.stream.batches(st.epoch, start=st.batch_in_epoch, offset=st.epoch_offset)
         while self.state.step < self.total_steps:
             t0 = time.perf_counter()
             batch = next(batches, None)
@@ -218,7 +261,7 @@ class Pretrainer:
                 self.state.tokens += int(tokens)
                 self.state.real_tokens += int(real)
                 sums, counts, window_s, self._window = {}, counts.zero_(), 0.0, 0
-            if self.state.batch_in_epoch == self.stream.batches_per_epoch(self.state.epoch):
+            if st.batch_in_epoch == self.stream.batches_per_epoch(st.epoch, st.epoch_offset):
                 self._end_epoch()
                 batches = self.stream.batches(self.state.epoch, start=0)
             if t.ckpt_every and step % t.ckpt_every == 0:
@@ -235,7 +278,7 @@ class Pretrainer:
 
     def _end_epoch(self) -> None:
         metrics = self.task.epoch_metrics()
-        plan = self.stream.plan(self.state.epoch)
+        plan = self.stream.plan(self.state.epoch, self.state.epoch_offset)
         self.report(
             {
                 "split": "epoch",
@@ -246,10 +289,15 @@ class Pretrainer:
             }
         )
         self.state.epoch += 1
-        self.state.batch_in_epoch = 0
+        self.state.batch_in_epoch = self.state.epoch_offset = 0
 
     def finish(self) -> dict[str, Any]:
-        """Write ``final_model.pt`` (consolidated fp32 weights) and ``final_metrics.json``."""
+        """Write ``final_model.pt`` (consolidated fp32 weights) and ``final_metrics.json``.
+
+        ``peak_rss_gib`` lists each rank's peak resident memory before the weights are
+        gathered for saving (the training footprint: model, optimizer, activations).
+        """
+        peak = [round(float(v), 3) for v in all_reduce_(_own_peak_rss(self.env))]
         weights = consolidated_state_dict(self.engine)
         final: dict[str, Any] = {
             "step": self.state.step,
@@ -260,6 +308,7 @@ class Pretrainer:
             "run_dir": str(self.run.path),
             "run_id": pretrain_run_id(self.cfg),
             "datasets": list(self.stream.datasets),
+            "peak_rss_gib": peak,
         }
         if self.state.batch_in_epoch > 0:  # the epoch metrics (codebook usage) of the rest
             final["partial_epoch"] = {

@@ -26,6 +26,18 @@ with :func:`~brainxl.models.labram_pretrain.pad_eeg_batch`), and the batches are
 ``rank, rank + world_size, ...`` after dropping the last ``n_batches % world_size``, so
 every rank gets the same number (:attr:`EpochPlan.dropped_batches` reports the drop).
 
+Montage bucketing (``bucket_batches = K > 0``, the default) cuts padding: the shuffled
+order is taken in consecutive chunks of about ``K`` batches' worth of windows, each chunk
+is sorted by channel count (stably, so the shuffle decides the order within a count) and
+cut into token-budget batches, and the order of all the epoch's batches is then shuffled.
+Every chunk is a random draw from the whole shuffle, so each stretch of the epoch still
+mixes every dataset; only windows with a similar channel count share a batch. Everything
+is a function of ``(seed, epoch)``, so ranks agree and resume stays exact.
+
+A run resumed on another world size continues the epoch where the global batch sequence
+stopped: ``offset`` (batches of the epoch's undealt list already consumed by all ranks)
+skips them and the rest is dealt out to the new ranks (see :meth:`PretrainStream.plan`).
+
 A window is read by random access: the member offsets of a shard file are found once by
 scanning its tar headers (cached per file), and the sample's checksums (the ``meta.json``
 checksum from the manifest and the member checksums inside it) are verified on every read;
@@ -85,6 +97,9 @@ class EpochPlan:
         Batches left out so every rank gets the same number (``< world_size``).
     dropped_windows : int
         Windows in those batches.
+    offset : int
+        Batches at the start of the epoch left out because an earlier world size consumed
+        them (0 unless a run resumed on another world size).
     """
 
     epoch: int
@@ -92,6 +107,7 @@ class EpochPlan:
     batches: list[list[int]]
     dropped_batches: int
     dropped_windows: int
+    offset: int = 0
 
 
 @dataclass
@@ -158,6 +174,10 @@ class PretrainStream:
         Dataset-weighted sampling, ``p_d ∝ n_d^(1/T)``; None: every window once per epoch.
     cache_samples : int
         Decoded shard samples kept in memory (windows of one segment share a read).
+    bucket_batches : int
+        Montage bucketing: sort chunks of about this many batches' worth of shuffled
+        windows by channel count before cutting batches, then shuffle the batch order;
+        0 turns it off (batches cut straight from the shuffle).
 
     Raises
     ------
@@ -177,6 +197,7 @@ class PretrainStream:
         world_size: int = 1,
         temperature: float | None = None,
         cache_samples: int = 16,
+        bucket_batches: int = 32,
     ) -> None:
         if not sources:
             raise ValueError("PretrainStream: no shard folders given")
@@ -184,6 +205,8 @@ class PretrainStream:
             raise ValueError(f"window_s must be a whole number of seconds >= 1, got {window_s}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        if int(bucket_batches) != bucket_batches or bucket_batches < 0:
+            raise ValueError(f"bucket_batches must be a whole number >= 0, got {bucket_batches}")
         if temperature is not None and not temperature > 0:
             raise ValueError(f"temperature must be > 0 (or None), got {temperature}")
         self.window_s = int(window_s)
@@ -193,6 +216,7 @@ class PretrainStream:
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
         self.temperature = temperature
         self.cache_samples = int(cache_samples)
+        self.bucket_batches = int(bucket_batches)
         self.datasets: list[str] = []
         self.montages: list[list[str]] = []
         self._montage_idx: list[Tensor] = []
@@ -256,6 +280,7 @@ class PretrainStream:
         self._offsets: dict[Path, dict[str, dict[str, tuple[int, int]]]] = {}
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._plan: EpochPlan | None = None
+        self._cut: tuple[tuple[int, int], np.ndarray, list[list[int]]] | None = None
 
     def _montage(self, names: list[str], source: str) -> int:
         if names not in self.montages:
@@ -277,10 +302,11 @@ class PretrainStream:
         w = n if self.temperature is None else n ** (1.0 / self.temperature)
         return w / w.sum()
 
-    def plan(self, epoch: int) -> EpochPlan:
-        """The order and batches of epoch ``epoch`` (all ranks; no array data read)."""
-        if self._plan is not None and self._plan.epoch == epoch:
-            return self._plan
+    def _all_batches(self, epoch: int) -> tuple[np.ndarray, list[list[int]]]:
+        """Stream order and every batch of epoch ``epoch`` (before dealing out)."""
+        key = (self.seed, int(epoch))
+        if self._cut is not None and self._cut[0] == key:
+            return self._cut[1], self._cut[2]
         rng = np.random.default_rng([self.seed, int(epoch)])
         n = self.n_windows
         if self.temperature is None:
@@ -294,18 +320,70 @@ class PretrainStream:
                 reps = -(-len(slots) // len(own))
                 picks = np.concatenate([own[rng.permutation(len(own))] for _ in range(reps)])
                 order[slots] = picks[: len(slots)]
-        shapes = [(int(c), self.patches) for c in self._channels[order]]
-        batches = token_budget_batches(shapes, self.token_budget)
-        keep = len(batches) - len(batches) % self.world_size
-        dropped = batches[keep:]
+        if self.bucket_batches == 0:
+            shapes = [(int(c), self.patches) for c in self._channels[order]]
+            batches = token_budget_batches(shapes, self.token_budget)
+        else:
+            order, batches = self._bucketed(order, rng)
+        self._cut = (key, order, batches)
+        return order, batches
+
+    def _bucketed(
+        self, order: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, list[list[int]]]:
+        """Sort chunks of ``order`` by channel count, cut batches, shuffle the batches."""
+        per_batch = self.token_budget // (float(self._channels.mean()) * self.patches)
+        chunk = max(1, int(self.bucket_batches * max(per_batch, 1.0)))
+        groups: list[np.ndarray] = []
+        for at in range(0, len(order), chunk):
+            part = order[at : at + chunk]
+            part = part[np.argsort(self._channels[part], kind="stable")]
+            shapes = [(int(c), self.patches) for c in self._channels[part]]
+            groups.extend(part[b] for b in token_budget_batches(shapes, self.token_budget))
+        groups = [groups[i] for i in rng.permutation(len(groups))]
+        order = np.concatenate(groups)
+        bounds = np.cumsum([0] + [len(g) for g in groups])
+        batches = [list(range(int(a), int(b))) for a, b in zip(bounds[:-1], bounds[1:])]
+        return order, batches
+
+    def plan(self, epoch: int, offset: int = 0) -> EpochPlan:
+        """The order and batches of epoch ``epoch`` (all ranks; no array data read).
+
+        Parameters
+        ----------
+        epoch : int
+        offset : int
+            Batches of the epoch (in its undealt list) already consumed, by a run on
+            another world size; the rest is dealt out to this stream's ranks.
+        """
+        p = self._plan
+        if p is not None and p.epoch == epoch and p.offset == offset:
+            return p
+        order, every = self._all_batches(epoch)
+        if not 0 <= offset <= len(every):
+            raise ValueError(f"offset={offset} is outside epoch {epoch}'s {len(every)} batches")
+        rest = every[offset:]
+        keep = len(rest) - len(rest) % self.world_size
+        dropped = rest[keep:]
         self._plan = EpochPlan(
-            int(epoch), order, batches[:keep], len(dropped), sum(len(b) for b in dropped)
-        )
+            int(epoch), order, rest[:keep], len(dropped), sum(len(b) for b in dropped),
+            int(offset),
+        )  # fmt: skip
         return self._plan
 
-    def batches_per_epoch(self, epoch: int = 0) -> int:
+    def batches_per_epoch(self, epoch: int = 0, offset: int = 0) -> int:
         """Batches each rank gets in epoch ``epoch`` (the same on every rank)."""
-        return len(self.plan(epoch).batches) // self.world_size
+        return len(self.plan(epoch, offset).batches) // self.world_size
+
+    def padding_fraction(self, epoch: int, offset: int = 0) -> float:
+        """Share of padding tokens in epoch ``epoch``'s kept batches (from the manifests)."""
+        p = self.plan(epoch, offset)
+        total = real = 0
+        for b in p.batches:
+            c = self._channels[p.order[b]]
+            total += len(b) * int(c.max()) * self.patches
+            real += int(c.sum()) * self.patches
+        return 1.0 - real / max(total, 1)
 
     def dataset_counts(self, epoch: int) -> np.ndarray:
         """Windows of each dataset in epoch ``epoch`` (all ranks, dropped batches excluded)."""
@@ -313,9 +391,9 @@ class PretrainStream:
         kept = p.order[[i for b in p.batches for i in b]]
         return np.bincount(self._ds[kept], minlength=len(self.datasets))
 
-    def rank_windows(self, epoch: int) -> list[np.ndarray]:
+    def rank_windows(self, epoch: int, offset: int = 0) -> list[np.ndarray]:
         """Global window ids of each of this rank's batches in epoch ``epoch``."""
-        p = self.plan(epoch)
+        p = self.plan(epoch, offset)
         mine = p.batches[self.rank :: self.world_size]
         return [p.order[b] for b in mine]
 
@@ -372,7 +450,7 @@ class PretrainStream:
         start = int(self._start[window])
         return x[:, start : start + self.window]
 
-    def batches(self, epoch: int, start: int = 0) -> Iterator[StreamBatch]:
+    def batches(self, epoch: int, start: int = 0, offset: int = 0) -> Iterator[StreamBatch]:
         """Yield this rank's batches of epoch ``epoch`` from batch ``start`` on.
 
         A pass from ``start = k`` yields exactly the batches an uninterrupted pass yields
@@ -383,12 +461,14 @@ class PretrainStream:
         epoch : int
         start : int
             Batches of this epoch already consumed on this rank.
+        offset : int
+            Batches of the epoch consumed before a change of world size (see :meth:`plan`).
 
         Yields
         ------
         StreamBatch
         """
-        mine = self.rank_windows(epoch)
+        mine = self.rank_windows(epoch, offset)
         if not 0 <= start <= len(mine):
             raise ValueError(f"start={start} is outside epoch {epoch}'s {len(mine)} batches")
         for k in range(start, len(mine)):

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 def write_corpus(root: Path, train: dict[str, Any]) -> Path:
     """Two EEG-only datasets (2 subjects x 0.5 min; 19- and 32-channel montages) sharded
     under ``root``, and ``root/tok.yaml`` / ``root/mem.yaml`` reading them with the
-    ``train`` settings; runs go to ``root/runs``. Returns ``root``."""
+    ``train`` settings (montage bucketing off); runs go to ``root/runs``. Returns ``root``."""
     sources = []
     for i, montage in enumerate(("clinical19", "biosemi32")):
         bids = root / f"bids{i}"
@@ -28,7 +28,13 @@ def write_corpus(root: Path, train: dict[str, Any]) -> Path:
         sources.append({"path": str(out)})
     cfg = {
         "base": str(REPO / "configs" / "pretrain" / "tokenizer-debug.yaml"),
-        "data": {"sources": sources, "window_s": 2, "token_budget": 4 * 32 * 2},
+        # no montage bucketing: 19- and 32-channel windows share batches (padding, masks)
+        "data": {
+            "sources": sources,
+            "window_s": 2,
+            "token_budget": 4 * 32 * 2,
+            "bucket_batches": 0,
+        },
         "train": dict(train),
         "run": {"root": str(root / "runs")},
         "logging": {"wandb": "disabled"},

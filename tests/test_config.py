@@ -122,3 +122,21 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
     version = json.loads((tmp_path / "version.json").read_text())
     assert version["brainxl"] != "" and version["run_id"] == run_id(cfg)
     assert "torch" in version and "deepspeed" in version
+
+
+def test_zero_buffers_scale_with_the_model():
+    from brainxl.distrib.engine import MAX_BUCKET, MAX_LIVE, ds_config, zero_buffers
+
+    small = zero_buffers(50_000_000, 3)
+    assert small["reduce_bucket_size"] == small["stage3_prefetch_bucket_size"] == 5_000_000
+    assert small["stage3_max_live_parameters"] == 12_500_000
+    big = zero_buffers(20_000_000_000, 3)
+    assert big["reduce_bucket_size"] == MAX_BUCKET and big["stage3_max_live_parameters"] == MAX_LIVE
+    floor = 1_000_000
+    assert zero_buffers(10, 2) == {"reduce_bucket_size": floor, "allgather_bucket_size": floor}
+    cfg = load_config(None, ["train.zero_stage=3"])
+    zero = ds_config(cfg.train, 2, n_params=50_000_000)["zero_optimization"]
+    assert zero["stage"] == 3 and zero["stage3_max_reuse_distance"] == 12_500_000
+    assert "reduce_bucket_size" not in ds_config(cfg.train, 2)["zero_optimization"]
+    cfg0 = load_config(None, ["train.zero_stage=0"])
+    assert ds_config(cfg0.train, 2, n_params=50_000_000)["zero_optimization"] == {"stage": 0}

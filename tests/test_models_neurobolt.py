@@ -189,6 +189,7 @@ def test_spectral_variants():
     x, idx = _eeg(NEUROBOLT_26, 4)
     outs = [m(x, idx) for m in (multi, single, off, custom)]
     assert all(o.shape == (2, 64) for o in outs)
+    assert _model(spectral=False).spectral is None  # `model.overrides.spectral=off` (YAML)
     with pytest.raises(ValueError, match="spectral must be"):
         _model(spectral="wavelet")
     with pytest.raises(ValueError, match="does not fit"):

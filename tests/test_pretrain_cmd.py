@@ -79,6 +79,7 @@ def test_tokenizer_stage_on_two_ranks(corpus: Path, tokenizer_run: Path) -> None
     for r in train:
         assert {"loss_amp", "loss_phase", "loss_quant", "dead_codes_reseeded"} <= r.keys()
         assert r["tokens_per_s"] > 0 and 0.0 <= r["padding_fraction"] < 1.0
+        assert len(r["peak_rss_gib"]) == 2 and all(0.1 < g < 64 for g in r["peak_rss_gib"])
     epochs = _records(tokenizer_run, "epoch")
     assert epochs, "10 steps cover at least one stream epoch"
     for r in epochs:
@@ -162,7 +163,7 @@ def test_resume_after_kill_matches_uninterrupted(corpus: Path, tokenizer_run: Pa
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    strip = ("time", "tokens_per_s", "tokens_per_s_per_rank", "eta_s")
+    strip = ("time", "tokens_per_s", "tokens_per_s_per_rank", "eta_s", "peak_rss_gib")
 
     def after(run: Path, split: str, first: int) -> list[dict]:
         recs = [r for r in _records(run, split) if r["step"] >= first]
@@ -183,6 +184,7 @@ def test_resume_after_kill_matches_uninterrupted(corpus: Path, tokenizer_run: Pa
         ("data.sources=[{path: a, includ: [x]}]", "did you mean 'data.sources.include'?"),
         ("data.token_budget=many", "wrong type for pretraining config key 'data.token_budget'"),
         ("pretrain.mask_ratio=1.5", "pretrain.mask_ratio must be in (0, 1)"),
+        ("data.bucket_batches=-1", "data.bucket_batches must be >= 0"),
     ],
 )  # fmt: skip
 def test_config_mistakes_are_one_line_errors(override: str, message: str, capsys) -> None:
@@ -236,3 +238,49 @@ def test_stream_and_resume_guard_follow_the_data_section(corpus: Path, tmp_path:
     other = data_identity(load_pretrain_config(corpus / "tok.yaml"))
     with pytest.raises(ValueError, match="changed since it started"):
         check_same_data(run, other)
+
+
+def _batch_tokens(stream, epoch: int, offset: int = 0, first: int | None = None) -> int:
+    """Tokens (padding included) of this stream rank's batches of ``epoch``."""
+    out = 0
+    for ids in stream.rank_windows(epoch, offset)[:first]:
+        widest = max(len(stream.window_info(int(w))["ch_names"]) for w in ids)
+        out += len(ids) * widest * stream.patches
+    return out
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
+def test_resume_on_another_world_size_continues_the_epoch(corpus: Path, before, after) -> None:
+    """Checkpoint of step 3 (epoch 0) of a 2-epoch run on ``before`` ranks, resumed on
+    ``after``: the epoch goes on after the batches the old ranks consumed, none twice."""
+    from brainxl.distrib import checkpoint as ckpt
+    from brainxl.distrib.pretrain_config import load_pretrain_config
+    from brainxl.distrib.pretrain_entry import build_stream
+
+    extra = [f"run.name=ws{before}{after}", "train.epochs=2", "train.log_every=1",
+             "train.ckpt_every=3", "train.keep_last=100", "data.bucket_batches=8"]  # fmt: skip
+    folder = corpus / "runs" / "pretrain-debug" / f"ws{before}{after}"
+    _run(_cmd(corpus / "tok.yaml", *extra, nproc=before))
+    meta = ckpt.read_meta(folder / "checkpoints", "step00000003")["trainer"]
+    assert (meta["epoch"], meta["batch_in_epoch"]) == (0, 3)
+    (folder / "final_metrics.json").unlink()
+    (folder / "checkpoints" / "latest").write_text("step00000003")
+    _run(_cmd(corpus / "tok.yaml", *extra, nproc=after))
+
+    (resume,) = _records(folder, "resume")
+    offset = 3 * before
+    assert resume["from_world_size"] == before and resume["world_size"] == after
+    assert (resume["step"], resume["epoch"], resume["epoch_offset"]) == (3, 0, offset)
+    cfg = load_pretrain_config(corpus / "tok.yaml", extra)
+    old = [build_stream(cfg, r, before) for r in range(before)]
+    new = [build_stream(cfg, r, after) for r in range(after)]
+    final = json.loads((folder / "final_metrics.json").read_text())
+    rest = new[0].batches_per_epoch(0, offset) + new[0].batches_per_epoch(1)
+    assert final["step"] == 3 + rest and final["epoch"] == 2
+    # tokens: the old ranks' first 3 batches, the rest of epoch 0 and epoch 1 on the new ranks
+    tokens = sum(_batch_tokens(s, 0, first=3) for s in old)
+    tokens += sum(_batch_tokens(s, 0, offset) + _batch_tokens(s, 1) for s in new)
+    assert final["tokens"] == tokens
+    epochs = _records(folder, "epoch")
+    assert [r["epoch"] for r in epochs] == [0, 1]
+    assert all(0.0 < r["codebook_usage"] <= 1.0 for r in epochs)

@@ -108,7 +108,7 @@ def test_resume_mid_epoch_is_bitwise_exact(folders) -> None:
 
 
 def test_budget_respected_and_mixed_montage_batches_decode_to_raw_windows(folders) -> None:
-    s = _stream(folders)
+    s = _stream(folders, bucket_batches=0)  # no bucketing: montages share batches
     raw = _raw_windows(folders)
     mixed = 0
     for batch in s.batches(0):
@@ -195,3 +195,66 @@ def test_selection_and_user_mistakes(folders, synthetic_shards: Path) -> None:
         PretrainStream(list(folders), window_s=20, token_budget=10**6)
     m = json.loads((folders[1] / "manifest.json").read_text())
     assert m["kind"] == "eeg-only"
+
+
+def _datasets_of_batches(s: PretrainStream, epoch: int) -> list[set[int]]:
+    return [{s.window_info(w)["dataset"] for w in ids} for ids in s.rank_windows(epoch)]
+
+
+def test_bucketing_cuts_padding_and_keeps_every_window(folders) -> None:
+    for epoch in range(3):
+        flat, bucketed = _stream(folders, bucket_batches=0), _stream(folders, bucket_batches=4)
+        assert bucketed.padding_fraction(epoch) < 0.5 * flat.padding_fraction(epoch)
+        again = _stream(folders, bucket_batches=4)
+        assert np.array_equal(bucketed.plan(epoch).order, again.plan(epoch).order)
+        assert bucketed.plan(epoch).batches == again.plan(epoch).batches
+        # every window once per epoch, in batches of one channel count except at bucket edges
+        windows = np.concatenate(bucketed.rank_windows(epoch))
+        assert sorted(windows.tolist()) == list(range(bucketed.n_windows))
+        widths = [len({len(bucketed.window_info(w)["ch_names"]) for w in ids})
+                  for ids in bucketed.rank_windows(epoch)]  # fmt: skip
+        assert sum(n > 1 for n in widths) < sum(n == 1 for n in widths)
+    s = _stream(folders, bucket_batches=4)
+    assert not np.array_equal(s.plan(0).order, s.plan(1).order)
+    assert not np.array_equal(s.plan(0).order, _stream(folders, seed=4, bucket_batches=4)
+                              .plan(0).order)  # fmt: skip
+    batches = list(s.batches(0))
+    assert sum(b.tokens - b.real_tokens for b in batches) / sum(b.tokens for b in batches) == (
+        pytest.approx(s.padding_fraction(0))
+    )
+    with pytest.raises(ValueError, match="bucket_batches must be a whole number >= 0"):
+        _stream(folders, bucket_batches=-1)
+
+
+def test_bucketing_mixes_datasets_over_the_epoch(folders) -> None:
+    """Chunks of the global shuffle are bucketed, so both datasets run through the epoch."""
+    for seed in range(4):
+        s = _stream(folders, seed=seed, bucket_batches=2)
+        per_batch = _datasets_of_batches(s, 0)
+        half = len(per_batch) // 2
+        for part in (per_batch[:half], per_batch[half:]):
+            assert set().union(*part) == {0, 1}, (seed, per_batch)
+        # not dataset after dataset: the batch sequence switches dataset several times
+        firsts = [min(d) for d in per_batch]
+        assert sum(a != b for a, b in zip(firsts, firsts[1:])) >= 3, (seed, per_batch)
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
+def test_offset_continues_the_epoch_on_another_world_size(folders, before, after) -> None:
+    old = [_stream(folders, rank=r, world_size=before) for r in range(before)]
+    k = old[0].batches_per_epoch(1) // 2
+    done = [w for s in old for ids in s.rank_windows(1)[:k] for w in ids]
+    offset = k * before  # batches of the undealt list consumed by all old ranks
+    new = [_stream(folders, rank=r, world_size=after) for r in range(after)]
+    rest = [w for s in new for ids in s.rank_windows(1, offset) for w in ids]
+    plan = new[0].plan(1, offset)
+    assert plan.offset == offset
+    assert len({s.batches_per_epoch(1, offset) for s in new}) == 1
+    assert len(set(done) | set(rest)) == len(done) + len(rest)  # no window twice
+    assert len(done) + len(rest) + plan.dropped_windows == new[0].n_windows
+    # the new ranks take exactly the old sequence's next batches
+    every = _stream(folders).rank_windows(1)
+    nxt = [b.windows.numpy() for b in new[0].batches(1, start=0, offset=offset)][0]
+    assert np.array_equal(nxt, every[offset])
+    with pytest.raises(ValueError, match="offset=10000 is outside epoch 1"):
+        new[0].plan(1, 10_000)

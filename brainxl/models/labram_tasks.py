@@ -109,6 +109,10 @@ class TokenizerTask:
         assert self.monitor is not None
         self.monitor.counts = state["code_counts"].clone()
 
+    def merge_states(self, states: list[dict[str, Any]]) -> dict[str, Any]:
+        """One state holding the code counts of all ranks' ``states`` (a world-size change)."""
+        return {"code_counts": sum(s["code_counts"] for s in states[1:]) + states[0]["code_counts"]}
+
 
 def load_tokenizer(folder: str | Path, flavor: str, overrides: dict[str, Any]) -> nn.Module:
     """The frozen tokenizer of a finished tokenizer run (``final_model.pt``, strict load).
@@ -214,6 +218,10 @@ class MEMTask:
 
     def state_dict(self) -> dict[str, Any]:
         """Nothing: the masks are a function of (seed, step, rank)."""
+        return {}
+
+    def merge_states(self, states: list[dict[str, Any]]) -> dict[str, Any]:
+        """Nothing to merge."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

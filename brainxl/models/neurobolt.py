@@ -174,6 +174,8 @@ class NeuroBOLT(WeightsMixin, nn.Module):
             raise ValueError(f"n_rois must be >= 1, got {n_rois}")
         if window_s < 1 or int(window_s) != window_s:
             raise ValueError(f"window_s must be a whole number of seconds >= 1, got {window_s}")
+        if spectral is False:  # YAML reads an unquoted `spectral: off` as false
+            spectral = "off"
         if spectral not in ("multi", "single", "off"):
             raise ValueError(f"spectral must be 'multi', 'single' or 'off', got {spectral!r}")
         self.n_rois, self.window_s, self.n_chans = n_rois, int(window_s), n_chans
