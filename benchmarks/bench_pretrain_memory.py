@@ -15,11 +15,13 @@ is shared). bf16 is autocast on fp32 weights (as ``train.precision=bf16`` runs):
 model states, smaller activations. Optimizer offload is not measured: on a CPU-only
 machine it moves the optimizer from RAM to RAM.
 
-What the numbers mean: ZeRO-3 only pays off once the model states dwarf DeepSpeed's
-fixed buffers (``reduce_bucket_size`` 5e8 and ``stage3_max_live_parameters`` 1e9 elements
-by default) and the full model each rank builds before partitioning (no ``zero.Init``);
-on ``large`` (50M) ZeRO-3 holds more per rank than ZeRO-0. A case that runs out of time
-reports ``timed out``; the machine's other work decides how long one step takes.
+What the numbers mean: ZeRO-3 only pays off once the partitioned model states outweigh
+what every rank holds anyway: the full fp32 model each rank builds before DeepSpeed
+partitions it (no ``zero.Init``), ZeRO-3's gathered parameters and its buffers (sized from
+the parameter count by ``brainxl.distrib.engine.zero_buffers``; DeepSpeed's fixed defaults
+of 5e8/1e9 elements made it worse). On ``large`` (50M) ZeRO-3 still holds more per rank
+than ZeRO-0 (1.67 against 1.26 GiB; 1.80 with the fixed buffers). A case that runs out of
+time reports ``timed out``; the machine's other work decides how long one step takes.
 
 Usage::
 
