@@ -30,6 +30,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,14 +64,14 @@ def pretrain(args: argparse.Namespace) -> Path:
         f"data.token_budget={args.token_budget}",
         f"run.root={root}",
     ]
-    tok = root / "pretrain-debug" / "tokenizer"
+    tok = _stage_dir(args, "tokenizer")
     if not (tok / "tokenizer.json").exists():
         _run(
             [*_brainxl(), "pretrain", "pretrain/tokenizer-debug", *common, "run.name=tokenizer",
              f"train.steps={args.tokenizer_steps}", "--nproc", str(args.nproc)],
             args.work / "logs" / "tokenizer.log",
         )  # fmt: skip
-    mem = root / "pretrain-debug" / "mem"
+    mem = _stage_dir(args, "mem")
     if not (mem / "final_model.pt").exists():
         _run(
             [*_brainxl(), "pretrain", "pretrain/mem-debug", *common, "run.name=mem",
@@ -79,6 +80,20 @@ def pretrain(args: argparse.Namespace) -> Path:
             args.work / "logs" / "mem.log",
         )  # fmt: skip
     return mem
+
+
+def _stage_dir(args: argparse.Namespace, stage: str) -> Path:
+    """Run folder of a pretraining stage (``run.name`` = the stage, see :func:`pretrain`)."""
+    return args.work / "runs" / "pretrain-debug" / stage
+
+
+def _last_record(run: Path, key: str) -> dict[str, Any] | None:
+    """The last record of ``run``'s ``metrics.jsonl`` that holds ``key`` (None: none)."""
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return next((r for r in reversed(rows) if key in r), None)
 
 
 def tokenizer_floor(shards: Path, every: int = 7) -> dict[str, float]:
@@ -93,20 +108,18 @@ def tokenizer_floor(shards: Path, every: int = 7) -> dict[str, float]:
     import torch
     from brainxl.shards.shardset import ShardSet
 
-    from brainxl.models.labram import PATCH_SIZE
-
-    def standardize(t: torch.Tensor) -> torch.Tensor:
-        return (t - t.mean(-1, keepdim=True)) / (t.std(-1, keepdim=True) + 1e-5)
+    from brainxl.models.labram import PATCH_SIZE, spectrum_targets
 
     amps, phases = [], []
     for i, (_, x) in enumerate(ShardSet.open(shards).eeg_segments()):
         if i % every:
             continue
         n = x.shape[1] // PATCH_SIZE
-        patches = torch.from_numpy(x[:, : n * PATCH_SIZE]).reshape(-1, PATCH_SIZE) * 0.01
-        spec = torch.fft.rfft(patches, dim=-1)
-        amps.append(standardize(spec.abs()))
-        phases.append(standardize(torch.angle(spec)))
+        amp, phase = spectrum_targets(
+            torch.from_numpy(x[:, : n * PATCH_SIZE]).reshape(-1, PATCH_SIZE)
+        )
+        amps.append(amp)
+        phases.append(phase)
     a, ph = torch.cat(amps), torch.cat(phases)
     return {
         "amp": float(((a - a.mean(0)) ** 2).mean()),
@@ -117,14 +130,14 @@ def tokenizer_floor(shards: Path, every: int = 7) -> dict[str, float]:
 def majority_code_accuracy(args: argparse.Namespace, n_batches: int = 30) -> float:
     """Accuracy of always predicting the tokenizer's most frequent code (MEM's floor)."""
     import torch
-    import yaml
+    from brainxl.distrib.pretrain_config import read_tokenizer_id
     from brainxl.shards.pretrain_stream import PretrainStream
 
     from brainxl.models.labram_tasks import load_tokenizer
 
-    folder = args.work / "runs" / "pretrain-debug" / "tokenizer"
-    model_cfg = yaml.safe_load((folder / "config.yaml").read_text())["model"]
-    tok = load_tokenizer(folder, model_cfg["flavor"], model_cfg.get("overrides") or {})
+    folder = _stage_dir(args, "tokenizer")
+    ident = read_tokenizer_id(folder)
+    tok = load_tokenizer(folder, ident["flavor"], ident["overrides"])
     stream = PretrainStream(
         [args.pretrain_shards], window_s=args.window_s, token_budget=args.token_budget
     )
@@ -140,21 +153,17 @@ def majority_code_accuracy(args: argparse.Namespace, n_batches: int = 30) -> flo
 
 def tokenizer_report(args: argparse.Namespace) -> str:
     """The tokenizer's last logged reconstruction losses against the constant floor."""
-    metrics = args.work / "runs" / "pretrain-debug" / "tokenizer" / "metrics.jsonl"
-    if not metrics.exists() or args.pretrain_shards is None:
+    last = _last_record(_stage_dir(args, "tokenizer"), "loss_amp")
+    if last is None or args.pretrain_shards is None:
         return ""
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    last = [r for r in rows if "loss_amp" in r][-1]
     floor = tokenizer_floor(args.pretrain_shards)
     lines = [
         f"tokenizer step {last['step']}: amplitude MSE {last['loss_amp']:.3f} "
         f"(constant prediction {floor['amp']:.3f}), phase MSE {last['loss_phase']:.3f} "
         f"(constant {floor['phase']:.3f})"
     ]
-    mem = args.work / "runs" / "pretrain-debug" / "mem" / "metrics.jsonl"
-    if mem.exists():
-        rows = [json.loads(line) for line in mem.read_text().splitlines() if line.strip()]
-        acc = [r for r in rows if "accuracy" in r][-1]
+    acc = _last_record(_stage_dir(args, "mem"), "accuracy")
+    if acc is not None:
         lines.append(
             f"masked modeling step {acc['step']}: masked-token accuracy {acc['accuracy']:.3f} "
             f"(most frequent code: {majority_code_accuracy(args):.3f})"

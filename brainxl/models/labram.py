@@ -624,6 +624,24 @@ def _standardize(t: Tensor) -> Tensor:
     return (t - t.mean(-1, keepdim=True)) / (t.std(-1, keepdim=True) + 1e-5)
 
 
+def spectrum_targets(patches: Tensor) -> tuple[Tensor, Tensor]:
+    """The tokenizer's reconstruction targets of EEG patches.
+
+    Parameters
+    ----------
+    patches : Tensor, shape (..., patch_size)
+        EEG in microvolts.
+
+    Returns
+    -------
+    (amplitude, phase) : Tensors, shape (..., patch_size // 2 + 1)
+        The real FFT's amplitude and phase of each patch (in units of 100 µV), each
+        standardised over the patch's frequency bins.
+    """
+    spec = torch.fft.rfft(patches.float() * 0.01, dim=-1)
+    return _standardize(spec.abs()), _standardize(torch.angle(spec))
+
+
 class VQNSPTokenizer(WeightsMixin, nn.Module):
     """VQ neural-spectrum tokenizer: EEG patches -> discrete codes -> Fourier spectrum.
 
@@ -745,8 +763,7 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
         dec = self.decoder.encode_tokens(self.decoder.patch_embed(z_q), ch_idx, n, pad=pad)
         amp_hat, phase_hat = self.amp_head(dec), self.phase_head(dec)
         B, C, _ = x.shape
-        spec = torch.fft.rfft(x.float().reshape(B, C * n, -1) * 0.01, dim=-1)
-        amp_t, phase_t = _standardize(spec.abs()), _standardize(torch.angle(spec))
+        amp_t, phase_t = spectrum_targets(x.reshape(B, C * n, -1))
         if pad is None:
             l_amp = F.mse_loss(amp_hat.float(), amp_t)
             l_phase = F.mse_loss(phase_hat.float(), phase_t)
