@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import yaml
+from brainxl.distrib.env import clear_launcher_env
 
 ROOT = Path(__file__).resolve().parents[1]
 NPROC = 2
@@ -125,7 +126,8 @@ def _pretrain(config: Path, overrides: list[str], timeout: float) -> tuple[int, 
         "--nproc",
         str(NPROC),
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "SLURM", "WANDB"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    clear_launcher_env(env)  # this benchmark starts its own 2-rank job
     env["WANDB_MODE"] = "disabled"
     # DeepSpeed's JIT-built CPU ops go under the venv (as in the Makefile and the tests)
     env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))

@@ -34,7 +34,6 @@ from brainxl.distrib.engine import (
     consolidated_state_dict,
     create_engine,
     engine_forward,
-    module_dtype,
     stop_agreed,
 )
 from brainxl.distrib.env import DistEnv
@@ -124,7 +123,6 @@ class Pretrainer:
         self.engine = create_engine(
             model, t, env.world_size, self.total_steps, load_universal=universal
         )
-        self.low_precision = module_dtype(self.engine) != torch.float32
         if tag is not None:
             assert meta is not None
             self._resume(tag, meta)

@@ -24,7 +24,6 @@ from brainxl.distrib.engine import (
     consolidated_state_dict,
     create_engine,
     engine_forward,
-    module_dtype,
     stop_agreed,
 )
 from brainxl.distrib.env import DistEnv
@@ -133,7 +132,6 @@ class Trainer:
         # Low precision: weights in bf16/fp16 (DeepSpeed), inputs stay fp32 and autocast
         # casts per op, so model code that builds fp32 tensors (STFT windows...) still works.
         self.dtype = torch.float32
-        self.low_precision = module_dtype(self.engine) != torch.float32
         if resume_tag is not None:
             self._resume(resume_tag)
         else:

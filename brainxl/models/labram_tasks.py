@@ -111,7 +111,7 @@ class TokenizerTask:
 
     def merge_states(self, states: list[dict[str, Any]]) -> dict[str, Any]:
         """One state holding the code counts of all ranks' ``states`` (a world-size change)."""
-        return {"code_counts": sum(s["code_counts"] for s in states[1:]) + states[0]["code_counts"]}
+        return {"code_counts": torch.stack([s["code_counts"] for s in states]).sum(0)}
 
 
 def load_tokenizer(folder: str | Path, flavor: str, overrides: dict[str, Any]) -> nn.Module:
