@@ -53,6 +53,11 @@ def _staged(folder: Path) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
+def _write_sidecar(path: Path, meta: Mapping[str, Any]) -> None:
+    """A BIDS JSON sidecar (indented; paths and other objects as strings)."""
+    path.write_text(json.dumps(dict(meta), indent=2, default=str) + "\n")
+
+
 def remove_partial(out: str | Path) -> list[Path]:
     """Remove the staging folders a killed writer left under ``out``; the removed paths."""
     out = Path(out)
@@ -223,7 +228,7 @@ def write_roi_timeseries(
         with open(stage / f"{stem}.tsv", "w") as fh:
             fh.write("\t".join(roi_names) + "\n")
             np.savetxt(fh, data, fmt="%.9g", delimiter="\t")
-        (stage / f"{stem}.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        _write_sidecar(stage / f"{stem}.json", meta)
     return folder / f"{stem}.tsv"
 
 
@@ -378,7 +383,7 @@ def write_bold_nifti(
     meta.update(dict(extra or {}))
     with _staged(folder) as stage:
         nib.save(nii, stage / f"{stem}.nii.gz")
-        (stage / f"{stem}.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        _write_sidecar(stage / f"{stem}.json", meta)
     return folder / f"{stem}.nii.gz"
 
 
@@ -449,7 +454,5 @@ def write_raw(
         else:
             mne.export.export_raw(stage / name, raw, fmt=fmt, overwrite=True, verbose=False)
         if sidecar is not None:
-            (stage / name).with_suffix(".json").write_text(
-                json.dumps(dict(sidecar), indent=2, default=str) + "\n"
-            )
+            _write_sidecar((stage / name).with_suffix(".json"), sidecar)
     return folder / name
