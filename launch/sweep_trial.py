@@ -189,21 +189,33 @@ def trial(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     }
     if path.is_file():
         record = json.loads(path.read_text())
-    record["attempts"] = record.get("attempts", 0) + 1
     done: list[dict[str, Any]] = []
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             done = json.loads((Path(d) / "folds.json").read_text())
+    # a driver killed before Tune saved "finished" restarts a trial that had no work left:
+    # that is not a new attempt (the record is written after every fold, so it knows)
+    if max(len(done), len(record["folds"])) < len(c.folds):
+        record["attempts"] = record.get("attempts", 0) + 1
     write_record(path, {**record, "folds": done})
+    if len(done) == len(c.folds):
+        _report(c, done)  # Tune lost the trial's end: give it the final result again
     for k in range(len(done), len(c.folds)):
         done.append(run_fold(c, params, k))
         write_record(path, {**record, "folds": done})
-        metrics = {
-            "objective": objective_of(done, c.objective),
-            "fold_score": done[-1][c.objective],
-            "folds_done": len(done),
-        }
-        with tempfile.TemporaryDirectory() as d:
-            (Path(d) / "folds.json").write_text(json.dumps(done, default=float))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        _report(c, done)
+
+
+def _report(c: TrialContext, done: list[dict[str, Any]]) -> None:
+    """Report the running objective after the last fold in ``done``, with a checkpoint."""
+    from ray import tune
+
+    metrics = {
+        "objective": objective_of(done, c.objective),
+        "fold_score": done[-1][c.objective],
+        "folds_done": len(done),
+    }
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "folds.json").write_text(json.dumps(done, default=float))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
