@@ -95,3 +95,25 @@ def test_kernel_stays_float32_in_a_bfloat16_module() -> None:
     torch.testing.assert_close(k, ref, atol=2e-4, rtol=0.05)
     y = hrf(torch.randn(1, 2, 400, dtype=torch.bfloat16))
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
+
+
+def test_steady_state_history_equals_a_long_constant_past_and_stays_causal() -> None:
+    """history=n: as if the input had stood at the mean of its first n samples forever."""
+    torch.manual_seed(0)
+    hrf = DoubleGammaHRF(3, sfreq=2.0, length_s=20.0)  # 40 taps
+    x = torch.randn(2, 3, 30) + 5.0
+    n = 4
+    level = x[..., :n].mean(-1, keepdim=True)
+    past = level.expand(-1, -1, hrf.n_taps)  # a constant past as long as the kernel
+    full = hrf(torch.cat([past, x], dim=-1))[..., hrf.n_taps :]
+    torch.testing.assert_close(hrf(x, history=n), full)
+    # a constant input gives a constant output from the first sample (zero history: a ramp)
+    c = torch.full((1, 3, 30), 2.0)
+    steady = torch.full_like(c, 2.0) * hrf.kernel().sum(-1)[:, None]
+    torch.testing.assert_close(hrf(c, history=1), steady)
+    assert (hrf(c)[..., 0] < hrf(c)[..., 20]).all()
+    # output t reads no input after max(t, n - 1)
+    y = x.clone()
+    y[..., 10:] += 3.0
+    torch.testing.assert_close(hrf(y, history=n)[..., :10], hrf(x, history=n)[..., :10])
+    assert torch.equal(hrf(x, history=0), hrf(x))

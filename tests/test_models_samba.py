@@ -59,12 +59,22 @@ def test_debug_forward_backward_all_parameters_train(name: str) -> None:
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == count_parameters(model)
 
 
-@pytest.mark.parametrize("direct_path", [False, True])
-def test_eeg2fmri_is_causal_over_frames(direct_path: bool) -> None:
+@pytest.mark.parametrize(
+    "direct_path, direct_linear, hrf_history",
+    [(False, False, "zero"), (True, False, "zero"), (True, True, "first_tr")],
+)
+def test_eeg2fmri_is_causal_over_frames(
+    direct_path: bool, direct_linear: bool, hrf_history: str
+) -> None:
     torch.manual_seed(0)
     for temporal in ("lstm", "gru", "conv"):
         model = build_model(
-            "samba-eeg2fmri", "debug", temporal=temporal, direct_path=direct_path
+            "samba-eeg2fmri",
+            "debug",
+            temporal=temporal,
+            direct_path=direct_path,
+            direct_linear=direct_linear,
+            hrf_history=hrf_history,
         ).eval()
         if direct_path:  # a non-zero direct map (it starts at zero)
             torch.nn.init.normal_(model.direct)
@@ -106,6 +116,39 @@ def test_eeg2fmri_direct_path_is_linear_in_band_energies_through_the_hrf() -> No
     assert model.direct.grad.abs().sum() > 0 and model.direct_bias.grad.abs().sum() > 0
 
 
+def test_eeg2fmri_direct_linear_reads_powers_standardised_by_training_statistics() -> None:
+    """``direct_linear``: the drive also reads exp(log-energy), standardised with running
+    statistics that training batches set and evaluation only reads."""
+    torch.manual_seed(0)
+    model = build_model(
+        "samba-eeg2fmri", "debug", direct_path=True, direct_linear=True, hrf_history="first_tr"
+    )
+    n_feat = model.n_eeg * len(model.lengths)
+    assert model.direct.shape == (model.n_fmri, 2 * n_feat)
+    x = torch.randn(4, model.n_eeg, model.n_frames * model.samples_per_tr)
+    before = model.direct_norm.running_mean.clone()
+    model.train()
+    model(x)
+    trained = model.direct_norm.running_mean.clone()
+    assert not torch.allclose(trained, before)
+    model.eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.direct, std=0.1)
+        out = model(2.0 * x)
+        assert torch.equal(model.direct_norm.running_mean, trained)  # evaluation reads only
+        base = build_model("samba-eeg2fmri", "debug", hrf_history="first_tr").eval()
+        base.load_state_dict(model.state_dict(), strict=False)
+        k, S = model.blocks_per_tr, model.samples_per_tr
+        blocks = (2.0 * x).reshape(4, model.n_eeg, -1, S // k) @ model.dwt_w.T
+        e = SambaWaveletAttention.log_energy(list(torch.split(blocks, model.lengths, -1)))
+        e = e.permute(0, 2, 1, 3).flatten(2)  # (B, blocks, N * J)
+        bn = model.direct_norm
+        p = (e.exp() - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
+        drive = torch.einsum("mc,bnc->bmn", model.direct, torch.cat([e, p], -1))
+        expected = base(2.0 * x) + model.hrf(drive + model.direct_bias, k)[..., k - 1 :: k]
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_eeg2fmri_loss_options() -> None:
     torch.manual_seed(0)
     pred, target = torch.randn(3, 12, 3), torch.randn(3, 12, 3)
@@ -122,6 +165,10 @@ def test_eeg2fmri_loss_options() -> None:
         assert set(parts) == keys
     with pytest.raises(ValueError, match=r"loss='l1'.*cosine, mse, cosine\+mse"):
         build_model("samba-eeg2fmri", "debug", loss="l1")
+    with pytest.raises(ValueError, match="needs direct_path: true"):
+        build_model("samba-eeg2fmri", "debug", direct_linear=True)
+    with pytest.raises(ValueError, match="hrf_history='mean'"):
+        build_model("samba-eeg2fmri", "debug", hrf_history="mean")
 
 
 def test_pooled_pearson_loss_is_the_metric_over_concatenated_windows() -> None:

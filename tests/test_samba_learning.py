@@ -117,9 +117,10 @@ def test_eeg2fmri_evaluate_reports_multiframe_ridge(sim: tuple[Path, Path], tmp_
 #: direct path: r 0.21-0.27 on folds 01-04; before the issue-13 fixes the loss stayed at
 #: 0.95-0.97 and held-out r was 0.008.
 LOSS_DROP_MIN = 0.20
-R_MIN = 0.28
-#: SAMBA must stay within this of the ridge (measured: +0.002 on this fold).
-RIDGE_SLACK = 0.02
+#: Measured on this fold with the shipped recipe: held-out r 0.422, ridge 0.338.
+R_MIN = 0.36
+#: SAMBA must beat the ridge by at least this much (measured: +0.084 on this fold).
+RIDGE_MARGIN = 0.04
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +145,7 @@ def test_samba_eeg2fmri_learns_on_simulated_data(
     sim_learn: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """The shipped CPU recipe reduces its training loss by a clear margin, predicts the
-    held-out subject's BOLD (would have caught issue 13) and keeps up with the multi-frame
+    held-out subject's BOLD (would have caught issue 13) and beats the multi-frame
     ridge that ``brainxl evaluate`` fits on the same training subjects."""
     from brainxl.launch.cmd_evaluate import evaluate
 
@@ -165,4 +166,4 @@ def test_samba_eeg2fmri_learns_on_simulated_data(
     assert final["test"]["mean_r"] >= R_MIN, final["test"]
     ridge = evaluate(folder, report=False, bids_root=bids)["baseline_mean_r"]
     print(f"multi-frame ridge r {ridge:.3f}")
-    assert final["test"]["mean_r"] >= ridge - RIDGE_SLACK, (final["test"]["mean_r"], ridge)
+    assert final["test"]["mean_r"] >= ridge + RIDGE_MARGIN, (final["test"]["mean_r"], ridge)

@@ -188,10 +188,30 @@ class DoubleGammaHRF(nn.Module):
                 f"HRF input must be (..., {self.n_parcels} parcels, T); got {tuple(x.shape)}"
             )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Causal convolution ``(B, P, T) -> (B, P, T)`` (see :func:`causal_fft_conv`)."""
+    def forward(self, x: Tensor, history: int = 0) -> Tensor:
+        """Causal convolution ``(B, P, T) -> (B, P, T)`` (see :func:`causal_fft_conv`).
+
+        Parameters
+        ----------
+        x : Tensor, shape (..., P, T)
+        history : int
+            ``0``: nothing before ``x`` (zero history). ``n > 0``: the signal before ``x``
+            is taken to have stood at the mean of its first ``n`` samples (a steady state),
+            so a constant input gives a constant output from the first sample on, instead
+            of a ramp that lasts the kernel's length. Output ``t`` still reads no input
+            after ``max(t, n - 1)``.
+        """
         self._check(x)
-        return causal_fft_conv(x, self.kernel())
+        kernel = self.kernel()
+        y = causal_fft_conv(x, kernel)
+        if history <= 0:
+            return y
+        T = x.shape[-1]
+        # taps that reach before sample 0 at output t: kernel[t + 1 :], summed
+        tail = kernel.flip(-1).cumsum(-1).flip(-1)[:, 1:]  # tail[:, t] = sum kernel[t + 1 :]
+        tail = nn.functional.pad(tail, (0, max(0, T - tail.shape[-1])))[:, :T]
+        level = x[..., : min(history, T)].mean(-1, keepdim=True)
+        return y + level * tail.to(y.dtype)
 
     def deconvolve(self, y: Tensor, reg: float = 1e-2) -> Tensor:
         """Wiener-regularised pseudo-inverse of :meth:`forward`.

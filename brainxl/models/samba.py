@@ -376,6 +376,18 @@ class SambaEEG2fMRI(_SambaBase):
         simulator's (and the canonical) generative model is exactly this form; the deep
         path (attention, GATs, LSTM) alone reached held-out r 0.25 against the ridge's
         0.34, with it 0.36 (issue 13, see ``configs/samba-eeg2fmri-cpu.yaml``).
+    hrf_history : {"zero", "first_tr"}
+        What the HRF convolutions take for the time before the window: nothing (default),
+        or a steady state at the mean of the window's first TR of blocks
+        (:meth:`~brainxl.models.hrf.DoubleGammaHRF.forward` ``history``). With zero
+        history the response to the drive's constant part ramps up over the kernel's
+        length, a trend along every window that differs between subjects.
+    direct_linear : bool
+        The direct path also reads the band powers themselves (``exp`` of the
+        log-energies), standardised by a batch norm whose running statistics come from
+        training batches only. The simulator's (and the neurovascular) drive is linear in
+        band power, and a mixture of sources (sensors, leaky source estimates) adds
+        powers, not log-powers (issue 13: held-out r 0.337 -> 0.422 on fold 01).
     """
 
     task = "eeg2fmri"
@@ -406,8 +418,18 @@ class SambaEEG2fMRI(_SambaBase):
         band_energy: str = "log",
         loss: str = "cosine",
         direct_path: bool = False,
+        hrf_history: str = "zero",
+        direct_linear: bool = False,
     ) -> None:
         super().__init__()
+        if direct_linear and not direct_path:
+            raise ValueError("SAMBA eeg2fmri direct_linear needs direct_path: true as well")
+        if hrf_history not in ("zero", "first_tr"):
+            raise ValueError(
+                f"SAMBA eeg2fmri hrf_history={hrf_history!r}; choose 'zero' or 'first_tr'"
+            )
+        # blocks whose mean stands for the time before the window (0: zero history)
+        self.hrf_history = blocks_per_tr if hrf_history == "first_tr" else 0
         if loss not in EEG2FMRI_LOSSES:
             raise ValueError(
                 f"SAMBA eeg2fmri loss={loss!r}; choose one of {', '.join(EEG2FMRI_LOSSES)}"
@@ -441,6 +463,10 @@ class SambaEEG2fMRI(_SambaBase):
         self.direct_path = bool(direct_path)
         if self.direct_path:  # band log-energies of every input row -> drive of each parcel
             J = len(self.lengths)
+            self.direct_linear = bool(direct_linear)
+            if self.direct_linear:  # band powers as well as their logs, standardised
+                self.direct_norm = nn.BatchNorm1d(n_eeg * J, affine=False)
+                J *= 2
             self.direct = nn.Parameter(torch.zeros(n_fmri, n_eeg * J))
             self.direct_bias = nn.Parameter(torch.zeros(n_fmri, 1))
 
@@ -476,7 +502,8 @@ class SambaEEG2fMRI(_SambaBase):
         h = self._spatial_src(h)  # (B * n_blk, M, d): neural drive per fMRI parcel
         d = h.shape[-1]
         h = h.reshape(B, n_blk, M, d).permute(0, 3, 2, 1)  # (B, d, M, n_blk)
-        h = self.hrf(h)[..., k - 1 :: k]  # causal HRF per parcel, sampled at frame ends
+        # causal HRF per parcel, sampled at frame ends
+        h = self.hrf(h, self.hrf_history)[..., k - 1 :: k]
         h = self._spatial_tgt(h.permute(0, 3, 2, 1).reshape(B * F_, M, d))
         u = self.frame_in(h).reshape(B, F_, -1)  # (B, F, M * c)
         u = u + self.frame_out(_run_temporal(self.temporal, u))
@@ -484,8 +511,11 @@ class SambaEEG2fMRI(_SambaBase):
         out = out.transpose(1, 2)  # (B, M, F)
         if self.direct_path:  # linear drive from the band energies through the same HRFs
             e = energies.to(out.dtype).permute(0, 2, 1, 3).reshape(B, n_blk, -1)
+            if self.direct_linear:  # BOLD follows power, linearly; the log is the first term
+                p = self.direct_norm(torch.exp(e.float()).transpose(1, 2))
+                e = torch.cat([e, p.transpose(1, 2).to(e.dtype)], dim=-1)
             drive = torch.matmul(self.direct, e.transpose(1, 2)) + self.direct_bias
-            out = out + self.hrf(drive)[..., k - 1 :: k]  # (B, M, F)
+            out = out + self.hrf(drive, self.hrf_history)[..., k - 1 :: k]  # (B, M, F)
         if not return_aux:
             return out
         return out, {"scale_weights": weights.reshape(B, N, F_, k, -1).mean(3)}
