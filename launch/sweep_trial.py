@@ -194,9 +194,12 @@ def trial(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             done = json.loads((Path(d) / "folds.json").read_text())
-    # a driver killed before Tune saved "finished" restarts a trial that had no work left:
-    # that is not a new attempt (the record is written after every fold, so it knows)
-    if max(len(done), len(record["folds"])) < len(c.folds):
+    # the record is written after every fold, before Tune's checkpoint: a driver killed in
+    # between leaves the record ahead, and those folds are finished
+    if len(record["folds"]) > len(done):
+        done = list(record["folds"])
+    # a restart with no fold left (Tune had not saved "finished") is not a new attempt
+    if len(done) < len(c.folds):
         record["attempts"] = record.get("attempts", 0) + 1
     write_record(path, {**record, "folds": done})
     if len(done) == len(c.folds):

@@ -90,6 +90,14 @@ def test_eeg2fmri_is_causal_over_frames(
         assert not torch.allclose(y2[..., 2], y[..., 2])
 
 
+def _block_log_energies(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The direct path's inputs computed from the DWT matrix: ``(B, blocks, N * J)``."""
+    k, S = model.blocks_per_tr, model.samples_per_tr
+    blocks = x.reshape(x.shape[0], model.n_eeg, -1, S // k) @ model.dwt_w.T
+    e = SambaWaveletAttention.log_energy(list(torch.split(blocks, model.lengths, -1)))
+    return e.permute(0, 2, 1, 3).flatten(2)
+
+
 def test_eeg2fmri_direct_path_is_linear_in_band_energies_through_the_hrf() -> None:
     """The direct path adds ``HRF * (W e + b)`` per parcel: starts at zero (the paper's
     model unchanged), then equals the HRF convolution of the linear drive read at frame
@@ -104,10 +112,8 @@ def test_eeg2fmri_direct_path_is_linear_in_band_energies_through_the_hrf() -> No
         torch.testing.assert_close(model(x), base(x))  # zero-initialised
         torch.nn.init.normal_(model.direct)
         torch.nn.init.normal_(model.direct_bias)
-        k, S = model.blocks_per_tr, model.samples_per_tr
-        blocks = x.reshape(2, model.n_eeg, -1, S // k) @ model.dwt_w.T
-        e = SambaWaveletAttention.log_energy(list(torch.split(blocks, model.lengths, -1)))
-        drive = torch.einsum("mc,bnc->bmn", model.direct, e.permute(0, 2, 1, 3).flatten(2))
+        k = model.blocks_per_tr
+        drive = torch.einsum("mc,bnc->bmn", model.direct, _block_log_energies(model, x))
         expected = base(x) + model.hrf(drive + model.direct_bias)[..., k - 1 :: k]
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
     model.train()
@@ -138,10 +144,8 @@ def test_eeg2fmri_direct_linear_reads_powers_standardised_by_training_statistics
         assert torch.equal(model.direct_norm.running_mean, trained)  # evaluation reads only
         base = build_model("samba-eeg2fmri", "debug", hrf_history="first_tr").eval()
         base.load_state_dict(model.state_dict(), strict=False)
-        k, S = model.blocks_per_tr, model.samples_per_tr
-        blocks = (2.0 * x).reshape(4, model.n_eeg, -1, S // k) @ model.dwt_w.T
-        e = SambaWaveletAttention.log_energy(list(torch.split(blocks, model.lengths, -1)))
-        e = e.permute(0, 2, 1, 3).flatten(2)  # (B, blocks, N * J)
+        k = model.blocks_per_tr
+        e = _block_log_energies(model, 2.0 * x)
         bn = model.direct_norm
         p = (e.exp() - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
         drive = torch.einsum("mc,bnc->bmn", model.direct, torch.cat([e, p], -1))
