@@ -180,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cfg = load_config(Path(args[0]), args[1:])
     train(cfg)
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # a live gloo group at interpreter exit can abort a rank
+        dist.destroy_process_group()
     return 0
 
 
