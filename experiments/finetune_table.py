@@ -68,7 +68,8 @@ def pretrain(args: argparse.Namespace) -> Path:
     if not (tok / "tokenizer.json").exists():
         _run(
             [*_brainxl(), "pretrain", "pretrain/tokenizer-debug", *common, "run.name=tokenizer",
-             f"train.steps={args.tokenizer_steps}", "--nproc", str(args.nproc)],
+             f"train.steps={args.tokenizer_steps}", *args.pretrain_override,
+             *args.tokenizer_override, "--nproc", str(args.nproc)],
             args.work / "logs" / "tokenizer.log",
         )  # fmt: skip
     mem = _stage_dir(args, "mem")
@@ -76,7 +77,8 @@ def pretrain(args: argparse.Namespace) -> Path:
         _run(
             [*_brainxl(), "pretrain", "pretrain/mem-debug", *common, "run.name=mem",
              f"pretrain.tokenizer={tok}", f"pretrain.mask_ratio={args.mask_ratio}",
-             f"train.steps={args.mem_steps}", "--nproc", str(args.nproc)],
+             f"train.steps={args.mem_steps}", *args.pretrain_override,
+             "--nproc", str(args.nproc)],
             args.work / "logs" / "mem.log",
         )  # fmt: skip
     return mem
@@ -96,11 +98,12 @@ def _last_record(run: Path, key: str) -> dict[str, Any] | None:
     return next((r for r in reversed(rows) if key in r), None)
 
 
-def tokenizer_floor(shards: Path, every: int = 7) -> dict[str, float]:
+def tokenizer_floor(shards: Path, every: int = 7, amplitude: str = "patch") -> dict[str, float]:
     """MSE of the best constant prediction of the tokenizer's two targets.
 
     The targets are :class:`~brainxl.models.labram.VQNSPTokenizer`'s: each 1-s patch's
-    rFFT amplitude and phase, standardised over the patch's bins. A tokenizer whose
+    rFFT amplitude (``amplitude``: see :func:`~brainxl.models.labram.spectrum_targets`)
+    and phase, standardised over the patch's bins. A tokenizer whose
     reconstruction losses are not below these carries no per-patch spectral information
     in its codes, so masked modeling of its codes has little to teach. Every ``every``-th
     stored segment is read, so all subjects and montages count.
@@ -116,7 +119,7 @@ def tokenizer_floor(shards: Path, every: int = 7) -> dict[str, float]:
             continue
         n = x.shape[1] // PATCH_SIZE
         amp, phase = spectrum_targets(
-            torch.from_numpy(x[:, : n * PATCH_SIZE]).reshape(-1, PATCH_SIZE)
+            torch.from_numpy(x[:, : n * PATCH_SIZE]).reshape(-1, PATCH_SIZE), amplitude
         )
         amps.append(amp)
         phases.append(phase)
@@ -156,7 +159,12 @@ def tokenizer_report(args: argparse.Namespace) -> str:
     last = _last_record(_stage_dir(args, "tokenizer"), "loss_amp")
     if last is None or args.pretrain_shards is None:
         return ""
-    floor = tokenizer_floor(args.pretrain_shards)
+    from brainxl.distrib.pretrain_config import read_tokenizer_id
+
+    overrides = read_tokenizer_id(_stage_dir(args, "tokenizer"))["overrides"]
+    floor = tokenizer_floor(
+        args.pretrain_shards, amplitude=overrides.get("amplitude_target", "patch")
+    )
     lines = [
         f"tokenizer step {last['step']}: amplitude MSE {last['loss_amp']:.3f} "
         f"(constant prediction {floor['amp']:.3f}), phase MSE {last['loss_phase']:.3f} "
@@ -245,6 +253,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--token-budget", type=int, default=4096)
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--override", action="append", default=[], help="extra train override")
+    ap.add_argument(
+        "--pretrain-override", action="append", default=[], help="extra override of both stages"
+    )
+    ap.add_argument(
+        "--tokenizer-override", action="append", default=[], help="extra tokenizer override"
+    )
     ap.add_argument("--no-pretrain", action="store_true", help="scratch runs only")
     ap.add_argument("--table-only", action="store_true", help="print the table of finished runs")
     args = ap.parse_args(argv)

@@ -13,6 +13,7 @@ from brainxl.models.labram import (
     build_encoder,
     default_eeg,
     random_mask,
+    spectrum_targets,
 )
 from brainxl.models.registry import build_model
 
@@ -137,6 +138,57 @@ def test_tokenizer_codes_and_reconstruction_targets():
         loss.backward()
         opt.step()
     assert loss.item() < first
+
+
+def test_amplitude_embedding_adds_each_filters_log_power_to_its_token():
+    x, idx = default_eeg(2, seconds=2)
+    plain, enc = _encoder(), _encoder(amplitude_embed=True)
+    assert plain.amplitude_embed is None
+    extra = set(enc.state_dict()) - set(plain.state_dict())
+    assert extra == {"amplitude_embed.weight", "amplitude_embed.bias"}
+    assert enc.amplitude_embed.in_features == enc.patch_embed.conv1.out_channels
+    with torch.no_grad():
+        tokens, _ = enc.patch_tokens(x, idx)
+        louder, _ = enc.patch_tokens(3.0 * x, idx)
+        conv = enc.patch_embed((x * 0.01).reshape(2, -1, 200))
+        conv3 = enc.patch_embed((3.0 * x * 0.01).reshape(2, -1, 200))
+    # the group norms pool over the whole sample: only the embedding sees the 3x level,
+    # as log(9) more power at the output of every first-conv filter
+    step = (louder - conv3) - (tokens - conv)
+    expected = enc.amplitude_embed.weight.sum(dim=1) * torch.log(torch.tensor(9.0))
+    torch.testing.assert_close(step, expected.expand_as(step), atol=1e-4, rtol=1e-3)
+    # and it sees frequency: power added in one band moves the filters' powers unequally
+    t = torch.arange(400) / 200.0
+    slow = 20.0 * torch.sin(2 * torch.pi * 3.0 * t)
+    fast = 20.0 * torch.sin(2 * torch.pi * 40.0 * t)
+    with torch.no_grad():
+        _, p_slow = enc.patch_embed.forward_with_power((slow * 0.01).reshape(1, 2, 200))
+        _, p_fast = enc.patch_embed.forward_with_power((fast * 0.01).reshape(1, 2, 200))
+    assert p_slow.shape == (1, 2, enc.patch_embed.conv1.out_channels)
+    diff = (p_fast - p_slow)[0, 0]
+    assert float(diff.max() - diff.min()) > 0.1
+
+
+def test_log_amplitude_targets_keep_the_level_that_patch_targets_remove():
+    patches = 20.0 * torch.randn(5, 200, generator=torch.Generator().manual_seed(1))
+    amp, phase = spectrum_targets(patches)
+    amp3, phase3 = spectrum_targets(3.0 * patches)
+    torch.testing.assert_close(amp3, amp, atol=1e-4, rtol=1e-4)
+    log_amp, log_phase = spectrum_targets(patches, "log")
+    log_amp3, _ = spectrum_targets(3.0 * patches, "log")
+    torch.testing.assert_close(log_phase, phase)
+    shift = (log_amp3 - log_amp).median()
+    assert abs(float(shift) - float(torch.log(torch.tensor(3.0)))) < 0.01
+    with pytest.raises(ValueError, match="amplitude target"):
+        spectrum_targets(patches, "power")
+    with pytest.raises(ValueError, match="amplitude_target"):
+        VQNSPTokenizer(amplitude_target="power", depth=1, filters=2, heads=2)
+    tok = build_model("labram-tokenizer", "debug", amplitude_target="log", amplitude_embed=True)
+    x, idx = default_eeg(2, names=TUH_23[:4], seconds=2)
+    out = tok(x, idx)
+    target, _ = spectrum_targets(x.reshape(2, 8, 200), "log")
+    expected = torch.nn.functional.mse_loss(out["amplitude"].float(), target)
+    torch.testing.assert_close(out["loss_amp"], expected.detach())
 
 
 def test_grad_checkpointing_matches():

@@ -32,10 +32,12 @@ def _samples(seed=0):
     return [(25.0 * torch.randn(len(ch), s * 200, generator=gen), ch) for ch, s in MONTAGES]
 
 
-@pytest.mark.parametrize("filters", [4, 2])  # 4 group-norm groups, and 1
-def test_padded_batch_matches_each_sample_alone(filters):
+@pytest.mark.parametrize(
+    ("filters", "amplitude_embed"), [(4, False), (2, False), (4, True)]
+)  # 4 group-norm groups, and 1; with the per-patch amplitude embedding
+def test_padded_batch_matches_each_sample_alone(filters, amplitude_embed):
     torch.manual_seed(0)
-    enc = LaBraMEncoder(depth=2, filters=filters, heads=2).eval()
+    enc = LaBraMEncoder(depth=2, filters=filters, heads=2, amplitude_embed=amplitude_embed).eval()
     samples = _samples()
     batch = pad_eeg_batch(samples)
     assert batch.x.shape == (3, 26, 800) and batch.ch_idx.shape == (3, 26)

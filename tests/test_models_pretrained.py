@@ -76,6 +76,20 @@ def test_mismatches_are_named_and_nothing_changes(tmp_path):
         apply_pretrained(_neurobolt(), tmp_path / "empty")
 
 
+def test_amplitude_embedding_loads_and_a_one_sided_one_is_named(tmp_path):
+    mem, run = _mem_run(tmp_path, amplitude_embed=True)
+    model = _neurobolt(amplitude_embed=True)
+    report = apply_pretrained(model, run)
+    assert {"amplitude_embed.weight", "amplitude_embed.bias"} <= set(report.loaded)
+    assert torch.equal(model.encoder.amplitude_embed.weight, mem.encoder.amplitude_embed.weight)
+    with pytest.raises(ValueError, match=r"does not have: amplitude_embed\.bias.*same model"):
+        apply_pretrained(_neurobolt(), run)
+    (tmp_path / "plain").mkdir()
+    _, plain = _mem_run(tmp_path / "plain")
+    with pytest.raises(ValueError, match=r"missing from the file: amplitude_embed\.bias"):
+        apply_pretrained(_neurobolt(amplitude_embed=True), plain)
+
+
 def test_samba_is_refused_with_the_reason(tmp_path):
     _, run = _mem_run(tmp_path)
     samba = build_model("samba-eeg2fmri", "debug")

@@ -397,19 +397,40 @@ class TemporalConvPatchEmbed(nn.Module):
         -------
         Tensor, shape (B, L, dim)
         """
+        return self.forward_with_power(x, valid)[0]
+
+    def forward_with_power(
+        self, x: Tensor, valid: Tensor | None = None, floor: float = 1e-10
+    ) -> tuple[Tensor, Tensor]:
+        """Embed patches and return each first-conv filter's log power per patch.
+
+        The group norms pool over the whole sample, so the tokens keep how patches and
+        channels differ within a sample but not the sample's overall level in any band;
+        the log variance of each filter's output over the patch keeps it (a learned band
+        power per filter).
+
+        Returns
+        -------
+        tokens : Tensor, shape (B, L, dim)
+        log_power : Tensor, shape (B, L, filters), float32
+            ``log(var + floor)`` of each filter's output over the patch's samples.
+        """
         B, L, _ = x.shape
         x = x.unsqueeze(1)  # (B, 1, L, P): Conv2d with kernel height 1 = per-patch conv1d
-        if valid is None:
-            x = self.act(self.norm1(self.conv1(x)))
-            x = self.act(self.norm2(self.conv2(x)))
-            x = self.act(self.norm3(self.conv3(x)))  # (B, F, L, out_len)
-        else:
-            keep = valid.to(x.dtype)[:, None, :, None]  # (B, 1, L, 1)
+        keep = None if valid is None else valid.to(x.dtype)[:, None, :, None]  # (B, 1, L, 1)
+        if keep is not None:
             x = x * keep
-            for conv, norm in ((self.conv1, self.norm1), (self.conv2, self.norm2),
-                               (self.conv3, self.norm3)):  # fmt: skip
+        first = self.conv1(x)  # (B, F, L, out_len)
+        log_power = torch.log(first.float().var(dim=-1, unbiased=False) + floor).transpose(1, 2)
+        if keep is None:
+            x = self.act(self.norm1(first))
+            x = self.act(self.norm2(self.conv2(x)))
+            x = self.act(self.norm3(self.conv3(x)))
+        else:
+            x = self.act(masked_group_norm(first, self.norm1, keep)) * keep
+            for conv, norm in ((self.conv2, self.norm2), (self.conv3, self.norm3)):
                 x = self.act(masked_group_norm(conv(x), norm, keep)) * keep
-        return x.permute(0, 2, 1, 3).reshape(B, L, self.dim)
+        return x.permute(0, 2, 1, 3).reshape(B, L, self.dim), log_power
 
 
 def masked_group_norm(x: Tensor, norm: nn.GroupNorm, keep: Tensor) -> Tensor:

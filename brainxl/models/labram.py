@@ -199,6 +199,12 @@ class LaBraMEncoder(WeightsMixin, nn.Module):
     qkv_bias : bool
         Bias on the q/k/v projection (off in every LaBraM flavor; on for converted
         checkpoints trained with ``q_bias``/``v_bias``).
+    amplitude_embed : bool
+        Add a learned linear embedding of the log power of each first-conv filter's
+        output in the patch to its token (raw-EEG encoders only; off in LaBraM). The
+        temporal conv's group norms pool their statistics over the whole sample, so
+        without it a window's level in any frequency band, the quantity BOLD follows,
+        reaches the transformer only through the first conv's bias.
     """
 
     def __init__(
@@ -214,6 +220,7 @@ class LaBraMEncoder(WeightsMixin, nn.Module):
         in_dim: int | None = None,
         use_mask_token: bool = False,
         qkv_bias: bool = False,
+        amplitude_embed: bool = False,
     ) -> None:
         super().__init__()
         if len(vocabulary()) + 1 > SPATIAL_ROWS:
@@ -228,6 +235,9 @@ class LaBraMEncoder(WeightsMixin, nn.Module):
         dim = conv.dim
         self.dim = dim
         self.patch_embed: nn.Module = conv if in_dim is None else nn.Linear(in_dim, dim)
+        self.amplitude_embed = (
+            nn.Linear(filters, dim) if amplitude_embed and in_dim is None else None
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim)) if use_mask_token else None
         self.spatial_embed = nn.Parameter(torch.zeros(SPATIAL_ROWS, dim))
@@ -291,9 +301,11 @@ class LaBraMEncoder(WeightsMixin, nn.Module):
         )
         B, C, _ = x.shape
         patches = (x * 0.01).reshape(B, C * n, self.patch_size)
-        if pad is None:
-            return self.patch_embed(patches), n
-        return self.patch_embed(patches, valid=~pad), n
+        valid = None if pad is None else ~pad
+        if self.amplitude_embed is None:
+            return self.patch_embed(patches, valid=valid), n
+        tokens, log_power = self.patch_embed.forward_with_power(patches, valid=valid)
+        return tokens + self.amplitude_embed(log_power.to(tokens.dtype)), n
 
     def encode_tokens(
         self,
@@ -624,22 +636,33 @@ def _standardize(t: Tensor) -> Tensor:
     return (t - t.mean(-1, keepdim=True)) / (t.std(-1, keepdim=True) + 1e-5)
 
 
-def spectrum_targets(patches: Tensor) -> tuple[Tensor, Tensor]:
+#: Tokenizer amplitude targets (:func:`spectrum_targets`).
+AMPLITUDE_TARGETS = ("patch", "log")
+
+
+def spectrum_targets(patches: Tensor, amplitude: str = "patch") -> tuple[Tensor, Tensor]:
     """The tokenizer's reconstruction targets of EEG patches.
 
     Parameters
     ----------
     patches : Tensor, shape (..., patch_size)
         EEG in microvolts.
+    amplitude : {"patch", "log"}
+        ``"patch"`` (LaBraM): the amplitude standardised over the patch's own frequency
+        bins, which keeps the spectrum's shape and removes its level. ``"log"``: the
+        natural log of the amplitude (floor 1e-3), which keeps the level too.
 
     Returns
     -------
     (amplitude, phase) : Tensors, shape (..., patch_size // 2 + 1)
-        The real FFT's amplitude and phase of each patch (in units of 100 µV), each
-        standardised over the patch's frequency bins.
+        The real FFT's amplitude (as chosen) and phase of each patch, in units of
+        100 µV; the phase standardised over the patch's frequency bins.
     """
+    if amplitude not in AMPLITUDE_TARGETS:
+        raise ValueError(f"amplitude target must be one of {AMPLITUDE_TARGETS}, got {amplitude!r}")
     spec = torch.fft.rfft(patches.float() * 0.01, dim=-1)
-    return _standardize(spec.abs()), _standardize(torch.angle(spec))
+    amp = _standardize(spec.abs()) if amplitude == "patch" else torch.log(spec.abs() + 1e-3)
+    return amp, _standardize(torch.angle(spec))
 
 
 class VQNSPTokenizer(WeightsMixin, nn.Module):
@@ -647,7 +670,8 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
 
     Encoder (a LaBraM encoder) -> projection to ``code_dim`` -> cosine codebook lookup ->
     decoder (a shallow LaBraM transformer over code tokens) -> two heads predicting the
-    z-scored amplitude and phase of each patch's real FFT (``patch_size // 2 + 1`` bins).
+    amplitude (:func:`spectrum_targets`) and z-scored phase of each patch's real FFT
+    (``patch_size // 2 + 1`` bins).
 
     Parameters
     ----------
@@ -657,6 +681,8 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
         Blocks of the decoder.
     dead_code_threshold : float
         See :class:`NormEMAVectorQuantizer` (0 = no re-seeding).
+    amplitude_target : {"patch", "log"}
+        Amplitude target of :func:`spectrum_targets` (``"patch"``: LaBraM's).
     **encoder_kwargs
         Passed to the encoder (:class:`LaBraMEncoder`).
     """
@@ -667,9 +693,15 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
         code_dim: int = 64,
         decoder_depth: int = 3,
         dead_code_threshold: float = 0.0,
+        amplitude_target: str = "patch",
         **encoder_kwargs: Any,
     ) -> None:
         super().__init__()
+        if amplitude_target not in AMPLITUDE_TARGETS:
+            raise ValueError(
+                f"amplitude_target must be one of {AMPLITUDE_TARGETS}, got {amplitude_target!r}"
+            )
+        self.amplitude_target = amplitude_target
         encoder_kwargs.setdefault("drop_path", 0.0)
         self.encoder = LaBraMEncoder(**encoder_kwargs)
         dim = self.encoder.dim
@@ -763,7 +795,7 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
         dec = self.decoder.encode_tokens(self.decoder.patch_embed(z_q), ch_idx, n, pad=pad)
         amp_hat, phase_hat = self.amp_head(dec), self.phase_head(dec)
         B, C, _ = x.shape
-        amp_t, phase_t = spectrum_targets(x.reshape(B, C * n, -1))
+        amp_t, phase_t = spectrum_targets(x.reshape(B, C * n, -1), self.amplitude_target)
         if pad is None:
             l_amp = F.mse_loss(amp_hat.float(), amp_t)
             l_phase = F.mse_loss(phase_hat.float(), phase_t)

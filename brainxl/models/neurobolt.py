@@ -148,6 +148,9 @@ class NeuroBOLT(WeightsMixin, nn.Module):
         out by :class:`ChannelReadout`.
     readout_rank : int
         Feature directions per ROI of the channel readout.
+    amplitude_embed : bool
+        Temporal encoder option (:class:`~brainxl.models.labram.LaBraMEncoder`): tokens
+        also carry each patch's log RMS amplitude, which LaBraM's group norms remove.
     """
 
     def __init__(
@@ -166,6 +169,7 @@ class NeuroBOLT(WeightsMixin, nn.Module):
         drop_path: float = 0.1,
         readout: str = "mean",
         readout_rank: int = 4,
+        amplitude_embed: bool = False,
     ) -> None:
         super().__init__()
         if readout not in ("mean", "channel"):
@@ -187,6 +191,7 @@ class NeuroBOLT(WeightsMixin, nn.Module):
             heads=heads,
             max_patches=max(16, self.window_s),
             drop_path=drop_path,
+            amplitude_embed=amplitude_embed,
         )
         dim = self.encoder.dim
         if spectral == "off":

@@ -192,7 +192,12 @@ def load_encoder(
             f"model.pretrained: {path} ({source}) does not fit the model's LaBraM encoder "
             f"(depth {encoder.depth}, width {encoder.dim}, {encoder.max_patches} patches): "
             + "; ".join(problems)
-            + ". Use the flavor (model.flavor) and window the encoder was pretrained with."
+            + ". Use the flavor (model.flavor) and window the encoder was pretrained with"
+            + (
+                " and the same model.overrides.amplitude_embed."
+                if any(k.startswith("amplitude_embed.") for k in missing + unexpected)
+                else "."
+            )
         )
     with torch.no_grad():
         for k, t in own.items():
