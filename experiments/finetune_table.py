@@ -20,6 +20,17 @@ Usage::
         --pretrain-shards /tmp/ft/pre-shards --shards data/quickstart/shards \\
         --folds 01,02,03,04 --nproc 2
     python experiments/finetune_table.py --work /tmp/ft ... --table-only   # print only
+
+Model options go to the stages that build the model: ``--pretrain-override`` to both
+pretraining stages, ``--tokenizer-override`` to the tokenizer only, ``--override`` to the
+fine-tuning runs, e.g. the amplitude-aware encoder::
+
+    python experiments/finetune_table.py --work /tmp/ftC ... --variants temporal \
+        --pretrain-override model.overrides.amplitude_embed=true \
+        --tokenizer-override model.overrides.amplitude_target=log \
+        --override model.overrides.amplitude_embed=true --override data.reader.ephys_norm=none
+
+A ``--work`` folder holds one setting: finished stages and runs are reused, not compared.
 """
 
 from __future__ import annotations
