@@ -114,7 +114,7 @@ def tokenizer_floor(shards: Path, every: int = 7, amplitude: str = "patch") -> d
 
     The targets are :class:`~brainxl.models.labram.VQNSPTokenizer`'s: each 1-s patch's
     rFFT amplitude (``amplitude``: see :func:`~brainxl.models.labram.spectrum_targets`)
-    and phase, standardised over the patch's bins. A tokenizer whose
+    and phase standardised over the patch's bins. A tokenizer whose
     reconstruction losses are not below these carries no per-patch spectral information
     in its codes, so masked modeling of its codes has little to teach. Every ``every``-th
     stored segment is read, so all subjects and montages count.

@@ -397,7 +397,7 @@ class TemporalConvPatchEmbed(nn.Module):
         -------
         Tensor, shape (B, L, dim)
         """
-        return self.forward_with_power(x, valid)[0]
+        return self._embed(x, valid, None)[0]
 
     def forward_with_power(
         self, x: Tensor, valid: Tensor | None = None, floor: float = 1e-10
@@ -415,13 +415,24 @@ class TemporalConvPatchEmbed(nn.Module):
         log_power : Tensor, shape (B, L, filters), float32
             ``log(var + floor)`` of each filter's output over the patch's samples.
         """
+        tokens, log_power = self._embed(x, valid, floor)
+        assert log_power is not None
+        return tokens, log_power
+
+    def _embed(
+        self, x: Tensor, valid: Tensor | None, floor: float | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Tokens, and the filters' log power when ``floor`` is given (None: not computed)."""
         B, L, _ = x.shape
         x = x.unsqueeze(1)  # (B, 1, L, P): Conv2d with kernel height 1 = per-patch conv1d
         keep = None if valid is None else valid.to(x.dtype)[:, None, :, None]  # (B, 1, L, 1)
         if keep is not None:
             x = x * keep
         first = self.conv1(x)  # (B, F, L, out_len)
-        log_power = torch.log(first.float().var(dim=-1, unbiased=False) + floor).transpose(1, 2)
+        log_power = None
+        if floor is not None:
+            power = first.float().var(dim=-1, unbiased=False)
+            log_power = torch.log(power + floor).transpose(1, 2)
         if keep is None:
             x = self.act(self.norm1(first))
             x = self.act(self.norm2(self.conv2(x)))

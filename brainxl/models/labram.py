@@ -640,6 +640,11 @@ def _standardize(t: Tensor) -> Tensor:
 AMPLITUDE_TARGETS = ("patch", "log")
 
 
+def _check_amplitude_target(value: str, name: str) -> None:
+    if value not in AMPLITUDE_TARGETS:
+        raise ValueError(f"{name} must be one of {AMPLITUDE_TARGETS}, got {value!r}")
+
+
 def spectrum_targets(patches: Tensor, amplitude: str = "patch") -> tuple[Tensor, Tensor]:
     """The tokenizer's reconstruction targets of EEG patches.
 
@@ -658,8 +663,7 @@ def spectrum_targets(patches: Tensor, amplitude: str = "patch") -> tuple[Tensor,
         The real FFT's amplitude (as chosen) and phase of each patch, in units of
         100 µV; the phase standardised over the patch's frequency bins.
     """
-    if amplitude not in AMPLITUDE_TARGETS:
-        raise ValueError(f"amplitude target must be one of {AMPLITUDE_TARGETS}, got {amplitude!r}")
+    _check_amplitude_target(amplitude, "amplitude target")
     spec = torch.fft.rfft(patches.float() * 0.01, dim=-1)
     amp = _standardize(spec.abs()) if amplitude == "patch" else torch.log(spec.abs() + 1e-3)
     return amp, _standardize(torch.angle(spec))
@@ -697,10 +701,7 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
         **encoder_kwargs: Any,
     ) -> None:
         super().__init__()
-        if amplitude_target not in AMPLITUDE_TARGETS:
-            raise ValueError(
-                f"amplitude_target must be one of {AMPLITUDE_TARGETS}, got {amplitude_target!r}"
-            )
+        _check_amplitude_target(amplitude_target, "amplitude_target")  # at build, not 1st step
         self.amplitude_target = amplitude_target
         encoder_kwargs.setdefault("drop_path", 0.0)
         self.encoder = LaBraMEncoder(**encoder_kwargs)

@@ -150,7 +150,8 @@ class NeuroBOLT(WeightsMixin, nn.Module):
         Feature directions per ROI of the channel readout.
     amplitude_embed : bool
         Temporal encoder option (:class:`~brainxl.models.labram.LaBraMEncoder`): tokens
-        also carry each patch's log RMS amplitude, which LaBraM's group norms remove.
+        also carry each first-conv filter's log power in the patch, a band level that
+        LaBraM's group norms remove.
     """
 
     def __init__(
