@@ -752,22 +752,57 @@ class MultiFrameRidge:
     filled with their training mean (zero after standardisation). One set of weights is
     shared by all frames; the penalty is chosen per output by leave-one-subject-out CV.
 
+    With many channels (306 MEG sensors x 5 bands = 1530 features per frame, 12240 with
+    8 lags) the ridge's eigendecompositions take hours on a laptop, so per-frame features
+    beyond ``max_frame_features`` are first reduced to that many principal components
+    (standardised features, PCA fitted on the training subjects' frames only; the
+    held-out subject never shapes the basis).
+
     Parameters
     ----------
     lags : sequence of int
         Frame offsets (see :func:`lagged_frames`).
     alphas : sequence of float
+    max_frame_features : int or None
+        Largest per-frame feature count used as is (default 512: 64 EEG channels x 5
+        bands stay exact); ``None`` never reduces.
+
+    Attributes (after :meth:`fit`)
+    -------------------------------
+    reducer : sklearn Pipeline or None
+        ``StandardScaler`` + ``PCA`` when the features were reduced.
+    explained_variance : float or None
+        Fraction of the standardised per-frame variance the kept components hold.
     """
 
-    def __init__(self, lags: Sequence[int], alphas: Sequence[float] = DEFAULT_ALPHAS) -> None:
+    def __init__(
+        self,
+        lags: Sequence[int],
+        alphas: Sequence[float] = DEFAULT_ALPHAS,
+        max_frame_features: int | None = 512,
+    ) -> None:
         if not len(lags):
             raise ValueError("MultiFrameRidge needs at least one lag")
+        if max_frame_features is not None and max_frame_features < 1:
+            raise ValueError(f"max_frame_features must be >= 1 or None, got {max_frame_features}")
         self.lags = [int(x) for x in lags]
+        self.max_frame_features = max_frame_features
         self.ridge = RidgeBaseline(alphas=alphas, solver="gram")
         self.fill: np.ndarray | None = None
+        self.reducer: Any = None
+        self.explained_variance: float | None = None
+
+    def _frames(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 3:
+            raise ValueError(f"X must be (n_windows, n_frames, n_features), got {X.shape}")
+        if self.reducer is None:
+            return X
+        n, f, k = X.shape
+        return self.reducer.transform(X.reshape(n * f, k)).reshape(n, f, -1)
 
     def _design(self, X: np.ndarray) -> np.ndarray:
-        Z = lagged_frames(X, self.lags)
+        Z = lagged_frames(self._frames(X), self.lags)
         assert self.fill is not None
         return np.where(np.isnan(Z), self.fill[None, :], Z)
 
@@ -785,7 +820,20 @@ class MultiFrameRidge:
         """
         if not X_list or len(X_list) != len(Y_list):
             raise ValueError(f"need one Y per X, got {len(X_list)} X and {len(Y_list)} Y")
-        Z = [lagged_frames(x, self.lags) for x in X_list]
+        self.reducer, self.explained_variance = None, None
+        k = int(np.shape(X_list[0])[-1])
+        if self.max_frame_features is not None and k > self.max_frame_features:
+            from sklearn.decomposition import PCA
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            rows = np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1, k) for x in X_list])
+            n_comp = min(self.max_frame_features, rows.shape[0])
+            self.reducer = make_pipeline(
+                StandardScaler(), PCA(n_components=n_comp, random_state=0)
+            ).fit(rows)
+            self.explained_variance = float(self.reducer[-1].explained_variance_ratio_.sum())
+        Z = [lagged_frames(self._frames(x), self.lags) for x in X_list]
         allz = np.concatenate(Z)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)

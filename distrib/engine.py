@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -151,6 +152,45 @@ def ds_config(
     return cfg
 
 
+def build_partitioned(
+    build: Callable[[], nn.Module], train: Any, world_size: int, seed: int
+) -> tuple[nn.Module, int]:
+    """Build a model for :func:`create_engine`; with ZeRO-3, inside ``deepspeed.zero.Init``.
+
+    Under ``zero.Init`` each module's parameters are partitioned across the ranks as soon
+    as its constructor returns, so no rank ever holds the whole model (without it every
+    rank first builds the full fp32 model: 4 GB at ~1B parameters). The values equal
+    those of a plain build with the same seed (the models initialise their children
+    through :func:`brainxl.models.blocks.gathered_for_init`).
+
+    Parameters
+    ----------
+    build : callable
+        Returns the model; called once on the meta device (to count parameters, which
+        size ZeRO's buffers) and once for real after ``torch.manual_seed(seed)``.
+    train : TrainConfig
+    world_size : int
+    seed : int
+
+    Returns
+    -------
+    model : nn.Module
+    n_params : int
+    """
+    if train.zero_stage != 3:
+        torch.manual_seed(seed)
+        model = build()
+        return model, sum(p.numel() for p in model.parameters())
+    import deepspeed
+
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in build().parameters())
+    torch.manual_seed(seed)
+    with deepspeed.zero.Init(config_dict_or_path=ds_config(train, world_size, n_params=n_params)):
+        model = build()
+    return model, n_params
+
+
 def create_engine(
     model: nn.Module,
     train: Any,
@@ -158,8 +198,12 @@ def create_engine(
     total_steps: int,
     *,
     load_universal: bool = False,
+    n_params: int | None = None,
 ) -> Any:
     """Wrap ``model`` in a DeepSpeed engine with AdamW and our warm-up/cosine schedule.
+
+    ``n_params`` is the parameter count when ``model`` is already partitioned
+    (:func:`build_partitioned`); otherwise it is counted here.
 
     Returns
     -------
@@ -183,7 +227,7 @@ def create_engine(
             train,
             world_size,
             load_universal=load_universal,
-            n_params=sum(p.numel() for p in model.parameters()),
+            n_params=n_params or sum(p.numel() for p in model.parameters()),
         ),
     )
     return engine

@@ -31,6 +31,7 @@ import torch
 from brainxl.distrib import checkpoint as ckpt
 from brainxl.distrib.engine import (
     all_reduce_,
+    build_partitioned,
     consolidated_state_dict,
     create_engine,
     engine_forward,
@@ -116,12 +117,14 @@ class Pretrainer:
                     universal = True
         self.total_steps = t.steps if t.epochs <= 0 else self._epoch_steps(t.epochs)
         task.world_size = env.world_size
-        torch.manual_seed(cfg.seed)
-        model = task.build_model()
+        model, n_params = build_partitioned(task.build_model, t, env.world_size, cfg.seed)
+        if t.zero_stage == 3 and env.rank == 0:
+            print(f"[zero.Init] {n_params} parameters partitioned over {env.world_size} ranks "
+                  "as the model was built", flush=True)  # fmt: skip
         if t.activation_checkpointing:
             model.set_grad_checkpointing(True)
         self.engine = create_engine(
-            model, t, env.world_size, self.total_steps, load_universal=universal
+            model, t, env.world_size, self.total_steps, load_universal=universal, n_params=n_params
         )
         if tag is not None:
             assert meta is not None

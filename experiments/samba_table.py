@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--bids", required=True)
     ap.add_argument("--neurobolt", nargs="*", type=Path, default=[])
+    ap.add_argument(
+        "--max-frame-features",
+        type=int,
+        default=512,
+        help="per-frame features above this are reduced by PCA before the ridge (0: never)",
+    )
     a = ap.parse_args(argv)
     from brainxl.distrib.data import subject_source
 
@@ -115,7 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         F = feats[key]
         train = list(split.train)  # the run's training subjects (not its validation one)
         lags = EEG2FMRI_LAGS if adapter.task == "eeg2fmri" else FMRI2EEG_LAGS
-        ridge = MultiFrameRidge(lags).fit([F[s][0] for s in train], [F[s][1] for s in train])
+        ridge = MultiFrameRidge(lags, max_frame_features=a.max_frame_features or None)
+        ridge.fit([F[s][0] for s in train], [F[s][1] for s in train])
+        if ridge.reducer is not None:
+            print(
+                f"# {run.name}: ridge on {ridge.reducer[-1].n_components_} principal components "
+                f"of {F[train[0]][0].shape[-1]} features per frame "
+                f"({ridge.explained_variance:.3f} of their variance)",
+                flush=True,
+            )
         X, Y = F[test[0]]
         P = ridge.predict(X).reshape(-1, Y.shape[-1])
         ridge_r = float(np.nanmean(bm.pearson_per_roi(P, Y.reshape(-1, Y.shape[-1]))))

@@ -57,6 +57,41 @@ def test_multiframe_ridge_recovers_a_lagged_response() -> None:
     assert r_good > 0.95 and r_bad < 0.2
 
 
+def test_multiframe_ridge_reduces_many_features_and_keeps_the_signal() -> None:
+    """40 correlated 'sensors' mixing 3 sources: above max_frame_features the per-frame
+    features become principal components fitted on the training frames only, and the
+    held-out r stays that of the exact ridge."""
+    rng = np.random.default_rng(3)
+    mix = rng.standard_normal((3, 40))
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        src = rng.standard_normal((n, F + 1, 3))
+        x = src @ mix + 0.3 * rng.standard_normal((n, F + 1, 40))
+        y = (src[:, :-1, :1] - 0.5 * src[:, 1:, 1:2]) + 0.3 * rng.standard_normal((n, F, 1))
+        return x[:, 1:], y  # y[f] = s0[f - 1] - 0.5 s1[f] + noise
+
+    train = [make(120) for _ in range(3)]
+    Xt, Yt = make(100)
+    exact = B.MultiFrameRidge([0, 1], max_frame_features=None).fit(*zip(*train))
+    assert exact.reducer is None and exact.explained_variance is None
+    reduced = B.MultiFrameRidge([0, 1], max_frame_features=8).fit(*zip(*train))
+    assert reduced.reducer[-1].n_components_ == 8 and 0.9 < reduced.explained_variance < 1.0
+    assert reduced.ridge.coef.shape == (2 * 8, 1)  # 8 components x 2 lags, not 40 x 2
+
+    def r(m: B.MultiFrameRidge) -> float:
+        p = m.predict(Xt)[:, 1:].reshape(-1, 1)
+        return float(pearson_per_roi(p, Yt[:, 1:].reshape(-1, 1))[0])
+
+    assert r(exact) > 0.8 and abs(r(reduced) - r(exact)) < 0.02
+    # deterministic, and the basis is the training frames' own: other subjects, another one
+    again = B.MultiFrameRidge([0, 1], max_frame_features=8).fit(*zip(*train))
+    np.testing.assert_allclose(again.ridge.coef, reduced.ridge.coef)
+    other = B.MultiFrameRidge([0, 1], max_frame_features=8).fit(*zip(*train[:2]))
+    assert not np.allclose(other.reducer[-1].components_, reduced.reducer[-1].components_)
+    with pytest.raises(ValueError, match="max_frame_features"):
+        B.MultiFrameRidge([0], max_frame_features=0)
+
+
 def _am_sine(freq: float, env: np.ndarray) -> np.ndarray:
     t = np.arange(len(env) * S) / SFREQ
     return np.repeat(env, S) * np.sin(2 * np.pi * freq * t)

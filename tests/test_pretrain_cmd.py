@@ -174,6 +174,26 @@ def test_resume_after_kill_matches_uninterrupted(corpus: Path, tokenizer_run: Pa
     assert after(tokenizer_run, "epoch", step + 1) == after(folder, "epoch", step + 1)
 
 
+def test_zero3_builds_the_model_partitioned_with_the_plain_initial_weights(corpus: Path) -> None:
+    """ZeRO-3 builds inside deepspeed.zero.Init (no rank holds the whole model), and the
+    LaBraM initialisation still reaches the partitioned children: with lr 0 the final
+    weights are those of a plain build with the same seed."""
+    extra = ["train.zero_stage=3", "train.lr=0.0", "train.steps=2", "run.name=zero-init"]
+    out = _run(_cmd(corpus / "tok.yaml", *extra))
+    assert "[zero.Init]" in out and "partitioned over 2 ranks" in out, out[-3000:]
+    from brainxl.distrib.pretrain_config import load_pretrain_config
+    from brainxl.models.labram_tasks import TokenizerTask
+
+    cfg = load_pretrain_config(corpus / "tok.yaml", extra)
+    torch.manual_seed(cfg.seed)
+    plain = TokenizerTask(cfg.model.flavor, dict(cfg.model.overrides)).build_model()
+    final = torch.load(_folder(out) / "final_model.pt", weights_only=True)
+    names = [n for n, _ in plain.named_parameters()]
+    assert len(names) > 50
+    for n, p in plain.named_parameters():
+        torch.testing.assert_close(final[n], p.detach(), msg=n)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -7,8 +7,10 @@ the backward pass. Other models (SAMBA) import from here: keep the names stable.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +30,9 @@ __all__ = [
     "Mlp",
     "TemporalConvPatchEmbed",
     "WeightsMixin",
+    "gathered_for_init",
     "init_transformer_weights",
-    "masked_group_norm",
+    "MaskedGroupNorm",
     "prefix_linear",
     "sinusoidal_positions",
 ]
@@ -372,11 +375,11 @@ class TemporalConvPatchEmbed(nn.Module):
         super().__init__()
         groups = 4 if filters % 4 == 0 else 1
         self.conv1 = nn.Conv2d(1, filters, (1, 15), (1, 8), (0, 7))
-        self.norm1 = nn.GroupNorm(groups, filters)
+        self.norm1 = MaskedGroupNorm(groups, filters)
         self.conv2 = nn.Conv2d(filters, filters, (1, 3), padding=(0, 1))
-        self.norm2 = nn.GroupNorm(groups, filters)
+        self.norm2 = MaskedGroupNorm(groups, filters)
         self.conv3 = nn.Conv2d(filters, filters, (1, 3), padding=(0, 1))
-        self.norm3 = nn.GroupNorm(groups, filters)
+        self.norm3 = MaskedGroupNorm(groups, filters)
         self.act = nn.GELU()
         self.out_len = (patch_size + 2 * 7 - 15) // 8 + 1
         self.dim = filters * self.out_len
@@ -433,43 +436,39 @@ class TemporalConvPatchEmbed(nn.Module):
         if floor is not None:
             power = first.float().var(dim=-1, unbiased=False)
             log_power = torch.log(power + floor).transpose(1, 2)
-        if keep is None:
-            x = self.act(self.norm1(first))
-            x = self.act(self.norm2(self.conv2(x)))
-            x = self.act(self.norm3(self.conv3(x)))
-        else:
-            x = self.act(masked_group_norm(first, self.norm1, keep)) * keep
-            for conv, norm in ((self.conv2, self.norm2), (self.conv3, self.norm3)):
-                x = self.act(masked_group_norm(conv(x), norm, keep)) * keep
+        # the same modules run with and without padding (ZeRO-3 needs one call order
+        # on every rank, whichever batches they get)
+        x = self.act(self.norm1(first, keep))
+        for conv, norm in ((self.conv2, self.norm2), (self.conv3, self.norm3)):
+            x = self.act(norm(conv(x if keep is None else x * keep), keep))
+        if keep is not None:
+            x = x * keep
         return x.permute(0, 2, 1, 3).reshape(B, L, self.dim), log_power
 
 
-def masked_group_norm(x: Tensor, norm: nn.GroupNorm, keep: Tensor) -> Tensor:
-    """``norm(x)`` with statistics over the positions where ``keep`` is 1.
+class MaskedGroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` whose statistics can leave out padding positions.
 
-    Parameters
-    ----------
-    x : Tensor, shape (B, F, L, T)
-    norm : nn.GroupNorm
-        Groups, eps and affine parameters.
-    keep : Tensor, shape (B, 1, L, 1)
-        1 for positions that count, 0 for padding.
-
-    Returns
-    -------
-    Tensor, shape (B, F, L, T)
+    ``forward(x, keep)`` with ``keep`` (B, 1, L, 1), 1 where a position counts and 0 for
+    padding, normalises ``x`` (B, F, L, T) with each group's mean and variance over the
+    kept positions only; without ``keep`` it is ``nn.GroupNorm``. Same parameters and
+    state-dict keys as ``nn.GroupNorm``.
     """
-    B, Fc, L, T = x.shape
-    G = norm.num_groups
-    xg = x.reshape(B, G, Fc // G, L, T)
-    w = keep.reshape(B, 1, 1, L, 1)
-    count = w.sum(dim=(2, 3, 4), keepdim=True) * (Fc // G) * T
-    mean = (xg * w).sum(dim=(2, 3, 4), keepdim=True) / count
-    var = ((xg - mean).square() * w).sum(dim=(2, 3, 4), keepdim=True) / count
-    out = ((xg - mean) * torch.rsqrt(var + norm.eps)).reshape(B, Fc, L, T)
-    if norm.affine:
-        out = out * norm.weight[None, :, None, None] + norm.bias[None, :, None, None]
-    return out
+
+    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:  # noqa: D102
+        if keep is None:
+            return super().forward(x)
+        B, Fc, L, T = x.shape
+        G = self.num_groups
+        xg = x.reshape(B, G, Fc // G, L, T)
+        w = keep.reshape(B, 1, 1, L, 1)
+        count = w.sum(dim=(2, 3, 4), keepdim=True) * (Fc // G) * T
+        mean = (xg * w).sum(dim=(2, 3, 4), keepdim=True) / count
+        var = ((xg - mean).square() * w).sum(dim=(2, 3, 4), keepdim=True) / count
+        out = ((xg - mean) * torch.rsqrt(var + self.eps)).reshape(B, Fc, L, T)
+        if self.affine:
+            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return out
 
 
 def sinusoidal_positions(n: int, dim: int) -> Tensor:
@@ -485,6 +484,23 @@ def sinusoidal_positions(n: int, dim: int) -> Tensor:
     table[:, 0::2] = torch.sin(pos * freq)
     table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
     return table
+
+
+def gathered_for_init(*modules: nn.Module | None) -> contextlib.AbstractContextManager:
+    """Context in which the parameters of ``modules`` can be initialised in place.
+
+    Under DeepSpeed's ``zero.Init`` (ZeRO-3 pretraining) a child module's parameters are
+    partitioned as soon as its constructor returns, so a parent that initialises its
+    children afterwards would write into empty partitions. This gathers them and, on exit,
+    re-partitions rank 0's values (``deepspeed.zero.GatheredParameters``); a no-op for
+    ordinary parameters and when DeepSpeed was never imported.
+    """
+    if "deepspeed" not in sys.modules:  # nothing can be partitioned
+        return contextlib.nullcontext()
+    import deepspeed
+
+    params = [p for m in modules if m is not None for p in m.parameters()]
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
 
 
 def init_transformer_weights(module: nn.Module, std: float = 0.02) -> None:

@@ -27,6 +27,7 @@ from brainxl.models.blocks import (
     Block,
     TemporalConvPatchEmbed,
     WeightsMixin,
+    gathered_for_init,
     init_transformer_weights,
 )
 from brainxl.models.registry import ModelSpec, register_model
@@ -256,14 +257,18 @@ class LaBraMEncoder(WeightsMixin, nn.Module):
         """LaBraM initialisation (truncated normal, depth-rescaled output projections)."""
         if self.cls_token.is_meta:
             return
-        init_transformer_weights(self)
+        for m in (self.patch_embed, self.amplitude_embed, self.norm):  # one child at a time
+            if m is not None:
+                with gathered_for_init(m):
+                    init_transformer_weights(m)
+        for i, blk in enumerate(self.blocks, start=1):
+            with gathered_for_init(blk), torch.no_grad():
+                init_transformer_weights(blk)
+                blk.attn.proj.weight.div_((2.0 * i) ** 0.5)
+                blk.mlp.fc2.weight.div_((2.0 * i) ** 0.5)
         for p in (self.cls_token, self.spatial_embed, self.time_embed, self.mask_token):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02, a=-0.04, b=0.04)
-        with torch.no_grad():
-            for i, blk in enumerate(self.blocks, start=1):
-                blk.attn.proj.weight.div_((2.0 * i) ** 0.5)
-                blk.mlp.fc2.weight.div_((2.0 * i) ** 0.5)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute block activations in the backward pass (less memory, ~30% slower)."""
@@ -424,7 +429,8 @@ class LaBraMForMEM(WeightsMixin, nn.Module):
         self.codebook_size = codebook_size
         self.symmetric = symmetric
         if not self.lm_head.weight.is_meta:
-            init_transformer_weights(self.lm_head)
+            with gathered_for_init(self.lm_head):
+                init_transformer_weights(self.lm_head)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """See :meth:`LaBraMEncoder.set_grad_checkpointing`."""
@@ -718,7 +724,8 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
         self.phase_head = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, n_bins))
         if not self.amp_head[0].weight.is_meta:
             for m in (self.encode_proj, self.amp_head, self.phase_head):
-                init_transformer_weights(m)
+                with gathered_for_init(m):
+                    init_transformer_weights(m)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """See :meth:`LaBraMEncoder.set_grad_checkpointing`."""
