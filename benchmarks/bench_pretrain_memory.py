@@ -6,22 +6,23 @@ Each case is one ``brainxl pretrain`` MEM run of ``train.steps=1`` on 2 local ra
 with LaBraM's 8192 codes; the per-rank peak resident memory is what the run's step-1
 record reports (``peak_rss_gib``, ``ru_maxrss`` of each rank process).
 
-Before a case runs, its model states per rank are estimated (fp32 AdamW: 4 B weights +
-4 B gradients + 8 B moments per parameter, all of it per rank with ZeRO-0, split over the
-ranks with ZeRO-3, plus the full fp32 model every rank builds before DeepSpeed partitions
-it). A case whose two ranks would need more than ``--budget-gib`` (24) is printed as an
-estimate only; one that would not fit the memory free right now is skipped (the machine
-is shared). bf16 is autocast on fp32 weights (as ``train.precision=bf16`` runs): the same
-model states, smaller activations. Optimizer offload is not measured: on a CPU-only
-machine it moves the optimizer from RAM to RAM.
+Before a case runs, its memory per rank is estimated: fp32 AdamW's 4 B weights + 4 B
+gradients + 8 B moments per parameter, all of it on every rank with ZeRO-0; with ZeRO-3
+also DeepSpeed's fp32 master copy of the weights (20 B), split over the ranks (the model
+is built inside ``deepspeed.zero.Init``, so no rank ever holds all of it); plus 1 GiB per
+rank for the process and the step's activations. A case whose two ranks would need more than ``--budget-gib`` (24) is
+printed as an estimate only; one that would not fit the memory free right now is skipped
+(the machine is shared). bf16 is autocast on fp32 weights (as ``train.precision=bf16``
+runs): the same model states, smaller activations. Optimizer offload is not measured: on
+a CPU-only machine it moves the optimizer from RAM to RAM.
 
-What the numbers mean: ZeRO-3 only pays off once the partitioned model states outweigh
-what every rank holds anyway: the full fp32 model each rank builds before DeepSpeed
-partitions it (no ``zero.Init``), ZeRO-3's gathered parameters and its buffers (sized from
-the parameter count by ``brainxl.distrib.engine.zero_buffers``; DeepSpeed's fixed defaults
-of 5e8/1e9 elements made it worse). On ``large`` (50M) ZeRO-3 still holds more per rank
-than ZeRO-0 (1.67 against 1.26 GiB; 1.80 with the fixed buffers). A case that runs out of
-time reports ``timed out``; the machine's other work decides how long one step takes.
+What the numbers mean: ZeRO-3 pays off once the partitioned model states outweigh what
+every rank holds anyway (gathered parameters of the layers in flight, ZeRO's buffers,
+sized from the parameter count by ``brainxl.distrib.engine.zero_buffers``, and the
+process itself). Before ``zero.Init`` every rank also built the full fp32 model first,
+and ``large`` (50M) held more per rank with ZeRO-3 than with ZeRO-0 (1.67 against 1.26
+GiB). A case that runs out of time reports ``timed out``; the machine's other work decides
+how long one step takes.
 
 Usage::
 
@@ -62,9 +63,8 @@ def mem_available_gib() -> float:
 
 def estimate_gib(params: int, zero_stage: int, nproc: int = NPROC) -> float:
     """Model states per rank (GiB) of fp32 AdamW at ``zero_stage`` (see the module doc)."""
-    states = 16 * params / (nproc if zero_stage == 3 else 1)
-    build = 4 * params if zero_stage == 3 else 0  # the full model before partitioning
-    return (states + build) / 2**30
+    states = 20 * params / nproc if zero_stage == 3 else 16 * params
+    return states / 2**30 + 1.0
 
 
 def write_setup(root: Path) -> Path:

@@ -129,8 +129,11 @@ def ds_config(
                 "betas": list(train.betas),
                 "eps": train.eps,
                 "weight_decay": train.weight_decay,
-                # FusedAdam needs CUDA; torch's AdamW runs on every accelerator.
+                # FusedAdam needs CUDA; torch's AdamW runs on every accelerator, fused:
+                # its foreach form allocates temporaries the size of the (flat ZeRO)
+                # parameters, +2.1 GiB per rank at the peak of a 376M-parameter step.
                 "torch_adam": not torch.cuda.is_available(),
+                **({} if torch.cuda.is_available() else {"fused": True}),
             },
         },
         "zero_optimization": zero,
@@ -150,6 +153,25 @@ def ds_config(
     if load_universal:
         cfg["checkpoint"] = {"load_universal": True}
     return cfg
+
+
+def return_freed_memory(threshold: int = 1 << 20) -> bool:
+    """Serve allocations of ``threshold`` bytes and more with ``mmap`` (glibc ``mallopt``).
+
+    glibc raises its mmap threshold to the size of every freed mmapped block (up to 32
+    MiB), so once ZeRO-3 has partitioned a model and freed the full weights, later
+    tensors below that size come from the heap, which is not given back: a 376M-parameter
+    masked-modeling step peaked at 8.4 GiB per rank with ZeRO-3 against 6.2 with ZeRO-0;
+    with a fixed threshold, 5.1. Returns False where the C library has no ``mallopt``.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, int(threshold)))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 def build_partitioned(
@@ -182,6 +204,8 @@ def build_partitioned(
         model = build()
         return model, sum(p.numel() for p in model.parameters())
     import deepspeed
+
+    return_freed_memory()
 
     with torch.device("meta"):
         n_params = sum(p.numel() for p in build().parameters())
@@ -218,6 +242,7 @@ def create_engine(
     sched = _Schedule(train.warmup_steps, total_steps, train.schedule, min_ratio)
     os.environ.setdefault("DS_SKIP_CUDA_CHECK", "1")
     if train.zero_stage == 3:
+        return_freed_memory()  # the engine frees what it partitions
         register_leaf_params_external(model)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
