@@ -170,8 +170,18 @@ def main(argv: list[str] | None = None) -> int:
         k = (r["task"], r["input"])
         w, n = wins.get(k, (0, 0))
         wins[k] = (w + int(r["samba_r"] > r["ridge_r"]), n + 1)
+    from scipy import stats
+
     for (task, inp), (w, n) in wins.items():
-        print(f"# {task} {inp}: SAMBA beats the ridge on {w}/{n} folds")
+        d = np.array(
+            [r["samba_r"] - r["ridge_r"] for r in rows if (r["task"], r["input"]) == (task, inp)]
+        )
+        line = f"# {task} {inp}: SAMBA beats the ridge on {w}/{n} folds"
+        if n > 1:
+            half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)
+            m = d.mean()
+            line += f"; SAMBA - ridge {m:+.3f} [{m - half:+.3f}, {m + half:+.3f}] (95% t)"
+        print(line)
     for r in rows:
         rec = r["_rec"]
         if rec:
