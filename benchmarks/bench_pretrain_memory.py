@@ -10,19 +10,21 @@ Before a case runs, its memory per rank is estimated: fp32 AdamW's 4 B weights +
 gradients + 8 B moments per parameter, all of it on every rank with ZeRO-0; with ZeRO-3
 also DeepSpeed's fp32 master copy of the weights (20 B), split over the ranks (the model
 is built inside ``deepspeed.zero.Init``, so no rank ever holds all of it); plus 1 GiB per
-rank for the process and the step's activations. A case whose two ranks would need more than ``--budget-gib`` (24) is
-printed as an estimate only; one that would not fit the memory free right now is skipped
-(the machine is shared). bf16 is autocast on fp32 weights (as ``train.precision=bf16``
-runs): the same model states, smaller activations. Optimizer offload is not measured: on
-a CPU-only machine it moves the optimizer from RAM to RAM.
+rank for the process and the step's activations. A case whose two ranks would need more
+than ``--budget-gib`` (24) is printed as an estimate only; one that would not fit the
+memory free right now is skipped (the machine is shared). bf16 is autocast on fp32
+weights (as ``train.precision=bf16`` runs): the same model states, smaller activations.
+Optimizer offload is not measured: on a CPU-only machine it moves the optimizer from RAM
+to RAM.
 
 What the numbers mean: ZeRO-3 pays off once the partitioned model states outweigh what
 every rank holds anyway (gathered parameters of the layers in flight, ZeRO's buffers,
 sized from the parameter count by ``brainxl.distrib.engine.zero_buffers``, and the
-process itself). Before ``zero.Init`` every rank also built the full fp32 model first,
-and ``large`` (50M) held more per rank with ZeRO-3 than with ZeRO-0 (1.67 against 1.26
-GiB). A case that runs out of time reports ``timed out``; the machine's other work decides
-how long one step takes.
+process itself). Measured on 2 ranks with ``zero.Init``, glibc's mmap threshold fixed and
+AdamW fused (``distrib/engine.py``): ``large`` (50M) 1.07 GiB per rank with ZeRO-3 against
+1.22 with ZeRO-0, ``huge`` (376M) 4.82 against 6.2 (before those three: 1.67 and 8.4, more
+than ZeRO-0). A case that runs out of time reports ``timed out``; the machine's other work
+decides how long one step takes.
 
 Usage::
 

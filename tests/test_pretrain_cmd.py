@@ -182,6 +182,7 @@ def test_zero3_builds_the_model_partitioned_with_the_plain_initial_weights(corpu
     out = _run(_cmd(corpus / "tok.yaml", *extra))
     assert "[zero.Init]" in out and "partitioned over 2 ranks" in out, out[-3000:]
     from brainxl.distrib.pretrain_config import load_pretrain_config
+
     from brainxl.models.labram_tasks import TokenizerTask
 
     cfg = load_pretrain_config(corpus / "tok.yaml", extra)
