@@ -790,7 +790,13 @@ class MultiFrameRidge:
         self.ridge = RidgeBaseline(alphas=alphas, solver="gram")
         self.fill: np.ndarray | None = None
         self.reducer: Any = None
-        self.explained_variance: float | None = None
+
+    @property
+    def explained_variance(self) -> float | None:
+        """Share of the standardised per-frame variance the kept components hold."""
+        if self.reducer is None:
+            return None
+        return float(self.reducer[-1].explained_variance_ratio_.sum())
 
     def _frames(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -820,7 +826,7 @@ class MultiFrameRidge:
         """
         if not X_list or len(X_list) != len(Y_list):
             raise ValueError(f"need one Y per X, got {len(X_list)} X and {len(Y_list)} Y")
-        self.reducer, self.explained_variance = None, None
+        self.reducer = None
         k = int(np.shape(X_list[0])[-1])
         if self.max_frame_features is not None and k > self.max_frame_features:
             from sklearn.decomposition import PCA
@@ -832,7 +838,6 @@ class MultiFrameRidge:
             self.reducer = make_pipeline(
                 StandardScaler(), PCA(n_components=n_comp, random_state=0)
             ).fit(rows)
-            self.explained_variance = float(self.reducer[-1].explained_variance_ratio_.sum())
         Z = [lagged_frames(self._frames(x), self.lags) for x in X_list]
         allz = np.concatenate(Z)
         with warnings.catch_warnings():

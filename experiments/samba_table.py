@@ -165,22 +165,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| {f(r['neurobolt_r'])} | {f(r['ceiling'])} | {f(r.get('peak_corr'))} | "
             f"{f(r.get('shape_corr'))} | {f(r.get('peak_mae_s'))} |"
         )
-    wins = {}
+    diffs: dict[tuple[str, str], list[float]] = {}
     for r in rows:
-        k = (r["task"], r["input"])
-        w, n = wins.get(k, (0, 0))
-        wins[k] = (w + int(r["samba_r"] > r["ridge_r"]), n + 1)
-    from scipy import stats
-
-    for (task, inp), (w, n) in wins.items():
-        d = np.array(
-            [r["samba_r"] - r["ridge_r"] for r in rows if (r["task"], r["input"]) == (task, inp)]
-        )
-        line = f"# {task} {inp}: SAMBA beats the ridge on {w}/{n} folds"
+        diffs.setdefault((r["task"], r["input"]), []).append(r["samba_r"] - r["ridge_r"])
+    for (task, inp), d in diffs.items():
+        line = f"# {task} {inp}: SAMBA beats the ridge on {sum(x > 0 for x in d)}/{len(d)} folds"
+        m, lo, hi, n = bm.t_interval(d)
         if n > 1:
-            half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)
-            m = d.mean()
-            line += f"; SAMBA - ridge {m:+.3f} [{m - half:+.3f}, {m + half:+.3f}] (95% t)"
+            line += f"; SAMBA - ridge {m:+.3f} [{lo:+.3f}, {hi:+.3f}] (95% t)"
         print(line)
     for r in rows:
         rec = r["_rec"]

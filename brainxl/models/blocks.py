@@ -486,8 +486,8 @@ def sinusoidal_positions(n: int, dim: int) -> Tensor:
     return table
 
 
-def gathered_for_init(*modules: nn.Module | None) -> contextlib.AbstractContextManager:
-    """Context in which the parameters of ``modules`` can be initialised in place.
+def gathered_for_init(module: nn.Module) -> contextlib.AbstractContextManager:
+    """Context in which the parameters of ``module`` can be initialised in place.
 
     Under DeepSpeed's ``zero.Init`` (ZeRO-3 pretraining) a child module's parameters are
     partitioned as soon as its constructor returns, so a parent that initialises its
@@ -499,8 +499,7 @@ def gathered_for_init(*modules: nn.Module | None) -> contextlib.AbstractContextM
         return contextlib.nullcontext()
     import deepspeed
 
-    params = [p for m in modules if m is not None for p in m.parameters()]
-    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+    return deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=0)
 
 
 def init_transformer_weights(module: nn.Module, std: float = 0.02) -> None:
