@@ -6,6 +6,11 @@ when nothing else did, the local launcher (:class:`StopSignals` with ``forward=`
 rank hears it) and the SLURM job (:class:`StopSignals` with ``watch_term=True``, which
 later hands the signal to submitit's own handler to checkpoint and requeue).
 
+In a SLURM job, SIGTERM (a requeue, a preemption, a cancel: SLURM sends SIGKILL
+``KillWait`` seconds later) is a stop request as well: the trainer saves at its next step
+instead of training on into the kill and losing the steps since the last periodic save.
+It is not handed to submitit (SLURM is already requeueing or cancelling the job).
+
 The handler only records the request (:func:`request_stop`, signal-safe); the trainer
 polls :func:`stop_requested` after every optimizer step, agrees across ranks (the signal
 may reach only rank 0), saves a checkpoint on every rank and returns early, so the
@@ -96,8 +101,9 @@ class StopSignals:
     forward : callable, optional
         Called with the signal number after the request is recorded.
     watch_term : bool
-        Also record SIGTERM (:func:`kill_seen`) and pass it on to the previous handler
-        (submitit logs and ignores it; the default action terminates the process).
+        Also take SIGTERM as a stop request, record it (:func:`kill_seen`) and pass it on
+        to the previous handler (submitit logs and ignores it; the default action
+        terminates the process).
 
     Attributes
     ----------
@@ -121,6 +127,7 @@ class StopSignals:
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         record_kill(signal.Signals(signum).name)
+        request_stop(signal.Signals(signum).name)
         prev = self._previous_term
         if callable(prev):
             prev(signum, frame)
@@ -147,9 +154,9 @@ class StopSignals:
         self._installed = False
 
     def call_previous(self) -> bool:
-        """Hand the recorded stop to the previous USR2 handler (submitit: checkpoint and
-        requeue). Returns False when there was none or no stop was requested."""
-        if not stop_requested() or not callable(self.previous):
+        """Hand a USR2 stop to the previous USR2 handler (submitit: checkpoint and
+        requeue). Returns False when there was none, or the first stop was not USR2."""
+        if stop_reason() != STOP_SIGNAL.name or not callable(self.previous):
             return False
         self.previous(STOP_SIGNAL, None)
         return True

@@ -483,14 +483,16 @@ class TrainJob:
         export_distributed_env()
         # USR2 is recorded for the trainer (it saves at its next step and returns); then
         # submitit's own handler runs: rank 0 checkpoints and requeues. SIGTERM (SLURM
-        # killing the job for a requeue or a cancel) is recorded and passed on to submitit.
+        # killing the job for a requeue or a cancel) also makes the trainer save; the
+        # task then waits for SLURM's SIGKILL instead of reporting a partial result.
         with signals.StopSignals(watch_term=True) as stop:
             try:
                 result = _import(self.target)(self.cfg)
-                stop.call_previous()  # rank 0: checkpoint() + requeue + exit
             except Exception as err:
                 _await_kill_if_requeued(err)
                 raise
+            if not stop.call_previous() and signals.kill_seen():  # call: rank 0 requeues
+                _await_kill("SIGTERM")
         return result
 
     def checkpoint(self) -> Any:
@@ -515,9 +517,14 @@ def _await_kill_if_requeued(err: BaseException) -> None:
         signals.stop_requested() or signals.kill_seen()
     ):
         return  # a real failure, or submitit refusing another requeue: report it
+    _await_kill(f"{type(err).__name__} after a stop signal")
+
+
+def _await_kill(what: str) -> None:
+    """Wait (up to :data:`KILL_GRACE_S`) for SLURM to end this task."""
     print(
-        f"brainxl: {type(err).__name__} after a stop signal while the job is being requeued "
-        "or cancelled; waiting for SLURM to end this task",
+        f"brainxl: {what} while the job is being requeued or cancelled; waiting for SLURM "
+        "to end this task",
         file=sys.stderr,
         flush=True,
     )

@@ -166,7 +166,8 @@ SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
 ReturnToService=2
 JobRequeue=1
-KillWait=3
+# SIGTERM -> SIGKILL: time for a rank to save where it is (clusters default to 30 s)
+KillWait=10
 MinJobAge=60
 InactiveLimit=0
 SlurmctldTimeout=30

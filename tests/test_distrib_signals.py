@@ -48,13 +48,17 @@ def test_job_hands_the_stop_to_the_previous_handler_after_the_run() -> None:
         assert stop.call_previous() and seen == [signal.SIGUSR2]
 
 
-def test_sigterm_is_recorded_and_passed_on() -> None:
+def test_sigterm_stops_the_run_is_passed_on_and_not_handed_to_submitit() -> None:
     seen: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))  # submitit bypass
-    with signals.StopSignals(watch_term=True):
+    signal.signal(signal.SIGUSR2, lambda signum, frame: seen.append(signum))  # its requeue
+    with signals.StopSignals(watch_term=True) as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert signals.kill_seen() and seen == [signal.SIGTERM]
-        assert not signals.stop_requested()
+        # the trainer saves at its next step (SLURM kills KillWait seconds later)...
+        assert signals.stop_requested() and signals.stop_reason() == "SIGTERM"
+        # ... and SLURM, not submitit, requeues or cancels the job
+        assert not stop.call_previous() and seen == [signal.SIGTERM]
 
 
 def test_entry_handler_does_not_replace_a_launchers() -> None:

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from pretrain_fixtures import REPO, write_corpus
-from test_slurm_cluster import STEP_LIMIT_S, _release_requeued, _wait_until
+from test_slurm_cluster import (
+    STEP_LIMIT_S,
+    _release_requeued,
+    _wait_until,
+    interrupt_after_checkpoint,
+)
 
 pytestmark = pytest.mark.slurm
 STEPS, CKPT_EVERY = 60, 3
@@ -35,12 +40,6 @@ def _pretrain(*args: str) -> str:
     return proc.stdout
 
 
-def _latest_step(run: Path) -> int:
-    latest = run / "checkpoints" / "latest"
-    m = re.search(r"(\d+)", latest.read_text()) if latest.is_file() else None
-    return int(m.group(1)) if m else -1
-
-
 def test_requeued_pretraining_resumes_to_the_local_weights(tmp_path: Path) -> None:
     from brainxl.launch import slurm
 
@@ -49,8 +48,7 @@ def test_requeued_pretraining_resumes_to_the_local_weights(tmp_path: Path) -> No
     out = _pretrain(str(corpus / "tok.yaml"), "run.name=slurm", "--cluster", "local")
     job_id, run = re.search(r"submitted (\S+)\s+(\S+)", out).groups()
     run = Path(run)
-    _wait_until(lambda: _latest_step(run) >= CKPT_EVERY, STEP_LIMIT_S, "no checkpoint", 0.2)
-    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    interrupt_after_checkpoint(run, CKPT_EVERY, job_id, ["scancel", "--signal=USR2", job_id])
     _release_requeued(job_id)
     _wait_until(
         lambda: (
