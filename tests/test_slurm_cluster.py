@@ -231,20 +231,11 @@ def _steps_redone(log: str) -> tuple[int, int]:
 
 
 def latest_step(run: Path) -> int:
-    """Step of the run's latest checkpoint (-1 before the first)."""
-    m = re.search(r"(\d+)", _text(run / "checkpoints" / "latest"))
-    return int(m.group(1)) if m else -1
+    """Step of the run's latest complete checkpoint (-1 before the first)."""
+    from brainxl.distrib import checkpoint as ckpt
 
-
-def _wait_for_checkpoint(run: Path, step: int, job, timeout: float = STEP_LIMIT_S) -> None:
-    def saved() -> bool:
-        if latest_step(run) >= step:
-            return True
-        if job.done():
-            pytest.fail(f"job ended before a checkpoint at step >= {step}: {job.stdout()}")
-        return False
-
-    _wait_until(saved, timeout, f"no checkpoint at step >= {step} in {run}", 0.2)
+    tag = ckpt.read_latest(run / "checkpoints")
+    return int(re.search(r"\d+", tag).group()) if tag else -1
 
 
 def interrupt_after_checkpoint(
@@ -253,24 +244,26 @@ def interrupt_after_checkpoint(
     """Run ``command`` (a requeue, a signal) on the job as soon as it has saved a
     checkpoint at step >= ``step``; returns that checkpoint's step.
 
-    A whole test training run takes seconds: the poll reads only the checkpoint file
+    A whole test training run takes seconds: the poll reads only the checkpoint folder
     (every 20 ms) and asks SLURM for the job's state every 2 s, so the command lands
     within a few steps of the checkpoint, far from the end of the run.
     """
-    t0 = last_state = time.monotonic()
-    while (saved := latest_step(run)) < step:
-        now = time.monotonic()
-        if now - last_state > 2.0:
-            last_state = now
+    asked = [time.monotonic()]
+
+    def saved() -> int | None:
+        if (got := latest_step(run)) >= step:
+            return got
+        if time.monotonic() - asked[0] > 2.0:
+            asked[0] = time.monotonic()
             state = slurm.job_states([job_id]).get(job_id, "PENDING")
             if state not in slurm._ACTIVE_STATES:
                 pytest.fail(f"job {job_id} ended ({state}) before a checkpoint at step >= {step}")
-        if now - t0 > timeout:
-            pytest.fail(f"no checkpoint at step >= {step} in {run} (not within {timeout:.0f} s)")
-        time.sleep(0.02)
+        return None
+
+    got = _wait_until(saved, timeout, f"no checkpoint at step >= {step} in {run}", 0.02)
     out = subprocess.run(command, capture_output=True, text=True)
-    assert out.returncode == 0, f"{' '.join(command)} failed at step {saved}: {out.stderr}"
-    return saved
+    assert out.returncode == 0, f"{' '.join(command)} failed at step {got}: {out.stderr}"
+    return got
 
 
 def _release_requeued(job_id: str, timeout: float = STEP_LIMIT_S) -> None:
@@ -402,13 +395,12 @@ def test_time_limit_requeues_are_bounded(shards: Path, tmp_path: Path) -> None:
     job, rdir = slurm.submit_run(cfg, slurm.load_profile(prof_file))
     log = Path(job.paths.stdout)
 
-    _wait_for_checkpoint(rdir, CKPT_EVERY, job)
-    subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=True)
+    usr2 = ["scancel", "--signal=USR2", str(job.job_id)]
+    interrupt_after_checkpoint(rdir, CKPT_EVERY, str(job.job_id), usr2)
     _release_requeued(str(job.job_id))
     m = _wait_for_log(log, r"\[resume\] step (\d+)", "the requeued job did not resume")
     resumed = int(m.group(1))
-    _wait_for_checkpoint(rdir, resumed + CKPT_EVERY, job)
-    subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=True)
+    interrupt_after_checkpoint(rdir, resumed + CKPT_EVERY, str(job.job_id), usr2)
     with pytest.raises(Exception, match="timed-out too many times"):
         _wait(job)
     text = log.read_text()
