@@ -24,6 +24,7 @@ from brainxl.distrib.config import (
     run_id,
     save_run_config,
 )
+from brainxl.distrib.parent_watch import watch_launcher
 from brainxl.distrib.rundir import RunDir
 from brainxl.distrib.runlock import RunLock, RunLockedError, probe
 
@@ -178,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args:
         print("usage: python -m brainxl.distrib.entry CONFIG.yaml [key=value ...]", file=sys.stderr)
         return 2
+    watch_launcher()
     cfg = load_config(Path(args[0]), args[1:])
     train(cfg)
     import torch.distributed as dist

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from brainxl.distrib.parent_watch import watch_launcher
 from brainxl.distrib.pretrain_config import (
     TOKENIZER_ID,
     PretrainConfig,
@@ -152,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    watch_launcher()
     pretrain(load_pretrain_config(Path(args[0]), args[1:]))
     return 0
 

@@ -155,14 +155,18 @@ def read_holder(path: str | os.PathLike[str]) -> LockHolder | None:
         return None
 
 
-def _locked_message(path: Path, holder: LockHolder | None) -> str:
+_RUN_FRESH = "pass run.name=<new name> to start a separate run"
+
+
+def _locked_message(
+    path: Path, holder: LockHolder | None, kind: str = "run folder", fresh: str = _RUN_FRESH
+) -> str:
     folder = path.parent
     who = holder.describe() if holder else "another process (it has not recorded itself yet)"
     stop = f" ({holder.stop_hint()})" if holder else ""
     return (
-        f"run folder {folder} is in use by {who}; one run folder takes one live process tree. "
-        f"Wait for it to finish, stop it{stop} and rerun to resume, or pass run.name=<new name> "
-        "to start a separate run"
+        f"{kind} {folder} is in use by {who}; one {kind} takes one live process tree. "
+        f"Wait for it to finish, stop it{stop} and rerun to resume, or {fresh}"
     )
 
 
@@ -176,6 +180,8 @@ class RunLock:
     takeover_wait_s : float
         How long an attempt of a requeued SLURM job waits for the earlier attempt on the
         same node to release the lock before taking it over.
+    kind, fresh : str
+        For the refusal message: what the folder is and how to start a separate one.
 
     Examples
     --------
@@ -183,9 +189,17 @@ class RunLock:
     ...     train()
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, takeover_wait_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        takeover_wait_s: float = 60.0,
+        kind: str = "run folder",
+        fresh: str = _RUN_FRESH,
+    ) -> None:
         self.path = Path(path)
         self.takeover_wait_s = takeover_wait_s
+        self.kind, self.fresh = kind, fresh
         self.holder: LockHolder | None = None
         self._fd: int | None = None
 
@@ -221,7 +235,9 @@ class RunLock:
                 os.close(fd)
                 action = self._contend(holder, me, time.monotonic() - t0)
                 if action == "fail":
-                    raise RunLockedError(_locked_message(self.path, holder)) from None
+                    raise RunLockedError(
+                        _locked_message(self.path, holder, self.kind, self.fresh)
+                    ) from None
                 if action == "take":
                     self._unlink_if(ident)
                 else:

@@ -23,6 +23,7 @@ from typing import Any
 
 from brainxl.distrib.config import RunConfig, run_dir, save_run_config
 from brainxl.distrib.env import free_port, local_rank_env
+from brainxl.distrib.parent_watch import LAUNCHER_PID_ENV
 from brainxl.distrib.rundir import RunDir
 
 __all__ = ["RankTarget", "free_port", "launch_local", "pretrain_target", "rank_env"]
@@ -69,12 +70,14 @@ def pretrain_target() -> RankTarget:
 def rank_env(rank: int, nproc: int, port: int) -> dict[str, str]:
     """This process's environment plus what local rank ``rank`` of ``nproc`` needs.
 
-    Sets the torch.distributed variables (master on 127.0.0.1:``port``) and, unless the
+    Sets the torch.distributed variables (master on 127.0.0.1:``port``), the launcher's
+    pid (:func:`brainxl.distrib.parent_watch.watch_launcher`) and, unless the
     user chose one, ``OMP_NUM_THREADS`` so the ranks share the cores instead of
     oversubscribing them.
     """
     env = dict(os.environ)
     local_rank_env(rank, nproc, port).export(env)
+    env[LAUNCHER_PID_ENV] = str(os.getpid())  # a rank exits when its launcher is killed
     env.setdefault("OMP_NUM_THREADS", str(max((os.cpu_count() or 1) // nproc, 1)))
     return env
 

@@ -17,7 +17,10 @@ it again): ``sweep.json``, ``outer-XX/{shards,runs,trials,tune,final}``, ``outer
 result.json``, ``report.md`` and ``figures/``. Repeating the command after a crash or a
 ``kill -9`` restores each outer fold's Tune experiment (finished trials are kept,
 unfinished ones resume from their last finished inner fold, whose run folders are
-complete) and skips finished phases.
+complete) and skips finished phases. One driver at a time works in a sweep folder
+(``sweep.lock``); a trial's processes end with the Ray node that started them
+(:func:`brainxl.distrib.parent_watch.exit_with_parent`), so a killed driver leaves none
+training beside the resumed one.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from brainxl.launch.sweep_space import SearchSpec
 from brainxl.files import atomic_write_text
 
 SWEEP_RECORD = "sweep.json"
+SWEEP_LOCK = "sweep.lock"  # held by the live driver
 OUTER_RESULT = "result.json"
 SEARCH_RESULT = "search.json"
 PHASES = ("search", "final", "report")
@@ -400,10 +404,27 @@ def run_sweep(
     live : bool
         Print the trial table as trials report.
     """
+    from brainxl.distrib.runlock import RunLock
     from brainxl.launch.sweep_folds import outer_subjects
-    from brainxl.launch.sweep_report import log_wandb_folds, write_report
 
     subjects = outer_subjects(sweep.subjects, outer)
+    # one live driver per sweep folder: a second one would train the same trials' folds
+    lock = RunLock(sweep.folder / SWEEP_LOCK, kind="sweep folder", fresh="pass another --out")
+    with lock:
+        return _run_locked(sweep, subjects, address, num_cpus, ridge, phases, live)
+
+
+def _run_locked(
+    sweep: Sweep,
+    subjects: Sequence[str],
+    address: str | None,
+    num_cpus: int | None,
+    ridge: bool,
+    phases: Sequence[str],
+    live: bool,
+) -> dict[str, Any]:
+    from brainxl.launch.sweep_report import log_wandb_folds, write_report
+
     write_record(sweep)
     start_ray(address, num_cpus)
     t0 = time.perf_counter()

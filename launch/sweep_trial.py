@@ -174,8 +174,12 @@ def trial(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     ctx : dict
         :meth:`TrialContext.to_dict` (passed with ``tune.with_parameters``).
     """
+    from brainxl.distrib.parent_watch import exit_with_parent
     from ray import tune
 
+    # the raylet started this worker: when it dies with a killed driver, the trial must
+    # not train on beside the resumed sweep
+    exit_with_parent()
     c = TrialContext.from_dict(ctx)
     trial_id = tune.get_context().get_trial_id()
     os.environ.setdefault("BRAINXL_SWEEP_NODE", node_name())

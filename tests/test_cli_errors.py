@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,29 @@ def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
         main(["train", "nope"])
 
 
+@contextlib.contextmanager
+def _lock_held_elsewhere(path: Path) -> Iterator[subprocess.Popen]:
+    """Another live process holding the run lock ``path``."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from brainxl.distrib.runlock import RunLock\n"
+            "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_run_locked_is_one_line(tmp_path: Path, capsys) -> None:
     from brainxl.distrib.config import load_config, run_dir
     from brainxl.distrib.rundir import RunDir
@@ -101,20 +126,7 @@ def test_run_locked_is_one_line(tmp_path: Path, capsys) -> None:
     args = overrides(shards, tmp_path / "runs")
     folder = run_dir(load_config(None, args))
     folder.mkdir(parents=True)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time\n"
-            "from brainxl.distrib.runlock import RunLock\n"
-            "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
-            str(RunDir(folder).lock_path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with _lock_held_elsewhere(RunDir(folder).lock_path) as holder:
         assert main(["train", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("brainxl train: error: run folder")
@@ -124,6 +136,21 @@ def test_run_locked_is_one_line(tmp_path: Path, capsys) -> None:
         assert main(["submit", str(plain), *args, "--cluster", "local"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"pid {holder.pid}" in err[0]
-    finally:
-        holder.kill()
-        holder.wait()
+
+
+def test_second_driver_of_a_live_sweep_is_refused(tmp_path: Path, capsys) -> None:
+    from brainxl.launch.sweep import SWEEP_LOCK
+    from train_fixtures import overrides, write_shards
+
+    shards = write_shards(tmp_path / "shards")
+    args = [a for a in overrides(shards, tmp_path / "runs") if not a.startswith("data.test")]
+    search = tmp_path / "search.yaml"
+    search.write_text("space:\n  train.lr: {grid: [0.001, 0.003]}\ninner_folds: 2\n")
+    out = tmp_path / "sweep"
+    with _lock_held_elsewhere(out / SWEEP_LOCK) as holder:
+        cmd = ["sweep", "neurobolt-debug", str(search), *args, "--out", str(out)]
+        assert main([*cmd, "--search-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"brainxl sweep: error: sweep folder {out} is in use by pid")
+    assert f"pid {holder.pid}" in err[-1] and "pass another --out" in err[-1]
+    assert not (out / "outer-05").exists()  # nothing was started

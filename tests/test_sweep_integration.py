@@ -327,7 +327,8 @@ def test_kill_9_of_the_driver_then_the_same_command_resumes(tmp_path: Path) -> N
     # one run folder per trial and fold, nothing trained twice
     assert len(list((out / "outer-05" / "runs").glob("*/*/final_metrics.json"))) == 6
     search_result = json.loads((out / "outer-05" / "search.json").read_text())
-    assert {t["state"] for t in search_result["trials"]} == {"done"}
+    states = [(t["trial_id"], t["state"], t["error"]) for t in search_result["trials"]]
+    assert {s for _, s, _ in states} == {"done"}, (states, log.read_text()[-3000:])
     # the resumed search's numbers are those of the per-fold metrics files
     from brainxl.launch.sweep_trial import fold_score
 

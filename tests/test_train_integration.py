@@ -3,6 +3,7 @@ resume on another world size, checkpoint retention and the report files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
+from test_parent_watch import wait_gone
 from train_fixtures import overrides, write_shards
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,14 +87,22 @@ def test_zero3_resume_after_kill_matches_uninterrupted(shards: Path, tmp_path: P
             latest = found[0]
             break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-training
+    ranks = [c.pid for c in psutil.Process(proc.pid).children()]
+    os.kill(proc.pid, signal.SIGKILL)  # the launcher only, mid-training: its ranks follow
     proc.wait()
+    try:
+        assert len(ranks) == 2
+        assert wait_gone(ranks, 60.0) == [], "ranks trained on after their launcher died"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     assert latest is not None, "the run ended before its first checkpoint could be killed"
     folder = latest.parent.parent
     assert not (folder / "final_metrics.json").exists()
+    saved = int(latest.read_text().strip().removeprefix("step"))  # 2, or 3 saved meanwhile
 
     _train(cmd)  # the same command again resumes
-    assert [r["step"] for r in _records(folder, "resume")] == [2]
+    assert [r["step"] for r in _records(folder, "resume")] == [saved]
     a = torch.load(ref / "final_model.pt")
     b = torch.load(folder / "final_model.pt")
     assert a.keys() == b.keys()
