@@ -5,6 +5,9 @@ masking, half the patches masked, random code targets), fp32, batch 16. Two case
 tokens (16 channels x 16 s) and 416 tokens (26 channels x 16 s). Each case runs in a fresh
 subprocess; after every step a 2048^3 fp32 matmul is timed in the same process, so the
 printed share of the matmul is taken under the same machine load as the step. The
+process keeps freed memory in its heap as ``brainxl pretrain`` does without ZeRO-3
+(:func:`brainxl.heap.keep_freed_memory`); ``--heap keep libc`` adds rows with glibc's
+defaults, where each step's large tensors fault in fresh pages. The
 official LaBraM figures (``MODELS.md``, measured side by side on a quiet machine) are
 printed next to it: samples/s and share of the matmul.
 
@@ -68,6 +71,12 @@ def worker(args: argparse.Namespace) -> dict:
     from brainxl.models.registry import get_model_spec
 
     torch.set_num_threads(args.threads)
+    if args.heap == "keep":
+        try:
+            from brainxl.heap import keep_freed_memory
+        except ImportError:  # a baseline tree older than the policy
+            sys.exit(f"{args.src}: no brainxl.heap in this tree; compare it with --heap libc")
+        keep_freed_memory()
     torch.manual_seed(0)
     n_ch, n_p, B = args.chans, 16, args.batch
     model = get_model_spec("labram").build(args.flavor).train()
@@ -137,10 +146,10 @@ def speed_vs_reference(r: dict, tokens: int) -> float:
     return ours / ref
 
 
-def _run(args: argparse.Namespace, tokens: int, src: str | None) -> dict | None:
+def _run(args: argparse.Namespace, tokens: int, src: str | None, heap: str) -> dict | None:
     cmd = [sys.executable, __file__, "--_worker", "--chans", str(CASES[tokens][0]),
            "--batch", str(args.batch), "--steps", str(args.steps), "--threads",
-           str(args.threads), "--flavor", args.flavor]  # fmt: skip
+           str(args.threads), "--flavor", args.flavor, "--heap", heap]  # fmt: skip
     if src:
         cmd += ["--src", src]
     if args.profile:
@@ -165,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=1, help="alternating rounds per case")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--heap", nargs="+", default=["keep"], choices=["keep", "libc"],
+        help="malloc policy of the step's process: keep freed memory (as training does) "
+        "or glibc's defaults; several give rows side by side",
+    )  # fmt: skip
     p.add_argument("--baseline", default=None, help="git revision to compare against")
     p.add_argument("--profile", action="store_true", help="print the top operators of a step")
     p.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
@@ -172,24 +186,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--src", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._worker:
+        args.heap = args.heap[0]
         print("RESULT " + json.dumps(worker(args)), flush=True)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         base_src = str(_archive(args.baseline, Path(tmp))) if args.baseline else None
-        variants = [("current", None)] + ([(args.baseline, base_src)] if base_src else [])
+        trees = [("current", None)] + ([(args.baseline, base_src)] if base_src else [])
+        variants = [
+            (name if len(args.heap) == 1 else f"{name}/{heap}", src, heap)
+            for name, src in trees
+            for heap in args.heap
+        ]
         print(f"threads={args.threads} batch={args.batch} flavor={args.flavor} fp32, "
               f"load={os.getloadavg()[0]:.1f}")  # fmt: skip
-        print(f"{'tokens':>6} {'code':<10}{'s/step':>8}{'samples/s':>10}{'GFLOP/s':>9}"
+        print(f"{'tokens':>6} {'code':<14}{'s/step':>8}{'samples/s':>10}{'GFLOP/s':>9}"
               f"{'matmul':>8}{'share':>7}{'peak GiB':>9}{'x reference':>12}")  # fmt: skip
         results: dict[tuple[int, str], list[dict]] = {}
         for tokens in args.tokens:
             for _ in range(args.rounds):
-                for name, src in variants:
-                    r = _run(args, tokens, src)
+                for name, src, heap in variants:
+                    r = _run(args, tokens, src, heap)
                     if r is None:
                         continue
                     results.setdefault((tokens, name), []).append(r)
-                    print(f"{tokens:>6} {name:<10}{r['s_per_step']:>8.2f}"
+                    print(f"{tokens:>6} {name:<14}{r['s_per_step']:>8.2f}"
                           f"{r['samples_per_s']:>10.2f}{r['gflops']:>9.1f}"
                           f"{r['matmul_gflops']:>8.1f}{r['share']:>7.2f}{r['peak_gib']:>9.2f}"
                           f"{speed_vs_reference(r, tokens):>12.2f}", flush=True)  # fmt: skip
@@ -198,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             share = statistics.median(r["share"] for r in rs)
             speed = statistics.median(speed_vs_reference(r, tokens) for r in rs)
             print(
-                f"{tokens:>6} {name:<10} share {share:.2f}  "
+                f"{tokens:>6} {name:<14} share {share:.2f}  "
                 f"samples/s vs the official code at equal matmul speed {speed:.2f}x"
             )
     return 0

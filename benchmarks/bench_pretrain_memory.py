@@ -20,11 +20,11 @@ to RAM.
 What the numbers mean: ZeRO-3 pays off once the partitioned model states outweigh what
 every rank holds anyway (gathered parameters of the layers in flight, ZeRO's buffers,
 sized from the parameter count by ``brainxl.distrib.engine.zero_buffers``, and the
-process itself). Measured on 2 ranks with ``zero.Init``, glibc's mmap threshold fixed and
-AdamW fused (``distrib/engine.py``): ``large`` (50M) 1.07 GiB per rank with ZeRO-3 against
-1.22 with ZeRO-0, ``huge`` (376M) 4.82 against 6.2 (before those three: 1.67 and 8.4, more
-than ZeRO-0). A case that runs out of time reports ``timed out``; the machine's other work
-decides how long one step takes.
+process itself). Measured on 2 ranks with ``zero.Init``, glibc's mmap threshold fixed
+(``brainxl/heap.py``) and AdamW fused (``distrib/engine.py``): ``large`` (50M) 1.07 GiB
+per rank with ZeRO-3 against 1.22 with ZeRO-0, ``huge`` (376M) 4.82 against 6.2 (before
+those three: 1.67 and 8.4, more than ZeRO-0). A case that runs out of time reports
+``timed out``; the machine's other work decides how long one step takes.
 
 Usage::
 

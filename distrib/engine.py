@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 from brainxl.distrib.env import DistEnv
 
+from brainxl.heap import keep_freed_memory, return_freed_memory
+
 
 def init_distributed(env: DistEnv) -> str:
     """Initialise ``torch.distributed`` through DeepSpeed; returns the backend used."""
@@ -155,25 +157,6 @@ def ds_config(
     return cfg
 
 
-def return_freed_memory(threshold: int = 1 << 20) -> bool:
-    """Serve allocations of ``threshold`` bytes and more with ``mmap`` (glibc ``mallopt``).
-
-    glibc raises its mmap threshold to the size of every freed mmapped block (up to 32
-    MiB), so once ZeRO-3 has partitioned a model and freed the full weights, later
-    tensors below that size come from the heap, which is not given back: a 376M-parameter
-    masked-modeling step peaked at 8.4 GiB per rank with ZeRO-3 against 6.2 with ZeRO-0;
-    with a fixed threshold, 5.1. Returns False where the C library has no ``mallopt``.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-3, int(threshold)))  # -3: M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
-
-
 def build_partitioned(
     build: Callable[[], nn.Module], train: Any, world_size: int, seed: int
 ) -> tuple[nn.Module, int]:
@@ -244,6 +227,8 @@ def create_engine(
     if train.zero_stage == 3:
         return_freed_memory()  # the engine frees what it partitions
         register_leaf_params_external(model)
+    else:
+        keep_freed_memory()  # steps reuse their large blocks instead of faulting them in
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=param_groups(model, train.lr, train.layer_decay),

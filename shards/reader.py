@@ -40,36 +40,10 @@ from brainxl.shards.stats import NormStats
 from brainxl.shards.tarformat import META_CHECKSUM_KEY, check_sample, iter_tar_samples
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from brainxl.heap import keep_freed_memory
+
 log = logging.getLogger(__name__)
 NORM_SCOPES = ("fold", "subject", "none")
-
-
-_HEAP_TUNED = False
-
-
-def tune_heap() -> bool:
-    """Stop glibc from returning batch-sized blocks to the OS (once per process).
-
-    Each batch is a fresh multi-MB tensor. With glibc's dynamic mmap threshold, the
-    segment buffers of the reader fragment the heap and most batches land on fresh pages;
-    page faults then cost more than copying the windows. Raising the mmap and trim
-    thresholds lets freed blocks be reused. Returns True when applied (glibc found).
-    """
-    global _HEAP_TUNED
-    if _HEAP_TUNED:
-        return True
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-    ok = mallopt(m_mmap_threshold, 256 << 20) == 1 and mallopt(m_trim_threshold, 1 << 30) == 1
-    _HEAP_TUNED = ok
-    return ok
 
 
 def _seed(*parts: int) -> int:
@@ -278,7 +252,7 @@ class WindowDataset(IterableDataset):
     # ---------------------------------------------------------------- streaming
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self.cfg.heap_reuse:
-            tune_heap()
+            keep_freed_memory()
         info = get_worker_info()
         nw, wid = (info.num_workers, info.id) if info is not None else (1, 0)
         B, S = self.batches_per_epoch(), self._skip_batches

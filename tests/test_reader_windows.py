@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -195,13 +194,6 @@ def test_normalisation_uses_training_subjects_only(sharded: Path) -> None:
     np.testing.assert_allclose(item["ephys"].numpy(), expect, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="not in the manifest"):
         fold_statistics(sharded, ["01", "42"])
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_heap_tuning_applies_on_glibc() -> None:
-    from brainxl.shards.reader import tune_heap
-
-    assert tune_heap() is True
 
 
 def test_norm_scopes_per_modality(sharded: Path) -> None:

@@ -1,0 +1,77 @@
+"""The malloc policies of brainxl.heap, each in a fresh interpreter (they are process-wide)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+
+#: Sixteen rounds of a step-like pattern (three 64 MiB tensors, then all freed); print the page
+#: faults of the last four, once the heap has reached its steady state.
+_FAULTS = """
+import json, resource, sys
+import torch
+from brainxl import heap
+policy = sys.argv[1]
+applied = {"keep": heap.keep_freed_memory, "return": heap.return_freed_memory,
+           "libc": lambda: None}[policy]()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def step():
+    x = torch.ones(16 << 20)
+    y = x * 2
+    z = x + y
+    del x, y, z
+for _ in range(12):  # the heap grows for about 6 rounds (aligned blocks fragment it)
+    step()
+before = faults()
+for _ in range(4):
+    step()
+print(json.dumps({"applied": applied, "faults": faults() - before,
+                  "policy": heap.heap_policy()}))
+"""
+
+
+def _faults(policy: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS, policy], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_kept_memory_is_reused_without_page_faults() -> None:
+    pages = 4 * 3 * (64 << 20) // 4096  # 4 rounds of 3 tensors, every page faulted in
+    libc = _faults("libc")
+    keep = _faults("keep")
+    assert keep["applied"] is True and keep["policy"] == "keep"
+    assert libc["faults"] >= 0.9 * pages, libc  # glibc maps each tensor afresh
+    # kept: the heap stops growing after some rounds (64 MiB more now and then, as the
+    # aligned blocks fragment it); glibc's defaults fault in every page of every round
+    assert keep["faults"] <= pages // 4, keep
+
+
+def test_returned_memory_faults_in_again_and_keep_does_not_override_it() -> None:
+    code = (
+        "from brainxl import heap\n"
+        "print(heap.return_freed_memory(), heap.keep_freed_memory(), heap.heap_policy())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False", "return"]
+    ret = _faults("return")
+    assert ret["applied"] is True
+    assert ret["faults"] >= 0.9 * 4 * 3 * (64 << 20) // 4096, ret
+
+
+def test_keep_is_applied_once_per_process() -> None:
+    code = (
+        "from brainxl import heap\n"
+        "print(heap.heap_policy(), heap.keep_freed_memory(), heap.keep_freed_memory(), "
+        "heap.heap_policy())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["None", "True", "True", "keep"]
