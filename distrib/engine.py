@@ -206,11 +206,14 @@ def create_engine(
     *,
     load_universal: bool = False,
     n_params: int | None = None,
+    keep_heap: bool = True,
 ) -> Any:
     """Wrap ``model`` in a DeepSpeed engine with AdamW and our warm-up/cosine schedule.
 
     ``n_params`` is the parameter count when ``model`` is already partitioned
-    (:func:`build_partitioned`); otherwise it is counted here.
+    (:func:`build_partitioned`); otherwise it is counted here. Without ZeRO-3 the process
+    keeps freed memory for reuse (:func:`brainxl.heap.keep_freed_memory`) unless
+    ``keep_heap`` is False (``data.reader.heap_reuse: false``: glibc's defaults).
 
     Returns
     -------
@@ -227,7 +230,7 @@ def create_engine(
     if train.zero_stage == 3:
         return_freed_memory()  # the engine frees what it partitions
         register_leaf_params_external(model)
-    else:
+    elif keep_heap:
         keep_freed_memory()  # steps reuse their large blocks instead of faulting them in
     engine, _, _, _ = deepspeed.initialize(
         model=model,

@@ -127,7 +127,12 @@ class Trainer:
                 resume_tag = ckpt.to_universal(self.ckpt_dir, resume_tag, rank=env.rank)
                 universal = True
         self.engine = create_engine(
-            model, t, env.world_size, self.total_steps, load_universal=universal
+            model,
+            t,
+            env.world_size,
+            self.total_steps,
+            load_universal=universal,
+            keep_heap=cfg.data.reader.heap_reuse,
         )
         # Low precision: weights in bf16/fp16 (DeepSpeed), inputs stay fp32 and autocast
         # casts per op, so model code that builds fp32 tensors (STFT windows...) still works.

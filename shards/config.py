@@ -122,8 +122,9 @@ class WindowConfig:
 
     include_subjects: list[str] = field(default_factory=list)
     exclude_subjects: list[str] = field(default_factory=list)
-    # glibc only: keep freed batch-sized memory in the malloc heap (mallopt), so batches
-    # reuse pages instead of faulting in fresh ones; process-wide, off = libc defaults
+    # glibc only: keep freed memory in the malloc heap (brainxl.heap), so batches and
+    # training steps reuse pages instead of faulting in fresh ones; process-wide (reader
+    # and trainer), off = libc defaults; ZeRO-3 runs give memory back either way
     heap_reuse: bool = True
 
 

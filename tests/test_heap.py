@@ -37,11 +37,34 @@ print(json.dumps({"applied": applied, "faults": faults() - before,
 """
 
 
-def _faults(policy: str) -> dict:
+#: create_engine on a one-rank gloo group; prints the malloc policy it chose.
+_ENGINE = """
+import os, socket, sys
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
+                  LOCAL_RANK="0")
+import torch
+from brainxl import heap
+from brainxl.distrib.config import TrainConfig
+from brainxl.distrib.engine import create_engine
+create_engine(torch.nn.Linear(4, 4), TrainConfig(zero_stage=int(sys.argv[1])), 1, 10,
+              keep_heap=sys.argv[2] == "keep")
+print(heap.heap_policy())
+"""
+
+
+def _python(code: str, *args: str) -> str:
+    """The last line ``code`` prints, run in a fresh interpreter with ``args``."""
     out = subprocess.run(
-        [sys.executable, "-c", _FAULTS, policy], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _faults(policy: str) -> dict:
+    return json.loads(_python(_FAULTS, policy))
 
 
 def test_kept_memory_is_reused_without_page_faults() -> None:
@@ -60,8 +83,7 @@ def test_returned_memory_faults_in_again_and_keep_does_not_override_it() -> None
         "from brainxl import heap\n"
         "print(heap.return_freed_memory(), heap.keep_freed_memory(), heap.heap_policy())"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["True", "False", "return"]
+    assert _python(code).split() == ["True", "False", "return"]
     ret = _faults("return")
     assert ret["applied"] is True
     assert ret["faults"] >= 0.9 * 4 * 3 * (64 << 20) // 4096, ret
@@ -73,5 +95,13 @@ def test_keep_is_applied_once_per_process() -> None:
         "print(heap.heap_policy(), heap.keep_freed_memory(), heap.keep_freed_memory(), "
         "heap.heap_policy())"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["None", "True", "True", "keep"]
+    assert _python(code).split() == ["None", "True", "True", "keep"]
+
+
+@pytest.mark.parametrize(
+    ("stage", "heap_reuse", "policy"),
+    [(0, "keep", "keep"), (0, "off", "None"), (3, "keep", "return")],
+)
+def test_create_engine_chooses_the_policy(stage: int, heap_reuse: str, policy: str) -> None:
+    # ZeRO-3 gives memory back; otherwise kept unless data.reader.heap_reuse is off
+    assert _python(_ENGINE, str(stage), heap_reuse) == policy
