@@ -31,6 +31,13 @@ fine-tuning runs, e.g. the amplitude-aware encoder::
         --override model.overrides.amplitude_embed=true --override data.reader.ephys_norm=none
 
 A ``--work`` folder holds one setting: finished stages and runs are reused, not compared.
+
+Does an effect survive another pretraining seed? ``--seeds 0,1,2`` runs the scratch
+column once in ``WORK`` and the whole pretraining chain once per seed in ``WORK/seed<S>``,
+then prints every seed's column, their mean, each seed's paired difference and the
+interval over seeds of the mean paired difference::
+
+    python experiments/finetune_table.py --work /tmp/ft16 --seeds 0,1,2 ... --variants temporal
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import json
 import shlex
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -194,12 +202,15 @@ def run_name(variant: str, init: str, fold: str) -> str:
     return f"{variant}-{init}-{fold}"
 
 
-def finetune(args: argparse.Namespace, mem: Path | None) -> None:
+def finetune(
+    args: argparse.Namespace, mem: Path | None, inits: tuple[str, ...] = ("scratch", "pretrained")
+) -> None:
     """One ``brainxl train`` per (variant, init, fold) not finished yet.
 
     Variant-major order, so a chain stopped early leaves whole columns of the first variant.
+    ``mem`` None: scratch runs only.
     """
-    inits = ("scratch",) if mem is None else ("scratch", "pretrained")
+    inits = tuple(i for i in inits if mem is not None or i == "scratch")
     for variant in args.variants:
         for init in inits:
             for fold in args.folds:
@@ -248,6 +259,64 @@ def table(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def seed_args(args: argparse.Namespace, seed: int) -> argparse.Namespace:
+    """The arguments of pretraining seed ``seed``: its own work folder ``WORK/seed<S>``.
+
+    The seed reaches everything random in both pretraining stages (initialisation, masks,
+    the stream's order: ``seed`` and ``data.seed``); fine-tuning is unchanged.
+    """
+    sub = argparse.Namespace(**vars(args))
+    sub.work = args.work / f"seed{seed}"
+    sub.pretrain_override = [*args.pretrain_override, f"seed={seed}", f"data.seed={seed}"]
+    return sub
+
+
+def seed_table(args: argparse.Namespace) -> str:
+    """Scratch against each pretraining seed, per fold, and the effect's spread over seeds.
+
+    Scratch runs live in ``WORK``, each seed's pretraining and pretrained runs in
+    ``WORK/seed<S>``. Per variant: the per-fold table, the paired difference of each seed
+    with its interval over folds, and the interval over seeds of the mean paired
+    difference, which says whether the effect survives another pretraining seed.
+    """
+    from brainxl.metrics import t_interval
+
+    def fmt(values: list[float] | np.ndarray, sign: str = "+") -> str:
+        m, lo, hi, n = (f"{x:{sign}.3f}".replace("+nan", "nan") if isinstance(x, float) else x
+                        for x in t_interval(np.asarray(values, dtype=float)))  # fmt: skip
+        return f"{m} [{lo}, {hi}] (n={n})"
+
+    def score(work: Path, variant: str, init: str, fold: str) -> float:
+        return _score(work / "runs" / "finetune" / run_name(variant, init, fold))
+
+    out = []
+    for v in args.variants:
+        scratch = np.array([score(args.work, v, "scratch", f) for f in args.folds])
+        pre = np.array(
+            [[score(args.work / f"seed{s}", v, "pretrained", f) for f in args.folds]
+             for s in args.seeds]
+        )  # fmt: skip
+        with warnings.catch_warnings():  # a fold no seed finished stays nan
+            warnings.simplefilter("ignore", RuntimeWarning)
+            seed_mean = np.nanmean(pre, axis=0) if pre.size else np.full(len(args.folds), np.nan)
+        head = ["held-out subject", f"{v} scratch"]
+        head += [f"pretrained seed {s}" for s in args.seeds] + ["pretrained, mean of seeds"]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for k, fold in enumerate(args.folds):
+            cells = [fold, f"{scratch[k]:.3f}", *(f"{r[k]:.3f}" for r in pre)]
+            out.append("| " + " | ".join([*cells, f"{seed_mean[k]:.3f}"]) + " |")
+        cols = [scratch, *pre, seed_mean]
+        out.append("| mean [95% t] | " + " | ".join(fmt(c, "") for c in cols) + " |")
+        out.append("")
+        for s, row in zip(args.seeds, pre):
+            out.append(f"- {v}, seed {s}: pretrained - scratch = {fmt(row - scratch)}")
+        out.append(f"- {v}, mean of seeds: pretrained - scratch = {fmt(seed_mean - scratch)}")
+        per_seed = [float(np.nanmean(row - scratch)) for row in pre]
+        out.append(f"- {v}: mean paired difference over seeds = {fmt(per_seed)}")
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, required=True, help="runs and logs go here")
@@ -270,11 +339,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--tokenizer-override", action="append", default=[], help="extra tokenizer override"
     )
+    ap.add_argument(
+        "--seeds",
+        help="pretraining seeds, comma-separated: one chain per seed in WORK/seed<S>, "
+        "scratch runs once in WORK, a table of the effect over seeds",
+    )
     ap.add_argument("--no-pretrain", action="store_true", help="scratch runs only")
     ap.add_argument("--table-only", action="store_true", help="print the table of finished runs")
     args = ap.parse_args(argv)
     args.folds = [f.strip() for f in args.folds.split(",") if f.strip()]
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    try:
+        args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else []
+    except ValueError:
+        ap.error(f"--seeds takes integers separated by commas, got {args.seeds!r}")
+    if args.seeds and args.no_pretrain:
+        ap.error("--seeds are pretraining seeds; they make no sense with --no-pretrain")
     bad = sorted(set(args.variants) - set(VARIANTS))
     if bad:
         ap.error(f"unknown variants {bad}; choose from {sorted(VARIANTS)}")
@@ -287,6 +367,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.seeds:
+        if not args.table_only:
+            finetune(args, None)
+            for s in args.seeds:
+                sub = seed_args(args, s)
+                finetune(sub, pretrain(sub), inits=("pretrained",))
+        print(seed_table(args))
+        for s in args.seeds:
+            report = tokenizer_report(seed_args(args, s))
+            if report:
+                print(f"seed {s}: " + report.replace("\n", f"\nseed {s}: "))
+        return 0
     if not args.table_only:
         mem = None if args.no_pretrain else pretrain(args)
         finetune(args, mem)

@@ -1,0 +1,86 @@
+"""experiments/finetune_table.py: the pretraining-seed study's layout and arithmetic."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "finetune_table.py"
+
+
+@pytest.fixture(scope="module")
+def ft():
+    spec = importlib.util.spec_from_file_location("finetune_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _finished(work: Path, name: str, r: float) -> None:
+    run = work / "runs" / "finetune" / name
+    run.mkdir(parents=True)
+    (run / "final_metrics.json").write_text(json.dumps({"test": {"mean_r": r}}))
+
+
+def test_each_seed_gets_its_folder_and_its_seed_in_both_pretraining_stages(ft, tmp_path):
+    args = ft.parse(["--work", str(tmp_path), "--seeds", "3,7", "--table-only",
+                     "--pretrain-override", "model.overrides.amplitude_embed=true"])  # fmt: skip
+    assert args.seeds == [3, 7]
+    sub = ft.seed_args(args, 7)
+    assert sub.work == tmp_path.resolve() / "seed7"
+    assert sub.pretrain_override == [
+        "model.overrides.amplitude_embed=true",
+        "seed=7",
+        "data.seed=7",
+    ]
+    assert args.pretrain_override == ["model.overrides.amplitude_embed=true"]  # not mutated
+    assert ft._stage_dir(sub, "mem") == tmp_path.resolve() / "seed7/runs/pretrain-debug/mem"
+
+
+def test_seed_table_pairs_every_seed_with_the_one_scratch_column(ft, tmp_path):
+    folds = ["01", "02", "03"]
+    for fold, r in zip(folds, [0.10, 0.20, 0.30]):
+        _finished(tmp_path, f"temporal-scratch-{fold}", r)
+    # seed 0 gains 0.05 on every fold, seed 1 loses 0.01 on every fold
+    for seed, delta in [(0, 0.05), (1, -0.01)]:
+        for fold, r in zip(folds, [0.10, 0.20, 0.30]):
+            _finished(tmp_path / f"seed{seed}", f"temporal-pretrained-{fold}", r + delta)
+    args = ft.parse(["--work", str(tmp_path), "--seeds", "0,1", "--folds", ",".join(folds),
+                     "--variants", "temporal", "--table-only"])  # fmt: skip
+    text = ft.seed_table(args)
+    assert "| 02 | 0.200 | 0.250 | 0.190 | 0.220 |" in text
+    assert "- temporal, seed 0: pretrained - scratch = +0.050 [+0.050, +0.050] (n=3)" in text
+    assert "- temporal, seed 1: pretrained - scratch = -0.010 [-0.010, -0.010] (n=3)" in text
+    assert "- temporal, mean of seeds: pretrained - scratch = +0.020 [+0.020, +0.020] (n=3)" in text
+    # two seeds' means (+0.05, -0.01): mean +0.02, interval 0.02 +- 12.706 * 0.03
+    line = next(x for x in text.splitlines() if "over seeds" in x)
+    assert line.startswith(
+        "- temporal: mean paired difference over seeds = +0.020 [-0.361, +0.401]"
+    )
+
+
+def test_a_missing_run_is_nan_and_left_out_of_the_interval(ft, tmp_path):
+    _finished(tmp_path, "temporal-scratch-01", 0.1)
+    _finished(tmp_path, "temporal-scratch-02", 0.2)
+    _finished(tmp_path / "seed0", "temporal-pretrained-01", 0.3)
+    args = ft.parse(["--work", str(tmp_path), "--seeds", "0", "--folds", "01,02",
+                     "--variants", "temporal", "--table-only"])  # fmt: skip
+    text = ft.seed_table(args)
+    assert "| 02 | 0.200 | nan | nan |" in text
+    assert "seed 0: pretrained - scratch = +0.200 [nan, nan] (n=1)" in text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seeds", "0,x"], "--seeds takes integers"),
+        (["--seeds", "0", "--no-pretrain"], "make no sense with --no-pretrain"),
+    ],
+)
+def test_bad_seed_arguments_are_refused(ft, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        ft.parse(["--work", str(tmp_path), "--table-only", *argv])
+    assert message in capsys.readouterr().err
