@@ -235,10 +235,17 @@ def _score(run: Path) -> float:
     return float(json.loads(path.read_text())["test"]["mean_r"])
 
 
-def table(args: argparse.Namespace) -> str:
-    """The per-fold table and the across-fold summary, as Markdown."""
+def fmt_interval(values: list[float] | np.ndarray, sign: str = "") -> str:
+    """``mean [low, high] (n=N)``, the 95% Student-t interval; ``sign="+"`` signs them."""
     from brainxl.metrics import t_interval
 
+    m, lo, hi, n = t_interval(np.asarray(values, dtype=float))
+    m, lo, hi = (f"{x:{sign}.3f}".replace("+nan", "nan") for x in (m, lo, hi))
+    return f"{m} [{lo}, {hi}] (n={n})"
+
+
+def table(args: argparse.Namespace) -> str:
+    """The per-fold table and the across-fold summary, as Markdown."""
     runs = args.work / "runs" / "finetune"
     cols = [(v, i) for v in args.variants for i in ("scratch", "pretrained")]
     scores = {c: [_score(runs / run_name(c[0], c[1], f)) for f in args.folds] for c in cols}
@@ -247,15 +254,11 @@ def table(args: argparse.Namespace) -> str:
     for k, fold in enumerate(args.folds):
         lines.append(f"| {fold} | " + " | ".join(f"{scores[c][k]:.3f}" for c in cols) + " |")
 
-    def fmt(values: list[float]) -> str:
-        m, lo, hi, n = t_interval(np.asarray(values, dtype=float))
-        return f"{m:.3f} [{lo:.3f}, {hi:.3f}] (n={n})"
-
-    lines.append("| mean [95% t] | " + " | ".join(fmt(scores[c]) for c in cols) + " |")
+    lines.append("| mean [95% t] | " + " | ".join(fmt_interval(scores[c]) for c in cols) + " |")
     lines.append("")
     for v in args.variants:
         diff = np.subtract(scores[(v, "pretrained")], scores[(v, "scratch")])
-        lines.append(f"- {v}: pretrained - scratch = {fmt(list(diff))}")
+        lines.append(f"- {v}: pretrained - scratch = {fmt_interval(diff)}")
     return "\n".join(lines)
 
 
@@ -279,12 +282,6 @@ def seed_table(args: argparse.Namespace) -> str:
     with its interval over folds, and the interval over seeds of the mean paired
     difference, which says whether the effect survives another pretraining seed.
     """
-    from brainxl.metrics import t_interval
-
-    def fmt(values: list[float] | np.ndarray, sign: str = "+") -> str:
-        m, lo, hi, n = (f"{x:{sign}.3f}".replace("+nan", "nan") if isinstance(x, float) else x
-                        for x in t_interval(np.asarray(values, dtype=float)))  # fmt: skip
-        return f"{m} [{lo}, {hi}] (n={n})"
 
     def score(work: Path, variant: str, init: str, fold: str) -> float:
         return _score(work / "runs" / "finetune" / run_name(variant, init, fold))
@@ -306,13 +303,17 @@ def seed_table(args: argparse.Namespace) -> str:
             cells = [fold, f"{scratch[k]:.3f}", *(f"{r[k]:.3f}" for r in pre)]
             out.append("| " + " | ".join([*cells, f"{seed_mean[k]:.3f}"]) + " |")
         cols = [scratch, *pre, seed_mean]
-        out.append("| mean [95% t] | " + " | ".join(fmt(c, "") for c in cols) + " |")
+        out.append("| mean [95% t] | " + " | ".join(fmt_interval(c) for c in cols) + " |")
         out.append("")
         for s, row in zip(args.seeds, pre):
-            out.append(f"- {v}, seed {s}: pretrained - scratch = {fmt(row - scratch)}")
-        out.append(f"- {v}, mean of seeds: pretrained - scratch = {fmt(seed_mean - scratch)}")
+            out.append(
+                f"- {v}, seed {s}: pretrained - scratch = {fmt_interval(row - scratch, '+')}"
+            )
+        out.append(
+            f"- {v}, mean of seeds: pretrained - scratch = {fmt_interval(seed_mean - scratch, '+')}"
+        )
         per_seed = [float(np.nanmean(row - scratch)) for row in pre]
-        out.append(f"- {v}: mean paired difference over seeds = {fmt(per_seed)}")
+        out.append(f"- {v}: mean paired difference over seeds = {fmt_interval(per_seed, '+')}")
         out.append("")
     return "\n".join(out).rstrip()
 

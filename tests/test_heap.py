@@ -39,14 +39,12 @@ print(json.dumps({"applied": applied, "faults": faults() - before,
 
 #: create_engine on a one-rank gloo group; prints the malloc policy it chose.
 _ENGINE = """
-import os, socket, sys
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
-                  LOCAL_RANK="0")
+import os, sys
 import torch
 from brainxl import heap
+from brainxl.distrib.env import free_port
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0",
+                  WORLD_SIZE="1", LOCAL_RANK="0")
 from brainxl.distrib.config import TrainConfig
 from brainxl.distrib.engine import create_engine
 create_engine(torch.nn.Linear(4, 4), TrainConfig(zero_stage=int(sys.argv[1])), 1, 10,
