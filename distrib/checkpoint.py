@@ -20,13 +20,17 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from brainxl.distrib.rundir import RunDir
 
 from brainxl.files import atomic_torch_save, atomic_write_text
+
+if TYPE_CHECKING:
+    from brainxl.distrib.env import DistEnv
+    from brainxl.distrib.reporting import Reporter
 
 LATEST = RunDir.LATEST
 META = "brainxl_meta.json"
@@ -135,6 +139,124 @@ def save(
         prune(ckpt_dir, keep_last)
     _barrier()
     return tag
+
+
+def save_run_step(
+    engine: Any,
+    ckpt_dir: str | os.PathLike,
+    step: int,
+    env: DistEnv,
+    *,
+    trainer_state: dict[str, Any],
+    keep_last: int,
+    config_yaml: str,
+    run_id: str,
+    rank_extra: dict[str, Any] | None = None,
+) -> str:
+    """:func:`save` of a run's loop: this rank's RNG states, the run's config and versions.
+
+    Parameters
+    ----------
+    engine, ckpt_dir, step, trainer_state, keep_last
+        As in :func:`save`.
+    env : DistEnv
+        This rank and the world size.
+    config_yaml : str
+        The run's resolved config, saved as ``config.yaml``.
+    run_id : str
+        The run's identity, saved in ``version.json`` beside the package versions.
+    rank_extra : dict, optional
+        More of this rank's picklable state, stored beside its RNG states (``"rng"``).
+
+    Returns
+    -------
+    str
+        The checkpoint's tag.
+    """
+    from brainxl.distrib.config import version_info
+
+    files = {
+        RunDir.CONFIG: config_yaml,
+        RunDir.VERSION: json.dumps({**version_info(), "run_id": run_id}),
+    }
+    return save(
+        engine,
+        ckpt_dir,
+        step,
+        rank=env.rank,
+        world_size=env.world_size,
+        trainer_state=trainer_state,
+        rank_state={"rng": rng_state(), **(rank_extra or {})},
+        keep_last=keep_last,
+        config_files=files,
+    )
+
+
+def loadable_tag(
+    ckpt_dir: str | os.PathLike, tag: str, meta: dict[str, Any], *, world_size: int, rank: int
+) -> tuple[str, bool]:
+    """The tag to load checkpoint ``tag`` from on ``world_size`` ranks (collective).
+
+    A ZeRO > 0 checkpoint saved on another world size is converted by :func:`to_universal`.
+
+    Parameters
+    ----------
+    ckpt_dir : path
+    tag : str
+    meta : dict
+        The checkpoint's :func:`read_meta`.
+    world_size, rank : int
+
+    Returns
+    -------
+    tag : str
+        ``tag`` or its universal copy.
+    universal : bool
+        Whether the engine must load it as a universal checkpoint.
+    """
+    if meta["world_size"] != world_size and meta["zero_stage"] > 0:
+        return to_universal(ckpt_dir, tag, rank=rank), True
+    return tag, False
+
+
+def load_engine(engine: Any, ckpt_dir: str | os.PathLike, tag: str) -> None:
+    """Load DeepSpeed's part of checkpoint ``tag`` into ``engine``.
+
+    Raises
+    ------
+    RuntimeError
+        When DeepSpeed finds nothing to load.
+    """
+    load_path, _ = engine.load_checkpoint(str(ckpt_dir), tag=tag)
+    if load_path is None:
+        raise RuntimeError(f"DeepSpeed could not load checkpoint {Path(ckpt_dir) / tag}")
+
+
+def report_resume(
+    report: Reporter, step: int, *, from_world_size: int, world_size: int, **extra: Any
+) -> None:
+    """Drop the records after ``step`` from the run's reports and report the resume.
+
+    Parameters
+    ----------
+    report : Reporter
+    step : int
+        The step the run resumes from.
+    from_world_size, world_size : int
+        Ranks of the saving and of the resuming run.
+    **extra
+        More fields of the ``"resume"`` record.
+    """
+    report.truncate_after(step)
+    report(
+        {
+            "split": "resume",
+            "step": step,
+            "from_world_size": from_world_size,
+            "world_size": world_size,
+            **extra,
+        }
+    )
 
 
 def prune(ckpt_dir: str | os.PathLike, keep_last: int) -> list[str]:

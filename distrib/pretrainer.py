@@ -112,9 +112,9 @@ class Pretrainer:
             if meta["world_size"] != env.world_size:
                 self.state.epoch_offset += self.state.batch_in_epoch * meta["world_size"]
                 self.state.batch_in_epoch = 0
-                if meta["zero_stage"] > 0:
-                    tag = ckpt.to_universal(self.ckpt_dir, tag, rank=env.rank)
-                    universal = True
+            tag, universal = ckpt.loadable_tag(
+                self.ckpt_dir, tag, meta, world_size=env.world_size, rank=env.rank
+            )
         self.total_steps = t.steps if t.epochs <= 0 else self._epoch_steps(t.epochs)
         task.world_size = env.world_size
         model, n_params = build_partitioned(task.build_model, t, env.world_size, cfg.seed)
@@ -141,9 +141,7 @@ class Pretrainer:
 
     # ----------------------------------------------------------------- checkpoints
     def _resume(self, tag: str, meta: dict[str, Any]) -> None:
-        load_path, _ = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag)
-        if load_path is None:
-            raise RuntimeError(f"DeepSpeed could not load checkpoint {self.ckpt_dir / tag}")
+        ckpt.load_engine(self.engine, self.ckpt_dir, tag)
         base = tag.removesuffix("_universal")
         if meta["world_size"] == self.env.world_size:
             rank_state = ckpt.load_rank_state(self.ckpt_dir, base, self.env.rank)
@@ -161,36 +159,27 @@ class Pretrainer:
             if self.env.rank == 0:
                 self.task.load_state_dict(merged)
             torch.manual_seed(self.cfg.seed * 1000 + self.state.step * 7 + self.env.rank)
-        self.report.truncate_after(self.state.step)
-        self.report(
-            {
-                "split": "resume",
-                "step": self.state.step,
-                "from_world_size": meta["world_size"],
-                "world_size": self.env.world_size,
-                "epoch": self.state.epoch,
-                "epoch_offset": self.state.epoch_offset,
-            }
+        ckpt.report_resume(
+            self.report,
+            self.state.step,
+            from_world_size=meta["world_size"],
+            world_size=self.env.world_size,
+            epoch=self.state.epoch,
+            epoch_offset=self.state.epoch_offset,
         )
 
     def save(self) -> str:
         """Checkpoint the current step on every rank (collective)."""
-        from brainxl.distrib.config import version_info
-
-        files = {
-            RunDir.CONFIG: to_yaml(self.cfg),
-            RunDir.VERSION: json.dumps({**version_info(), "run_id": pretrain_run_id(self.cfg)}),
-        }
-        return ckpt.save(
+        return ckpt.save_run_step(
             self.engine,
             self.ckpt_dir,
             self.state.step,
-            rank=self.env.rank,
-            world_size=self.env.world_size,
+            self.env,
             trainer_state=self.state.to_json(),
-            rank_state={"rng": ckpt.rng_state(), "task": self.task.state_dict()},
             keep_last=self.cfg.train.keep_last,
-            config_files=files,
+            config_yaml=to_yaml(self.cfg),
+            run_id=pretrain_run_id(self.cfg),
+            rank_extra={"task": self.task.state_dict()},
         )
 
     # ----------------------------------------------------------------- the loop

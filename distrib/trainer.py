@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from brainxl.distrib import checkpoint as ckpt
-from brainxl.distrib.config import RunConfig, fold_name, run_id, to_yaml, version_info
+from brainxl.distrib.config import RunConfig, fold_name, run_id, to_yaml
 from brainxl.distrib.data import BatchSource, Fold
 from brainxl.distrib.engine import (
     all_reduce_,
@@ -123,9 +123,9 @@ class Trainer:
         universal = False
         if resume_tag is not None:
             meta = ckpt.read_meta(self.ckpt_dir, resume_tag)
-            if meta["world_size"] != env.world_size and meta["zero_stage"] > 0:
-                resume_tag = ckpt.to_universal(self.ckpt_dir, resume_tag, rank=env.rank)
-                universal = True
+            resume_tag, universal = ckpt.loadable_tag(
+                self.ckpt_dir, resume_tag, meta, world_size=env.world_size, rank=env.rank
+            )
         self.engine = create_engine(
             model,
             t,
@@ -149,9 +149,7 @@ class Trainer:
     # ----------------------------------------------------------------- checkpoints
     def _resume(self, tag: str) -> None:
         base_tag = tag.removesuffix("_universal")
-        load_path, _ = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag)
-        if load_path is None:
-            raise RuntimeError(f"DeepSpeed could not load checkpoint {self.ckpt_dir / tag}")
+        ckpt.load_engine(self.engine, self.ckpt_dir, tag)
         meta = ckpt.read_meta(self.ckpt_dir, base_tag)
         self.state = LoopState.from_json(meta["trainer"])
         rank_state = None
@@ -163,14 +161,11 @@ class Trainer:
             self.state.micro_in_epoch = self._rescale_position(meta)
             torch.manual_seed(self.cfg.seed * 1000 + self.state.step * 7 + self.env.rank)
             np.random.seed((self.cfg.seed, self.state.step, self.env.rank))
-        self.report.truncate_after(self.state.step)
-        self.report(
-            {
-                "split": "resume",
-                "step": self.state.step,
-                "from_world_size": meta["world_size"],
-                "world_size": self.env.world_size,
-            }
+        ckpt.report_resume(
+            self.report,
+            self.state.step,
+            from_world_size=meta["world_size"],
+            world_size=self.env.world_size,
         )
 
     def _rescale_position(self, meta: dict[str, Any]) -> int:
@@ -180,20 +175,15 @@ class Trainer:
 
     def save(self) -> str:
         """Checkpoint the current step on every rank (collective)."""
-        files = {
-            RunDir.CONFIG: to_yaml(self.cfg),
-            RunDir.VERSION: json.dumps({**version_info(), "run_id": run_id(self.cfg)}),
-        }
-        return ckpt.save(
+        return ckpt.save_run_step(
             self.engine,
             self.ckpt_dir,
             self.state.step,
-            rank=self.env.rank,
-            world_size=self.env.world_size,
+            self.env,
             trainer_state=self.state.to_json(),
-            rank_state={"rng": ckpt.rng_state()},
             keep_last=self.cfg.train.keep_last,
-            config_files=files,
+            config_yaml=to_yaml(self.cfg),
+            run_id=run_id(self.cfg),
         )
 
     # ----------------------------------------------------------------- the loop
