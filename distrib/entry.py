@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brainxl.distrib.config import (
     RunConfig,
@@ -29,6 +30,10 @@ from brainxl.distrib.rundir import RunDir
 from brainxl.distrib.runlock import RunLock, RunLockedError, probe
 
 from brainxl.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from brainxl.distrib.env import DistEnv
+    from brainxl.distrib.reporting import Reporter
 
 
 def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None) -> dict:
@@ -46,11 +51,8 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
     metrics : dict
         ``step``, ``best_val_loss``, ``test`` (LOSO test-subject metrics), ``run_dir``...
     """
-    import torch.distributed as dist
     from brainxl.distrib.data import build_fold
-    from brainxl.distrib.engine import init_distributed
     from brainxl.distrib.env import detect_env, single_env
-    from brainxl.distrib.reporting import make_reporter
     from brainxl.distrib.signals import ensure_stop_handler
     from brainxl.distrib.trainer import Trainer
 
@@ -67,6 +69,65 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
         return json.loads(done.read_text())
     if env.source == "single":
         env = single_env()
+    with locked_run(
+        cfg,
+        env,
+        folder,
+        data_id,
+        save_config=save_run_config,
+        run_id=run_id(cfg),
+        fold=fold_name(cfg),
+        extra=[report] if report else None,
+    ) as reporter:
+        fold = build_fold(cfg, env.rank, env.world_size)
+        trainer = Trainer(cfg, env, fold, folder, reporter)
+        result = trainer.fit()
+    return result
+
+
+@contextmanager
+def locked_run(
+    cfg: Any,
+    env: DistEnv,
+    folder: Path,
+    data_id: dict[str, Any],
+    *,
+    save_config: Callable[[Any, Path], None],
+    run_id: str,
+    fold: str,
+    extra: list[Callable[[dict[str, Any]], None]] | None = None,
+) -> Iterator[Reporter]:
+    """The frame of a run in every rank process; the ``with`` body trains.
+
+    Rank 0 takes the run folder's lock (:func:`take_run_lock`), every rank joins the
+    process group and fails together when the lock was refused; rank 0 writes the config
+    and the data identity into the folder; the body gets the run's reporter. After the
+    body every rank meets at a barrier, then the reporter is closed, the lock released
+    and rank 0 prints the run folder.
+
+    Parameters
+    ----------
+    cfg : RunConfig or PretrainConfig
+    env : DistEnv
+    folder : Path
+        The run folder.
+    data_id : dict
+        What the run trains on, written to the folder's ``data.json``.
+    save_config : callable
+        ``save_config(cfg, folder)`` writes ``config.yaml`` and ``version.json``.
+    run_id, fold : str
+        The run's identity and fold (or stage) name, for the reporter.
+    extra : list of callable, optional
+        Extra metrics sinks of the reporter (rank 0).
+
+    Yields
+    ------
+    Reporter
+    """
+    import torch.distributed as dist
+    from brainxl.distrib.engine import init_distributed
+    from brainxl.distrib.reporting import make_reporter
+
     lock, refused = take_run_lock(folder) if env.is_main else (None, "")
     try:
         if refused and env.world_size == 1:
@@ -74,21 +135,14 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
         init_distributed(env)
         agree_on_lock(refused)  # every rank fails together when rank 0 was refused
         if env.is_main:
-            save_run_config(cfg, folder)
+            save_config(cfg, folder)
             atomic_write_text(RunDir(folder).data_id_path, json.dumps(data_id, indent=2))
         dist.barrier()
         reporter = make_reporter(
-            cfg,
-            folder,
-            is_main=env.is_main,
-            run_id=run_id(cfg),
-            fold=fold_name(cfg),
-            extra=[report] if report else None,
+            cfg, folder, is_main=env.is_main, run_id=run_id, fold=fold, extra=extra
         )
         try:
-            fold = build_fold(cfg, env.rank, env.world_size)
-            trainer = Trainer(cfg, env, fold, folder, reporter)
-            result = trainer.fit()
+            yield reporter
             dist.barrier()
         finally:
             reporter.close()
@@ -97,7 +151,6 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
             lock.release()
     if env.is_main:
         print(f"run folder: {folder}")
-    return result
 
 
 def take_run_lock(folder: Path) -> tuple[RunLock | None, str]:

@@ -84,13 +84,9 @@ def build_task(cfg: PretrainConfig, datasets: list[str]) -> Any:
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrain ``cfg``'s stage in this rank process; returns the final metrics."""
-    import torch.distributed as dist
-    from brainxl.distrib.engine import init_distributed
-    from brainxl.distrib.entry import agree_on_lock, take_run_lock
+    from brainxl.distrib.entry import locked_run
     from brainxl.distrib.env import detect_env, single_env
     from brainxl.distrib.pretrainer import Pretrainer
-    from brainxl.distrib.reporting import make_reporter
-    from brainxl.distrib.runlock import RunLockedError
     from brainxl.distrib.signals import ensure_stop_handler
 
     ensure_stop_handler()
@@ -106,41 +102,27 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             return json.loads(run.final_metrics.read_text())
     if env.source == "single":
         env = single_env()
-    lock, refused = take_run_lock(folder) if env.is_main else (None, "")
-    try:
-        if refused and env.world_size == 1:
-            raise RunLockedError(refused)
-        init_distributed(env)
-        agree_on_lock(refused)
-        if env.is_main:
-            save_pretrain_config(cfg, folder)
-            atomic_write_text(run.data_id_path, json.dumps(data_id, indent=2))
-        dist.barrier()
-        reporter = make_reporter(
-            cfg, folder, is_main=env.is_main, run_id=pretrain_run_id(cfg),
-            fold=cfg.pretrain.stage,
-        )  # fmt: skip
-        try:
-            stream = build_stream(cfg, env.rank, env.world_size)
-            task = build_task(cfg, list(stream.datasets))
-            result = Pretrainer(cfg, env, stream, task, run, reporter).fit()
-            if env.is_main and cfg.pretrain.stage == "tokenizer" and not result.get("stopped"):
-                ident = {
-                    "hash": tokenizer_hash(cfg, data_id),
-                    "flavor": cfg.model.flavor,
-                    "overrides": dict(cfg.model.overrides),
-                    "data": data_id,
-                    "step": result["step"],
-                }
-                atomic_write_text(folder / TOKENIZER_ID, json.dumps(ident, indent=2))
-            dist.barrier()
-        finally:
-            reporter.close()
-    finally:
-        if lock is not None:
-            lock.release()
-    if env.is_main:
-        print(f"run folder: {folder}")
+    with locked_run(
+        cfg,
+        env,
+        folder,
+        data_id,
+        save_config=save_pretrain_config,
+        run_id=pretrain_run_id(cfg),
+        fold=cfg.pretrain.stage,
+    ) as reporter:
+        stream = build_stream(cfg, env.rank, env.world_size)
+        task = build_task(cfg, list(stream.datasets))
+        result = Pretrainer(cfg, env, stream, task, run, reporter).fit()
+        if env.is_main and cfg.pretrain.stage == "tokenizer" and not result.get("stopped"):
+            ident = {
+                "hash": tokenizer_hash(cfg, data_id),
+                "flavor": cfg.model.flavor,
+                "overrides": dict(cfg.model.overrides),
+                "data": data_id,
+                "step": result["step"],
+            }
+            atomic_write_text(folder / TOKENIZER_ID, json.dumps(ident, indent=2))
     return result
 
 
