@@ -143,19 +143,32 @@ _CHOICES = {
 }
 
 
-def _all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
+def schema_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of the dataclass schema ``cls``, sections before their keys.
+
+    Parameters
+    ----------
+    cls : type
+        A dataclass; fields whose default factory is a dataclass are walked into.
+    prefix : str
+        Put before every key (``"train."`` for the keys of a section).
+
+    Returns
+    -------
+    list of str
+    """
     keys = []
     for f in fields(cls):
         key = f"{prefix}{f.name}"
         keys.append(key)
-        ftype = f.default_factory if f.default_factory is not MISSING else None
-        if ftype is not None and is_dataclass(ftype):
-            keys.extend(_all_keys(ftype, key + "."))
+        factory = f.default_factory if f.default_factory is not MISSING else None
+        if factory is not None and is_dataclass(factory):
+            keys.extend(schema_keys(factory, key + "."))
     return keys
 
 
 def _closest(key: str) -> str:
-    keys = _all_keys()
+    keys = schema_keys(RunConfig)
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
     if not close:
         leaf = key.rsplit(".", 1)[-1]

@@ -18,7 +18,7 @@ import difflib
 import hashlib
 import json
 import os
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from brainxl.distrib.config import (
     merge_config,
     optimizer_checks,
     raise_failed,
+    schema_keys,
 )
 from brainxl.distrib.rundir import RunDir
 
@@ -136,16 +137,10 @@ class PretrainConfig:
         return STAGES[self.pretrain.stage]
 
 
-def _all_keys(cls: type = PretrainConfig, prefix: str = "") -> list[str]:
-    keys = []
-    for f in fields(cls):
-        key = f"{prefix}{f.name}"
-        keys.append(key)
-        factory = f.default_factory if f.default_factory is not MISSING else None
-        if factory is not None and is_dataclass(factory):
-            keys.extend(_all_keys(factory, key + "."))
-    if prefix == "" and cls is PretrainConfig:
-        keys.extend(f"data.sources.{f.name}" for f in fields(SourceConfig))
+def _all_keys() -> list[str]:
+    """The schema's keys and those of a ``data.sources`` entry."""
+    keys = schema_keys(PretrainConfig)
+    keys.extend(f"data.sources.{f.name}" for f in fields(SourceConfig))
     return keys
 
 
