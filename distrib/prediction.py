@@ -321,15 +321,17 @@ def _run_batches(
     run: TrainedRun,
     make_batch: Callable[[range], dict[str, Any]],
     n: int,
-    batch_size: int,
+    batch_size: int | None,
     adapter: Any,
     progress: Any,
 ) -> np.ndarray:
+    """The model's outputs on windows ``0 .. n - 1``, ``batch_size`` (default: the run's
+    ``train.batch_size``) at a time."""
     model = run.model
     dtype = next(model.parameters()).dtype
     device = next(model.parameters()).device
     outs = []
-    for idx in _batches(n, batch_size):
+    for idx in _batches(n, int(batch_size or run.cfg.train.batch_size)):
         batch = make_batch(idx)
         outs.append(model(**adapter.inputs(batch, dtype, device)).float().cpu().numpy())
         if progress is not None:
@@ -460,8 +462,7 @@ def _predict_bold(
     def make_batch(idx: range) -> dict[str, Any]:
         return {key: torch.stack([sig_t[:, wins[i][1] - W : wins[i][1]] for i in idx])}
 
-    bs = int(batch_size or run.cfg.train.batch_size)
-    pred = _run_batches(run, make_batch, len(wins), bs, adapter, progress)
+    pred = _run_batches(run, make_batch, len(wins), batch_size, adapter, progress)
     trs = np.array([k for k, _ in wins])
     true_w = None
     if bold is not None:
@@ -481,23 +482,18 @@ def _predict_bold(
         units = "z-score (per-subject standardised BOLD, as the run was trained)"
     else:
         units = "BOLD units of the training data"
-    return Prediction(
-        key=rec.key,
-        entities=dict(rec.entities),
-        task="eeg2fmri",
-        data=data.astype(np.float32),
+    return _prediction(
+        rec,
+        "eeg2fmri",
+        data,
+        true,
         names=run.roi_names,
         times=vols * rec.tr,
         sfreq=1.0 / rec.tr,
         units=units,
         volumes=vols,
-        true=None if true is None else true.astype(np.float32),
-        window_pred=pred,
-        window_true=true_w,
-        window_trs=trs,
-        source=rec.source,
-        files=dict(rec.files),
-        notes=list(rec.notes) + notes,
+        windows=(pred, true_w, trs),
+        notes=notes,
     )
 
 
@@ -549,8 +545,7 @@ def _predict_ephys(
         frames = torch.stack([bold_t[:, wins[i][0] - nt + 1 : wins[i][0] + 1] for i in idx])
         return {"bold": frames, run.adapter.source_key: frames.new_zeros(0)}
 
-    bs = int(batch_size or run.cfg.train.batch_size)
-    pred = _run_batches(run, make_batch, len(wins), bs, run.adapter, progress)  # (N, C, W)
+    pred = _run_batches(run, make_batch, len(wins), batch_size, run.adapter, progress)  # (N, C, W)
     trs = np.array([k for k, _ in wins])
     data, samples = overlap_average(pred, [e for _, e in wins])
     true = true_w = None
@@ -563,20 +558,53 @@ def _predict_ephys(
         data = _undo(data, stats, 1)
         true = None if true is None else _undo(true, stats, 1)
         units = _ephys_units(run)
-    return Prediction(
-        key=rec.key,
-        entities=dict(rec.entities),
-        task="fmri2eeg",
-        data=data.astype(np.float32),
+    return _prediction(
+        rec,
+        "fmri2eeg",
+        data,
+        true,
         names=list(run.ephys_names),
         times=(samples - zero) / sf,
         sfreq=sf,
         units=units,
         volumes=trs,
+        windows=(pred, true_w, trs),
+        notes=notes,
+    )
+
+
+def _prediction(
+    rec: RecordingInput,
+    task: str,
+    data: np.ndarray,
+    true: np.ndarray | None,
+    *,
+    names: list[str],
+    times: np.ndarray,
+    sfreq: float,
+    units: str,
+    volumes: np.ndarray,
+    windows: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+    notes: list[str],
+) -> Prediction:
+    """The :class:`Prediction` of ``rec``: its key, entities, source and files, its notes
+    before ``notes``, ``data`` and ``true`` as float32; ``windows`` is ``(window_pred,
+    window_true, window_trs)``."""
+    window_pred, window_true, window_trs = windows
+    return Prediction(
+        key=rec.key,
+        entities=dict(rec.entities),
+        task=task,
+        data=data.astype(np.float32),
+        names=names,
+        times=times,
+        sfreq=sfreq,
+        units=units,
+        volumes=volumes,
         true=None if true is None else true.astype(np.float32),
-        window_pred=pred,
-        window_true=true_w,
-        window_trs=trs,
+        window_pred=window_pred,
+        window_true=window_true,
+        window_trs=window_trs,
         source=rec.source,
         files=dict(rec.files),
         notes=list(rec.notes) + notes,
