@@ -123,6 +123,57 @@ def pax_records(data: bytes) -> dict[str, str]:
     return out
 
 
+#: Header types whose data describes the next member (GNU long name, pax local and global).
+_EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE, tarfile.XGLTYPE)
+
+
+def _open_shard(path: str | os.PathLike) -> IO[bytes]:
+    """Open a shard for reading; a :class:`ShardError` names it when that fails."""
+    try:
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except OSError as err:
+        raise ShardError(
+            str(path), "", f"cannot open ({err.strerror}); re-run `brainxl shard`"
+        ) from None
+
+
+def _read_header(f: IO[bytes], path: str | os.PathLike, key: str) -> tarfile.TarInfo | None:
+    """Parse the tar header at ``f``'s position; None at the end of the archive.
+
+    A truncated or corrupt header raises :class:`ShardError` naming ``path`` and ``key``
+    (the sample being read).
+    """
+    header = f.read(_BLOCK)
+    if not header or header == _ZERO_BLOCK:  # end of archive
+        return None
+    if len(header) < _BLOCK:
+        raise ShardError(str(path), key, "truncated tar header")
+    try:
+        return tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+    except tarfile.HeaderError as err:
+        raise ShardError(str(path), key, f"corrupt tar header ({err})") from None
+
+
+def _next_override(info: tarfile.TarInfo, ext: bytes, override: dict[str, str]) -> dict[str, str]:
+    """The values an extended header ``info`` (data ``ext``) sets for the next member.
+
+    A GNU long name sets ``path``, a pax header its records; a global pax header is
+    ignored (``override`` is returned unchanged).
+    """
+    if info.type == tarfile.GNUTYPE_LONGNAME:
+        return {"path": ext.rstrip(b"\0").decode("utf-8", "surrogateescape")}
+    if info.type == tarfile.XHDTYPE:
+        return pax_records(ext)
+    return override
+
+
+def _apply_override(info: tarfile.TarInfo, override: Mapping[str, str]) -> None:
+    """Give ``info`` the name and size an extended header set for it."""
+    info.name = override.get("path", info.name)
+    if "size" in override:
+        info.size = int(override["size"])
+
+
 def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, np.ndarray | bytearray]]]:
     """Yield ``(key, {suffix: data})`` per sample of a shard, streaming.
 
@@ -141,36 +192,20 @@ def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, np.ndarr
     key, members = "", {}
     seen: set[str] = set()
     override: dict[str, str] = {}  # pax / GNU long-name values for the next member
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed in finally
-    except OSError as err:
-        raise ShardError(
-            str(path), "", f"cannot open ({err.strerror}); re-run `brainxl shard`"
-        ) from None
+    f = _open_shard(path)
     try:
         while True:
-            header = f.read(_BLOCK)
-            if not header or header == _ZERO_BLOCK:  # end of archive
+            info = _read_header(f, path, key)
+            if info is None:
                 break
-            if len(header) < _BLOCK:
-                raise ShardError(str(path), key, "truncated tar header")
-            try:
-                info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
-            except tarfile.HeaderError as err:
-                raise ShardError(str(path), key, f"corrupt tar header ({err})") from None
-            if info.type in (tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE, tarfile.XGLTYPE):
+            if info.type in _EXTENDED:
                 ext = f.read(info.size + (-info.size % _BLOCK))[: info.size]
                 if len(ext) != info.size:
                     raise ShardError(str(path), key, "truncated extended tar header")
-                if info.type == tarfile.GNUTYPE_LONGNAME:
-                    override = {"path": ext.rstrip(b"\0").decode("utf-8", "surrogateescape")}
-                elif info.type == tarfile.XHDTYPE:
-                    override = pax_records(ext)
+                override = _next_override(info, ext, override)
                 continue
             if override:
-                info.name = override.get("path", info.name)
-                if "size" in override:
-                    info.size = int(override["size"])
+                _apply_override(info, override)
                 override = {}
             pad = -info.size % _BLOCK
             name = info.name.rsplit("/", 1)[-1]
@@ -298,45 +333,26 @@ def tar_member_offsets(path: str | os.PathLike) -> dict[str, dict[str, tuple[int
     """
     out: dict[str, dict[str, tuple[int, int]]] = {}
     key = ""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed in finally
-    except OSError as err:
-        raise ShardError(
-            str(path), "", f"cannot open ({err.strerror}); re-run `brainxl shard`"
-        ) from None
+    f = _open_shard(path)
     try:
         pos, override = 0, {}
         while True:
             f.seek(pos)
-            header = f.read(_BLOCK)
-            if not header or header == bytes(_BLOCK):
+            info = _read_header(f, path, key)
+            if info is None:
                 break
-            if len(header) < _BLOCK:
-                raise ShardError(str(path), key, "truncated tar header")
-            try:
-                info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
-            except tarfile.HeaderError as err:
-                raise ShardError(str(path), key, f"corrupt tar header ({err})") from None
             data_at = pos + _BLOCK
             pos = data_at + info.size + (-info.size % _BLOCK)
-            if info.type in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME):
-                ext = f.read(info.size)
-                if info.type == tarfile.GNUTYPE_LONGNAME:
-                    override = {"path": ext.rstrip(b"\0").decode("utf-8", "surrogateescape")}
-                else:
-                    override = pax_records(ext)
+            if info.type in _EXTENDED:
+                override = _next_override(info, f.read(info.size), override)
                 continue
-            if info.type == tarfile.XGLTYPE:
-                continue
-            name = override.get("path", info.name).rsplit("/", 1)[-1]
-            size = int(override.get("size", info.size))
-            if size != info.size:
-                pos = data_at + size + (-size % _BLOCK)
+            _apply_override(info, override)
             override = {}
-            base, dot, suffix = name.partition(".")
+            pos = data_at + info.size + (-info.size % _BLOCK)
+            base, dot, suffix = info.name.rsplit("/", 1)[-1].partition(".")
             if info.isreg() and dot:
                 key = base
-                out.setdefault(base, {})[suffix] = (data_at, size)
+                out.setdefault(base, {})[suffix] = (data_at, info.size)
     except ShardError:
         raise
     except (OSError, ValueError) as err:  # ValueError: garbled pax record
