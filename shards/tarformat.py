@@ -127,31 +127,51 @@ def pax_records(data: bytes) -> dict[str, str]:
 _EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE, tarfile.XGLTYPE)
 
 
-def _open_shard(path: str | os.PathLike) -> IO[bytes]:
-    """Open a shard for reading; a :class:`ShardError` names it when that fails."""
-    try:
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
-    except OSError as err:
-        raise ShardError(
-            str(path), "", f"cannot open ({err.strerror}); re-run `brainxl shard`"
-        ) from None
+class _ShardFile:
+    """A shard opened for reading and the key being read, both named in its errors.
 
+    As a context manager it closes the file on exit and turns an ``OSError`` or
+    ``ValueError`` (a garbled pax record) into a :class:`ShardError`.
 
-def _read_header(f: IO[bytes], path: str | os.PathLike, key: str) -> tarfile.TarInfo | None:
-    """Parse the tar header at ``f``'s position; None at the end of the archive.
-
-    A truncated or corrupt header raises :class:`ShardError` naming ``path`` and ``key``
-    (the sample being read).
+    Parameters
+    ----------
+    path : path
+        The shard; one that cannot be opened raises :class:`ShardError` here.
     """
-    header = f.read(_BLOCK)
-    if not header or header == _ZERO_BLOCK:  # end of archive
-        return None
-    if len(header) < _BLOCK:
-        raise ShardError(str(path), key, "truncated tar header")
-    try:
-        return tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
-    except tarfile.HeaderError as err:
-        raise ShardError(str(path), key, f"corrupt tar header ({err})") from None
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path, self.key = str(path), ""
+        try:
+            self.f = open(path, "rb")  # noqa: SIM115 - closed in __exit__
+        except OSError as err:
+            raise ShardError(
+                self.path, "", f"cannot open ({err.strerror}); re-run `brainxl shard`"
+            ) from None
+
+    def __enter__(self) -> _ShardFile:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        self.f.close()
+        if isinstance(exc, (OSError, ValueError)) and not isinstance(exc, ShardError):
+            raise ShardError(self.path, self.key, f"cannot read ({exc})") from None
+        return False
+
+    def error(self, reason: str) -> ShardError:
+        """A :class:`ShardError` naming the file and the key being read."""
+        return ShardError(self.path, self.key, reason)
+
+    def header(self) -> tarfile.TarInfo | None:
+        """Parse the tar header at the file's position; None at the end of the archive."""
+        header = self.f.read(_BLOCK)
+        if not header or header == _ZERO_BLOCK:  # end of archive
+            return None
+        if len(header) < _BLOCK:
+            raise self.error("truncated tar header")
+        try:
+            return tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as err:
+            raise self.error(f"corrupt tar header ({err})") from None
 
 
 def _next_override(info: tarfile.TarInfo, ext: bytes, override: dict[str, str]) -> dict[str, str]:
@@ -189,19 +209,19 @@ def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, np.ndarr
         Naming the file and the key being read when the tar is truncated or corrupt, a
         key repeats, or a member type is unsupported (GNU/pax extensions).
     """
-    key, members = "", {}
+    members: dict[str, np.ndarray | bytearray] = {}
     seen: set[str] = set()
     override: dict[str, str] = {}  # pax / GNU long-name values for the next member
-    f = _open_shard(path)
-    try:
+    with _ShardFile(path) as shard:
+        f = shard.f
         while True:
-            info = _read_header(f, path, key)
+            info = shard.header()
             if info is None:
                 break
             if info.type in _EXTENDED:
                 ext = f.read(info.size + (-info.size % _BLOCK))[: info.size]
                 if len(ext) != info.size:
-                    raise ShardError(str(path), key, "truncated extended tar header")
+                    raise shard.error("truncated extended tar header")
                 override = _next_override(info, ext, override)
                 continue
             if override:
@@ -213,28 +233,22 @@ def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, np.ndarr
             if not info.isreg() or not dot:
                 f.seek(info.size + pad, 1)
                 continue
-            if base != key:
+            if base != shard.key:
                 if members:
-                    yield key, members
+                    yield shard.key, members
                 if base in seen:
-                    raise ShardError(str(path), base, "key occurs twice (members not adjacent)")
+                    raise ShardError(shard.path, base, "key occurs twice (members not adjacent)")
                 seen.add(base)
-                key, members = base, {}
+                shard.key, members = base, {}
             # writable buffers (so are arrays decoded from them); big ones not zero-filled
             data = np.empty(info.size, np.uint8) if info.size > 65536 else bytearray(info.size)
             if f.readinto(data) != info.size:
-                raise ShardError(str(path), key, f"member {name} is truncated")
+                raise shard.error(f"member {name} is truncated")
             if pad:
                 f.seek(pad, 1)
             members[suffix] = data
         if members:
-            yield key, members
-    except ShardError:
-        raise
-    except (OSError, ValueError) as err:  # ValueError: garbled pax record
-        raise ShardError(str(path), key, f"cannot read ({err})") from None
-    finally:
-        f.close()
+            yield shard.key, members
 
 
 _ALTERED = (
@@ -332,31 +346,23 @@ def tar_member_offsets(path: str | os.PathLike) -> dict[str, dict[str, tuple[int
         Naming the file when it cannot be opened or a header is truncated or corrupt.
     """
     out: dict[str, dict[str, tuple[int, int]]] = {}
-    key = ""
-    f = _open_shard(path)
-    try:
+    with _ShardFile(path) as shard:
         pos, override = 0, {}
         while True:
-            f.seek(pos)
-            info = _read_header(f, path, key)
+            shard.f.seek(pos)
+            info = shard.header()
             if info is None:
                 break
             data_at = pos + _BLOCK
             pos = data_at + info.size + (-info.size % _BLOCK)
             if info.type in _EXTENDED:
-                override = _next_override(info, f.read(info.size), override)
+                override = _next_override(info, shard.f.read(info.size), override)
                 continue
             _apply_override(info, override)
             override = {}
             pos = data_at + info.size + (-info.size % _BLOCK)
             base, dot, suffix = info.name.rsplit("/", 1)[-1].partition(".")
             if info.isreg() and dot:
-                key = base
+                shard.key = base
                 out.setdefault(base, {})[suffix] = (data_at, info.size)
-    except ShardError:
-        raise
-    except (OSError, ValueError) as err:  # ValueError: garbled pax record
-        raise ShardError(str(path), key, f"cannot read ({err})") from None
-    finally:
-        f.close()
     return out
