@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,31 @@ SIMULATED_NOTE = (
 )
 FORMATS = ("BrainVision", "EDF")
 EXTENSIONS = {"BrainVision": ".vhdr", "EDF": ".edf", "FIF": ".fif"}
+
+
+def check_task(task: str) -> None:
+    """Raise ValueError unless ``task`` is a valid BIDS task label (alphanumeric)."""
+    if not re.fullmatch(r"[A-Za-z0-9]+", task):
+        raise ValueError(f"task={task!r}: BIDS task labels are alphanumeric")
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Raise ValueError unless ``out`` is missing, an empty folder, or ``overwrite`` is set.
+
+    Parameters
+    ----------
+    out : Path
+        The BIDS root the simulator is to write.
+    overwrite : bool
+        Allow a non-empty folder.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder: choose another output folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(
+            f"{out} is not empty: choose a new folder, or pass overwrite=True (--overwrite) "
+            "to write the simulated files over it"
+        )
 
 
 def write_json(path: Path, content: dict[str, Any]) -> None:
