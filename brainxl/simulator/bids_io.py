@@ -198,26 +198,45 @@ def save_nifti(nii: Any, path: Path, compresslevel: int = 1) -> None:
         nii.to_filename(path)
 
 
-def write_dataset_description(root: Path, n_subjects: int, seed: int) -> None:
-    """Write the raw dataset's ``dataset_description.json``, ``README`` and task sidecar."""
-    version = package_version()
+def _generated_by(seed: int) -> list[dict[str, str]]:
+    """The ``GeneratedBy`` field of a simulated dataset's ``dataset_description.json``."""
+    return [
+        {
+            "Name": "brainxl",
+            "Version": package_version(),
+            "Description": SIMULATED_NOTE + f" seed={seed}",
+        }
+    ]
+
+
+def write_raw_description(root: Path, name: str, seed: int) -> None:
+    """Write a simulated raw dataset's ``dataset_description.json``.
+
+    Parameters
+    ----------
+    root : Path
+        The BIDS root.
+    name : str
+        The dataset's ``Name``.
+    seed : int
+        The simulator's seed (recorded in ``GeneratedBy``).
+    """
     write_json(
         root / "dataset_description.json",
         {
-            "Name": "brainxl simulated EEG-fMRI resting state",
+            "Name": name,
             "BIDSVersion": "1.9.0",
             "DatasetType": "raw",
             "License": "CC0",
             "Authors": ["brainxl simulator"],
-            "GeneratedBy": [
-                {
-                    "Name": "brainxl",
-                    "Version": version,
-                    "Description": SIMULATED_NOTE + f" seed={seed}",
-                }
-            ],
+            "GeneratedBy": _generated_by(seed),
         },
     )
+
+
+def write_dataset_description(root: Path, n_subjects: int, seed: int) -> None:
+    """Write the raw dataset's ``dataset_description.json``, ``README`` and task sidecar."""
+    write_raw_description(root, "brainxl simulated EEG-fMRI resting state", seed)
     (root / "README").write_text(
         "brainxl simulated EEG-fMRI dataset\n"
         "==================================\n\n"
@@ -231,7 +250,6 @@ def write_dataset_description(root: Path, n_subjects: int, seed: int) -> None:
 
 def write_derivative_description(root: Path, seed: int) -> Path:
     """Write ``derivatives/brainxl-sim/dataset_description.json``; return the folder."""
-    version = package_version()
     deriv = root / "derivatives" / PIPELINE
     write_json(
         deriv / "dataset_description.json",
@@ -239,13 +257,7 @@ def write_derivative_description(root: Path, seed: int) -> Path:
             "Name": "brainxl simulated ground truth",
             "BIDSVersion": "1.9.0",
             "DatasetType": "derivative",
-            "GeneratedBy": [
-                {
-                    "Name": "brainxl",
-                    "Version": version,
-                    "Description": SIMULATED_NOTE + f" seed={seed}",
-                }
-            ],
+            "GeneratedBy": _generated_by(seed),
             "SourceDatasets": [{"URL": "../../"}],
         },
     )

@@ -323,25 +323,7 @@ def simulate_eeg_corpus(
 def _write_description(
     out: Path, n_subjects: int, seed: int, montages: list[str], rates: list[float]
 ) -> None:
-    from brainxl.versions import package_version
-
-    bids_io.write_json(
-        out / "dataset_description.json",
-        {
-            "Name": "brainxl simulated EEG pretraining corpus",
-            "BIDSVersion": "1.9.0",
-            "DatasetType": "raw",
-            "License": "CC0",
-            "Authors": ["brainxl simulator"],
-            "GeneratedBy": [
-                {
-                    "Name": "brainxl",
-                    "Version": package_version(),
-                    "Description": bids_io.SIMULATED_NOTE + f" seed={seed}",
-                }
-            ],
-        },
-    )
+    bids_io.write_raw_description(out, "brainxl simulated EEG pretraining corpus", seed)
     (out / "README").write_text(
         "brainxl simulated EEG pretraining corpus\n"
         "========================================\n\n"
