@@ -29,11 +29,12 @@ from brainxl.shards.manifest import (
     KIND_EEG_ONLY,
     write_json_atomic,
 )
-from brainxl.shards.tarformat import META_CHECKSUM_KEY, sample_members
-from brainxl.shards.writer import SubjectShards, check_subject_recordings, shard_dataset
+from brainxl.shards.writer import SubjectShards, check_subject_recordings, run_entry, shard_dataset
 
 #: ``ShardingConfig`` fields of translation shards that EEG-only shards ignore.
 TRANSLATION_ONLY = ("segment_trs", "lead_in_s", "bold_lead_trs")
+#: Fields of an EEG-only sample's ``meta.json`` copied into its manifest descriptor.
+EEG_DESC_KEYS = ("key", "recording", "offset", "n_ephys", "sfreq")
 
 
 def _distinct(lists: Sequence[list[str]]) -> list[list[str]]:
@@ -109,27 +110,19 @@ def write_eeg_subject(
                     "offset": int(start),
                     "n_ephys": int(seg.shape[1]),
                 }
-                members, meta_sum = sample_members({"ephys": seg}, meta)
-                desc = {k: meta[k] for k in ("key", "recording", "offset", "n_ephys", "sfreq")}
-                desc[META_CHECKSUM_KEY] = meta_sum
-                out.write(key, members, desc)
+                out.write_sample(key, {"ephys": seg}, meta, EEG_DESC_KEYS)
                 n_seg += 1
             runs.append(
-                {
-                    "recording": rec.key,
-                    "session": rec.session,
-                    "task": rec.task,
-                    "run": rec.run,
-                    "n_segments": n_seg,
-                    "n_ephys": int(n),
-                    "duration_s": float(n / rec.sfreq),
-                    "native_sfreq": float(rec.native_sfreq),
-                    "native_n_samples": int(rec.native_n_times),
-                    "ch_names": list(rec.ch_names),
-                    "dropped_channels": list(rec.dropped_channels),
-                    "source_files": dict(rec.source_files),
-                    "assumptions": list(rec.assumptions),
-                }
+                run_entry(
+                    rec,
+                    n_segments=n_seg,
+                    n_ephys=int(n),
+                    duration_s=float(n / rec.sfreq),
+                    native_sfreq=float(rec.native_sfreq),
+                    native_n_samples=int(rec.native_n_times),
+                    ch_names=list(rec.ch_names),
+                    dropped_channels=list(rec.dropped_channels),
+                )
             )
     shards, folder = out.shards, out.folder
     montages = _distinct([r.ch_names for r in recordings])

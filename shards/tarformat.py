@@ -123,6 +123,77 @@ def pax_records(data: bytes) -> dict[str, str]:
     return out
 
 
+#: Header types whose data describes the next member (GNU long name, pax local and global).
+_EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE, tarfile.XGLTYPE)
+
+
+class _ShardFile:
+    """A shard opened for reading and the key being read, both named in its errors.
+
+    As a context manager it closes the file on exit and turns an ``OSError`` or
+    ``ValueError`` (a garbled pax record) into a :class:`ShardError`.
+
+    Parameters
+    ----------
+    path : path
+        The shard; one that cannot be opened raises :class:`ShardError` here.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path, self.key = str(path), ""
+        try:
+            self.f = open(path, "rb")  # noqa: SIM115 - closed in __exit__
+        except OSError as err:
+            raise ShardError(
+                self.path, "", f"cannot open ({err.strerror}); re-run `brainxl shard`"
+            ) from None
+
+    def __enter__(self) -> _ShardFile:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        self.f.close()
+        if isinstance(exc, (OSError, ValueError)) and not isinstance(exc, ShardError):
+            raise ShardError(self.path, self.key, f"cannot read ({exc})") from None
+        return False
+
+    def error(self, reason: str) -> ShardError:
+        """A :class:`ShardError` naming the file and the key being read."""
+        return ShardError(self.path, self.key, reason)
+
+    def header(self) -> tarfile.TarInfo | None:
+        """Parse the tar header at the file's position; None at the end of the archive."""
+        header = self.f.read(_BLOCK)
+        if not header or header == _ZERO_BLOCK:  # end of archive
+            return None
+        if len(header) < _BLOCK:
+            raise self.error("truncated tar header")
+        try:
+            return tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as err:
+            raise self.error(f"corrupt tar header ({err})") from None
+
+
+def _next_override(info: tarfile.TarInfo, ext: bytes, override: dict[str, str]) -> dict[str, str]:
+    """The values an extended header ``info`` (data ``ext``) sets for the next member.
+
+    A GNU long name sets ``path``, a pax header its records; a global pax header is
+    ignored (``override`` is returned unchanged).
+    """
+    if info.type == tarfile.GNUTYPE_LONGNAME:
+        return {"path": ext.rstrip(b"\0").decode("utf-8", "surrogateescape")}
+    if info.type == tarfile.XHDTYPE:
+        return pax_records(ext)
+    return override
+
+
+def _apply_override(info: tarfile.TarInfo, override: Mapping[str, str]) -> None:
+    """Give ``info`` the name and size an extended header set for it."""
+    info.name = override.get("path", info.name)
+    if "size" in override:
+        info.size = int(override["size"])
+
+
 def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, np.ndarray | bytearray]]]:
     """Yield ``(key, {suffix: data})`` per sample of a shard, streaming.
 
@@ -138,39 +209,23 @@ def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, np.ndarr
         Naming the file and the key being read when the tar is truncated or corrupt, a
         key repeats, or a member type is unsupported (GNU/pax extensions).
     """
-    key, members = "", {}
+    members: dict[str, np.ndarray | bytearray] = {}
     seen: set[str] = set()
     override: dict[str, str] = {}  # pax / GNU long-name values for the next member
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed in finally
-    except OSError as err:
-        raise ShardError(
-            str(path), "", f"cannot open ({err.strerror}); re-run `brainxl shard`"
-        ) from None
-    try:
+    with _ShardFile(path) as shard:
+        f = shard.f
         while True:
-            header = f.read(_BLOCK)
-            if not header or header == _ZERO_BLOCK:  # end of archive
+            info = shard.header()
+            if info is None:
                 break
-            if len(header) < _BLOCK:
-                raise ShardError(str(path), key, "truncated tar header")
-            try:
-                info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
-            except tarfile.HeaderError as err:
-                raise ShardError(str(path), key, f"corrupt tar header ({err})") from None
-            if info.type in (tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE, tarfile.XGLTYPE):
+            if info.type in _EXTENDED:
                 ext = f.read(info.size + (-info.size % _BLOCK))[: info.size]
                 if len(ext) != info.size:
-                    raise ShardError(str(path), key, "truncated extended tar header")
-                if info.type == tarfile.GNUTYPE_LONGNAME:
-                    override = {"path": ext.rstrip(b"\0").decode("utf-8", "surrogateescape")}
-                elif info.type == tarfile.XHDTYPE:
-                    override = pax_records(ext)
+                    raise shard.error("truncated extended tar header")
+                override = _next_override(info, ext, override)
                 continue
             if override:
-                info.name = override.get("path", info.name)
-                if "size" in override:
-                    info.size = int(override["size"])
+                _apply_override(info, override)
                 override = {}
             pad = -info.size % _BLOCK
             name = info.name.rsplit("/", 1)[-1]
@@ -178,28 +233,22 @@ def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, np.ndarr
             if not info.isreg() or not dot:
                 f.seek(info.size + pad, 1)
                 continue
-            if base != key:
+            if base != shard.key:
                 if members:
-                    yield key, members
+                    yield shard.key, members
                 if base in seen:
-                    raise ShardError(str(path), base, "key occurs twice (members not adjacent)")
+                    raise ShardError(shard.path, base, "key occurs twice (members not adjacent)")
                 seen.add(base)
-                key, members = base, {}
+                shard.key, members = base, {}
             # writable buffers (so are arrays decoded from them); big ones not zero-filled
             data = np.empty(info.size, np.uint8) if info.size > 65536 else bytearray(info.size)
             if f.readinto(data) != info.size:
-                raise ShardError(str(path), key, f"member {name} is truncated")
+                raise shard.error(f"member {name} is truncated")
             if pad:
                 f.seek(pad, 1)
             members[suffix] = data
         if members:
-            yield key, members
-    except ShardError:
-        raise
-    except (OSError, ValueError) as err:  # ValueError: garbled pax record
-        raise ShardError(str(path), key, f"cannot read ({err})") from None
-    finally:
-        f.close()
+            yield shard.key, members
 
 
 _ALTERED = (
@@ -297,50 +346,23 @@ def tar_member_offsets(path: str | os.PathLike) -> dict[str, dict[str, tuple[int
         Naming the file when it cannot be opened or a header is truncated or corrupt.
     """
     out: dict[str, dict[str, tuple[int, int]]] = {}
-    key = ""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed in finally
-    except OSError as err:
-        raise ShardError(
-            str(path), "", f"cannot open ({err.strerror}); re-run `brainxl shard`"
-        ) from None
-    try:
+    with _ShardFile(path) as shard:
         pos, override = 0, {}
         while True:
-            f.seek(pos)
-            header = f.read(_BLOCK)
-            if not header or header == bytes(_BLOCK):
+            shard.f.seek(pos)
+            info = shard.header()
+            if info is None:
                 break
-            if len(header) < _BLOCK:
-                raise ShardError(str(path), key, "truncated tar header")
-            try:
-                info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
-            except tarfile.HeaderError as err:
-                raise ShardError(str(path), key, f"corrupt tar header ({err})") from None
             data_at = pos + _BLOCK
             pos = data_at + info.size + (-info.size % _BLOCK)
-            if info.type in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME):
-                ext = f.read(info.size)
-                if info.type == tarfile.GNUTYPE_LONGNAME:
-                    override = {"path": ext.rstrip(b"\0").decode("utf-8", "surrogateescape")}
-                else:
-                    override = pax_records(ext)
+            if info.type in _EXTENDED:
+                override = _next_override(info, shard.f.read(info.size), override)
                 continue
-            if info.type == tarfile.XGLTYPE:
-                continue
-            name = override.get("path", info.name).rsplit("/", 1)[-1]
-            size = int(override.get("size", info.size))
-            if size != info.size:
-                pos = data_at + size + (-size % _BLOCK)
+            _apply_override(info, override)
             override = {}
-            base, dot, suffix = name.partition(".")
+            pos = data_at + info.size + (-info.size % _BLOCK)
+            base, dot, suffix = info.name.rsplit("/", 1)[-1].partition(".")
             if info.isreg() and dot:
-                key = base
-                out.setdefault(base, {})[suffix] = (data_at, size)
-    except ShardError:
-        raise
-    except (OSError, ValueError) as err:  # ValueError: garbled pax record
-        raise ShardError(str(path), key, f"cannot read ({err})") from None
-    finally:
-        f.close()
+                shard.key = base
+                out.setdefault(base, {})[suffix] = (data_at, info.size)
     return out

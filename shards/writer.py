@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from brainxl.shards.config import IngestConfig, ShardingConfig
 from brainxl.shards.ingest.recording import Recording
 from brainxl.shards.manifest import (
@@ -38,6 +39,17 @@ from brainxl.shards.stats import recording_sums
 from brainxl.shards.tarformat import META_CHECKSUM_KEY, TarSampleWriter, sample_members
 
 Loader = Callable[[str], Sequence[Any]]
+#: Fields of a translation sample's ``meta.json`` copied into its manifest descriptor.
+SAMPLE_DESC_KEYS = (
+    "key",
+    "first_tr",
+    "n_trs",
+    "bold_first_tr",
+    "tr",
+    "sfreq",
+    "ephys_offset",
+    "n_ephys",
+)
 #: ``write(recordings, root, cfg, settings) -> fragment``: one subject's shards.
 SubjectWriter = Callable[[Sequence[Any], str, ShardingConfig, Mapping[str, Any]], dict[str, Any]]
 
@@ -215,6 +227,32 @@ class SubjectShards:
         """Add one sample (see :meth:`ShardSink.write`)."""
         self.sink.write(key, members, desc)
 
+    def write_sample(
+        self,
+        key: str,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any],
+        desc_keys: Sequence[str],
+    ) -> None:
+        """Encode one sample (:func:`~shards.tarformat.sample_members`) and add it.
+
+        Parameters
+        ----------
+        key : str
+            The sample's key (names its tar members).
+        arrays : dict of str to ndarray
+            Its ``.npy`` members in write order.
+        meta : dict
+            Its ``meta.json``.
+        desc_keys : sequence of str
+            The fields of ``meta`` copied into the manifest's sample descriptor (which
+            also records the ``meta.json`` checksum).
+        """
+        members, meta_sum = sample_members(arrays, meta)
+        desc = {k: meta[k] for k in desc_keys}
+        desc[META_CHECKSUM_KEY] = meta_sum
+        self.write(key, members, desc)
+
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         if exc_type is not None:
             self.sink.abort()
@@ -229,6 +267,33 @@ class SubjectShards:
             if old.name not in keep:
                 old.unlink()
         return False
+
+
+def run_entry(rec: Any, **fields: Any) -> dict[str, Any]:
+    """One recording's entry in a subject fragment's ``runs``.
+
+    Parameters
+    ----------
+    rec : Recording or EEGRecording
+        The recording.
+    **fields
+        What this kind of shard records about it (kept in the order given).
+
+    Returns
+    -------
+    entry : dict
+        ``recording``, ``session``, ``task`` and ``run``, then ``fields``, then
+        ``source_files`` and ``assumptions``.
+    """
+    return {
+        "recording": rec.key,
+        "session": rec.session,
+        "task": rec.task,
+        "run": rec.run,
+        **fields,
+        "source_files": dict(rec.source_files),
+        "assumptions": list(rec.assumptions),
+    }
 
 
 def write_subject(
@@ -264,37 +329,17 @@ def write_subject(
                 arrays = {"ephys": seg.ephys, "bold": seg.bold}
                 if seg.parcels is not None:
                     arrays["parcels"] = seg.parcels
-                members, meta_sum = sample_members(arrays, seg.meta)
-                desc = {
-                    k: seg.meta[k]
-                    for k in (
-                        "key",
-                        "first_tr",
-                        "n_trs",
-                        "bold_first_tr",
-                        "tr",
-                        "sfreq",
-                        "ephys_offset",
-                        "n_ephys",
-                    )
-                }
-                desc[META_CHECKSUM_KEY] = meta_sum
-                out.write(seg.key, members, desc)
+                out.write_sample(seg.key, arrays, seg.meta, SAMPLE_DESC_KEYS)
                 n_seg += 1
             runs.append(
-                {
-                    "recording": rec.key,
-                    "session": rec.session,
-                    "task": rec.task,
-                    "run": rec.run,
-                    "n_trs": int(rec.bold.shape[1]),
-                    "n_segments": n_seg,
-                    "duration_s": float(rec.bold.shape[1] * rec.tr),
-                    "lead_in": float(rec.lead_in),
-                    "tr": float(rec.tr),
-                    "source_files": dict(rec.source_files),
-                    "assumptions": list(rec.assumptions),
-                }
+                run_entry(
+                    rec,
+                    n_trs=int(rec.bold.shape[1]),
+                    n_segments=n_seg,
+                    duration_s=float(rec.bold.shape[1] * rec.tr),
+                    lead_in=float(rec.lead_in),
+                    tr=float(rec.tr),
+                )
             )
     shards, folder = out.shards, out.folder
     first = recordings[0]

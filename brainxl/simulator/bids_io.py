@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,31 @@ SIMULATED_NOTE = (
 )
 FORMATS = ("BrainVision", "EDF")
 EXTENSIONS = {"BrainVision": ".vhdr", "EDF": ".edf", "FIF": ".fif"}
+
+
+def check_task(task: str) -> None:
+    """Raise ValueError unless ``task`` is a valid BIDS task label (alphanumeric)."""
+    if not re.fullmatch(r"[A-Za-z0-9]+", task):
+        raise ValueError(f"task={task!r}: BIDS task labels are alphanumeric")
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Raise ValueError unless ``out`` is missing, an empty folder, or ``overwrite`` is set.
+
+    Parameters
+    ----------
+    out : Path
+        The BIDS root the simulator is to write.
+    overwrite : bool
+        Allow a non-empty folder.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder: choose another output folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(
+            f"{out} is not empty: choose a new folder, or pass overwrite=True (--overwrite) "
+            "to write the simulated files over it"
+        )
 
 
 def write_json(path: Path, content: dict[str, Any]) -> None:
@@ -172,26 +198,45 @@ def save_nifti(nii: Any, path: Path, compresslevel: int = 1) -> None:
         nii.to_filename(path)
 
 
-def write_dataset_description(root: Path, n_subjects: int, seed: int) -> None:
-    """Write the raw dataset's ``dataset_description.json``, ``README`` and task sidecar."""
-    version = package_version()
+def _generated_by(seed: int) -> list[dict[str, str]]:
+    """The ``GeneratedBy`` field of a simulated dataset's ``dataset_description.json``."""
+    return [
+        {
+            "Name": "brainxl",
+            "Version": package_version(),
+            "Description": SIMULATED_NOTE + f" seed={seed}",
+        }
+    ]
+
+
+def write_raw_description(root: Path, name: str, seed: int) -> None:
+    """Write a simulated raw dataset's ``dataset_description.json``.
+
+    Parameters
+    ----------
+    root : Path
+        The BIDS root.
+    name : str
+        The dataset's ``Name``.
+    seed : int
+        The simulator's seed (recorded in ``GeneratedBy``).
+    """
     write_json(
         root / "dataset_description.json",
         {
-            "Name": "brainxl simulated EEG-fMRI resting state",
+            "Name": name,
             "BIDSVersion": "1.9.0",
             "DatasetType": "raw",
             "License": "CC0",
             "Authors": ["brainxl simulator"],
-            "GeneratedBy": [
-                {
-                    "Name": "brainxl",
-                    "Version": version,
-                    "Description": SIMULATED_NOTE + f" seed={seed}",
-                }
-            ],
+            "GeneratedBy": _generated_by(seed),
         },
     )
+
+
+def write_dataset_description(root: Path, n_subjects: int, seed: int) -> None:
+    """Write the raw dataset's ``dataset_description.json``, ``README`` and task sidecar."""
+    write_raw_description(root, "brainxl simulated EEG-fMRI resting state", seed)
     (root / "README").write_text(
         "brainxl simulated EEG-fMRI dataset\n"
         "==================================\n\n"
@@ -205,7 +250,6 @@ def write_dataset_description(root: Path, n_subjects: int, seed: int) -> None:
 
 def write_derivative_description(root: Path, seed: int) -> Path:
     """Write ``derivatives/brainxl-sim/dataset_description.json``; return the folder."""
-    version = package_version()
     deriv = root / "derivatives" / PIPELINE
     write_json(
         deriv / "dataset_description.json",
@@ -213,13 +257,7 @@ def write_derivative_description(root: Path, seed: int) -> Path:
             "Name": "brainxl simulated ground truth",
             "BIDSVersion": "1.9.0",
             "DatasetType": "derivative",
-            "GeneratedBy": [
-                {
-                    "Name": "brainxl",
-                    "Version": version,
-                    "Description": SIMULATED_NOTE + f" seed={seed}",
-                }
-            ],
+            "GeneratedBy": _generated_by(seed),
             "SourceDatasets": [{"URL": "../../"}],
         },
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,15 +119,8 @@ def _check_args(
         )
     if lead_in < 0:
         raise ValueError(f"lead_in={lead_in}: must be >= 0 seconds")
-    if not re.fullmatch(r"[A-Za-z0-9]+", task):
-        raise ValueError(f"task={task!r}: BIDS task labels are alphanumeric")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} exists and is not a folder: choose another output folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(
-            f"{out} is not empty: choose a new folder, or pass overwrite=True (--overwrite) "
-            "to write the simulated files over it"
-        )
+    bids_io.check_task(task)
+    bids_io.check_output(out, overwrite)
 
 
 def simulate_dataset(

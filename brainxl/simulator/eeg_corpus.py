@@ -17,7 +17,6 @@ Written as BIDS EEG (``sub-*/eeg``), no ``func/`` and no derivatives; shard it w
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -153,15 +152,8 @@ def _check(
     low = [r for r in rates if r < 100.0]
     if low:
         raise ValueError(f"rates {low}: use at least 100 Hz (gamma is simulated at ~40 Hz)")
-    if not re.fullmatch(r"[A-Za-z0-9]+", task):
-        raise ValueError(f"task={task!r}: BIDS task labels are alphanumeric")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} exists and is not a folder: choose another output folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(
-            f"{out} is not empty: choose a new folder, or pass overwrite=True (--overwrite) "
-            "to write the simulated files over it"
-        )
+    bids_io.check_task(task)
+    bids_io.check_output(out, overwrite)
 
 
 def montage_model(name: str, n_parcels: int, rng: np.random.Generator) -> MontageModel:
@@ -331,25 +323,7 @@ def simulate_eeg_corpus(
 def _write_description(
     out: Path, n_subjects: int, seed: int, montages: list[str], rates: list[float]
 ) -> None:
-    from brainxl.versions import package_version
-
-    bids_io.write_json(
-        out / "dataset_description.json",
-        {
-            "Name": "brainxl simulated EEG pretraining corpus",
-            "BIDSVersion": "1.9.0",
-            "DatasetType": "raw",
-            "License": "CC0",
-            "Authors": ["brainxl simulator"],
-            "GeneratedBy": [
-                {
-                    "Name": "brainxl",
-                    "Version": package_version(),
-                    "Description": bids_io.SIMULATED_NOTE + f" seed={seed}",
-                }
-            ],
-        },
-    )
+    bids_io.write_raw_description(out, "brainxl simulated EEG pretraining corpus", seed)
     (out / "README").write_text(
         "brainxl simulated EEG pretraining corpus\n"
         "========================================\n\n"

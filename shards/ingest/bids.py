@@ -79,15 +79,15 @@ def _entities(path: Path) -> dict[str, str]:
 _KEYS = {"sub": "subject", "ses": "session", "task": "task", "run": "run"}
 
 
+def _same_value(x: str, y: str) -> bool:
+    """Two entity values agree: as numbers when both are digits (``run-1`` is ``run-01``)."""
+    if x.isdigit() and y.isdigit():
+        return int(x) == int(y)
+    return x == y
+
+
 def _same_run(a: dict[str, str], b: dict[str, str]) -> bool:
-    for key in ("sub", "ses", "task", "run"):
-        x, y = a.get(key, ""), b.get(key, "")
-        if x.isdigit() and y.isdigit():
-            if int(x) != int(y):
-                return False
-        elif x != y:
-            return False
-    return True
+    return all(_same_value(a.get(key, ""), b.get(key, "")) for key in ("sub", "ses", "task", "run"))
 
 
 def _sidecar(path: Path, suffix: str) -> Path:
@@ -107,16 +107,7 @@ def _read_json(path: Path, needed_for: Path, fix: str) -> dict[str, Any]:
 
 
 def _ents_match(sidecar: dict[str, str], data: dict[str, str]) -> bool:
-    for key, val in sidecar.items():
-        have = data.get(key)
-        if have is None:
-            return False
-        if val.isdigit() and have.isdigit():
-            if int(val) != int(have):
-                return False
-        elif val != have:
-            return False
-    return True
+    return all(key in data and _same_value(val, data[key]) for key, val in sidecar.items())
 
 
 def read_sidecar(

@@ -13,6 +13,18 @@ from typing import Any
 import numpy as np
 
 
+def _check_ephys_rows(ephys: np.ndarray, ch_names: list[str], src: str) -> None:
+    """Raise ValueError (naming ``src``) unless ``ephys`` is 2-D with a row per channel."""
+    if ephys.ndim != 2 or ephys.shape[0] != len(ch_names):
+        raise ValueError(f"{src}: ephys has shape {ephys.shape} but {len(ch_names)} channel names")
+
+
+def _check_finite(data: np.ndarray, src: str, what: str) -> None:
+    """Raise ValueError (naming ``src`` and ``what``) if ``data`` holds NaN or inf."""
+    if not np.isfinite(data).all():
+        raise ValueError(f"{src}: {what} contains NaN or infinite values")
+
+
 @dataclass
 class Recording:
     """One synchronised electrophysiology + BOLD run of one subject.
@@ -86,21 +98,14 @@ class Recording:
     def validate(self) -> None:
         """Check shapes, dtypes and finiteness; raise ValueError naming the source file."""
         src = self.source_files.get("ephys", self.key)
-        if self.ephys.ndim != 2 or self.ephys.shape[0] != len(self.ch_names):
-            raise ValueError(
-                f"{src}: ephys has shape {self.ephys.shape} but {len(self.ch_names)} channel names"
-            )
+        _check_ephys_rows(self.ephys, self.ch_names, src)
         if self.bold.ndim != 2 or self.bold.shape[0] != len(self.roi_names):
             raise ValueError(
                 f"{self.source_files.get('bold', self.key)}: bold has shape {self.bold.shape} "
                 f"but {len(self.roi_names)} ROI names"
             )
-        if not np.isfinite(self.ephys).all():
-            raise ValueError(f"{src}: electrophysiology contains NaN or infinite values")
-        if not np.isfinite(self.bold).all():
-            raise ValueError(
-                f"{self.source_files.get('bold', self.key)}: BOLD contains NaN or infinite values"
-            )
+        _check_finite(self.ephys, src, "electrophysiology")
+        _check_finite(self.bold, self.source_files.get("bold", self.key), "BOLD")
         needed = (self.bold.shape[1] - 1) * self.tr + self.lead_in
         have = self.ephys.shape[1] / self.sfreq
         if have + 1.0 / self.sfreq < needed:
@@ -167,11 +172,7 @@ class EEGRecording:
     def validate(self) -> None:
         """Check shapes and finiteness; raise ValueError naming the source file."""
         src = self.source_files.get("ephys", self.key)
-        if self.ephys.ndim != 2 or self.ephys.shape[0] != len(self.ch_names):
-            raise ValueError(
-                f"{src}: ephys has shape {self.ephys.shape} but {len(self.ch_names)} channel names"
-            )
+        _check_ephys_rows(self.ephys, self.ch_names, src)
         if self.ephys.shape[1] == 0:
             raise ValueError(f"{src}: the recording holds no samples")
-        if not np.isfinite(self.ephys).all():
-            raise ValueError(f"{src}: electrophysiology contains NaN or infinite values")
+        _check_finite(self.ephys, src, "electrophysiology")
