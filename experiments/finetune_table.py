@@ -38,6 +38,11 @@ then prints every seed's column, their mean, each seed's paired difference and t
 interval over seeds of the mean paired difference::
 
     python experiments/finetune_table.py --work /tmp/ft16 --seeds 0,1,2 ... --variants temporal
+
+When pretraining seeds differ this much, a user tries several and keeps one. ``--scratch-seeds
+1,2`` gives the scratch arm as many candidates (fine-tuning seeds, each validating on the
+fold's own validation subjects) and adds a table where each arm keeps, per fold, its run with
+the lowest validation loss (training subjects only) and is scored on the held-out subject.
 """
 
 from __future__ import annotations
@@ -203,12 +208,16 @@ def run_name(variant: str, init: str, fold: str) -> str:
 
 
 def finetune(
-    args: argparse.Namespace, mem: Path | None, inits: tuple[str, ...] = ("scratch", "pretrained")
+    args: argparse.Namespace,
+    mem: Path | None,
+    inits: tuple[str, ...] = ("scratch", "pretrained"),
+    split_from: Path | None = None,
 ) -> None:
     """One ``brainxl train`` per (variant, init, fold) not finished yet.
 
     Variant-major order, so a chain stopped early leaves whole columns of the first variant.
-    ``mem`` None: scratch runs only.
+    ``mem`` None: scratch runs only. ``split_from``: a work folder whose finished run of
+    the same name gives each run its validation subjects (:func:`fold_split_overrides`).
     """
     inits = tuple(i for i in inits if mem is not None or i == "scratch")
     for variant in args.variants:
@@ -225,6 +234,8 @@ def finetune(
                 ]  # fmt: skip
                 if init == "pretrained":
                     cmd.append(f"model.pretrained={mem}")
+                if split_from is not None:
+                    cmd += fold_split_overrides(split_from / "runs" / "finetune" / name)
                 _run([*cmd, "--nproc", str(args.nproc)], args.work / "logs" / f"{name}.log")
 
 
@@ -272,6 +283,94 @@ def seed_args(args: argparse.Namespace, seed: int) -> argparse.Namespace:
     sub.work = args.work / f"seed{seed}"
     sub.pretrain_override = [*args.pretrain_override, f"seed={seed}", f"data.seed={seed}"]
     return sub
+
+
+def scratch_seed_args(args: argparse.Namespace, seed: int) -> argparse.Namespace:
+    """The arguments of the scratch arm's fine-tuning seed ``seed``: ``WORK/scratch-seed<S>``.
+
+    ``seed=S`` changes the model's initialisation and the order of the training windows;
+    the fold's split stays that of the config seed's runs in ``WORK`` (see :func:`main`).
+    """
+    sub = argparse.Namespace(**vars(args))
+    sub.work = args.work / f"scratch-seed{seed}"
+    sub.override = [*args.override, f"seed={seed}"]
+    return sub
+
+
+def fold_split_overrides(run: Path) -> list[str]:
+    """``data.val_subjects`` of finished run ``run``, so another seed validates on the same.
+
+    The validation subjects are drawn with the run's seed; a fine-tuning seed meant to
+    change only the initialisation and the data order must not change them, or selection
+    by validation loss would compare losses on different subjects.
+    """
+    info = run / "data_info.json"
+    if not info.exists():
+        raise FileNotFoundError(f"{info}: run the config seed's fold first")
+    val = json.loads(info.read_text())["split"]["val"]
+    return [f"data.val_subjects=[{','.join(val)}]"]
+
+
+def _best_val(run: Path) -> float:
+    path = run / "final_metrics.json"
+    if not path.exists():
+        return float("nan")
+    value = json.loads(path.read_text()).get("best_val_loss")
+    return float("nan") if value is None else float(value)
+
+
+def select_by_validation(runs: list[Path]) -> int | None:
+    """Index of the finished run with the lowest validation loss; None if none finished.
+
+    The validation subjects are training subjects of the fold, so the choice never sees
+    the held-out subject.
+    """
+    losses = np.array([_best_val(r) for r in runs])
+    if np.isnan(losses).all():
+        return None
+    return int(np.nanargmin(losses))
+
+
+def selection_table(args: argparse.Namespace) -> str:
+    """Each arm's best of its candidates by validation loss, per fold, against each other.
+
+    Scratch candidates: the config seed's run in ``WORK`` and one per ``--scratch-seeds``
+    (``WORK/scratch-seed<S>``); pretrained candidates: one per pretraining seed
+    (``WORK/seed<S>``). Per fold each arm keeps the run with the lowest validation loss
+    (training subjects only) and is scored on the held-out subject, as a user who tries
+    several seeds would pick one. Both arms get their own candidates, so picking the best
+    of several runs is not credited to pretraining.
+    """
+    labels = {"scratch": ["config seed", *(f"seed {s}" for s in args.scratch_seeds)],
+              "pretrained": [f"seed {s}" for s in args.seeds]}  # fmt: skip
+    works = {"scratch": [args.work, *(args.work / f"scratch-seed{s}" for s in args.scratch_seeds)],
+             "pretrained": [args.work / f"seed{s}" for s in args.seeds]}  # fmt: skip
+    out = []
+    for v in args.variants:
+        head = ["held-out subject", "scratch: chosen", "scratch r", "pretrained: chosen",
+                "pretrained r"]  # fmt: skip
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        scores: dict[str, list[float]] = {"scratch": [], "pretrained": []}
+        for fold in args.folds:
+            cells = [fold]
+            for init in ("scratch", "pretrained"):
+                runs = [w / "runs" / "finetune" / run_name(v, init, fold) for w in works[init]]
+                k = select_by_validation(runs)
+                r = float("nan") if k is None else _score(runs[k])
+                scores[init].append(r)
+                cells += ["none" if k is None else labels[init][k], f"{r:.3f}"]
+            out.append("| " + " | ".join(cells) + " |")
+        means = [fmt_interval(scores["scratch"]), fmt_interval(scores["pretrained"])]
+        out.append(f"| mean [95% t] | | {means[0]} | | {means[1]} |")
+        out.append("")
+        n = {k: len(x) for k, x in labels.items()}
+        diff = np.subtract(scores["pretrained"], scores["scratch"])
+        out.append(
+            f"- {v}, best of {n['pretrained']} pretrained against best of {n['scratch']} "
+            f"scratch by validation loss: pretrained - scratch = {fmt_interval(diff, '+')}"
+        )
+        out.append("")
+    return "\n".join(out).rstrip()
 
 
 def seed_table(args: argparse.Namespace) -> str:
@@ -345,6 +444,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="pretraining seeds, comma-separated: one chain per seed in WORK/seed<S>, "
         "scratch runs once in WORK, a table of the effect over seeds",
     )
+    ap.add_argument(
+        "--scratch-seeds",
+        help="with --seeds: more fine-tuning seeds of the scratch arm (WORK/scratch-seed<S>, "
+        "same validation subjects), and a table of each arm's best run by validation loss",
+    )
     ap.add_argument("--no-pretrain", action="store_true", help="scratch runs only")
     ap.add_argument("--table-only", action="store_true", help="print the table of finished runs")
     args = ap.parse_args(argv)
@@ -354,6 +458,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else []
     except ValueError:
         ap.error(f"--seeds takes integers separated by commas, got {args.seeds!r}")
+    try:
+        args.scratch_seeds = (
+            [int(x) for x in args.scratch_seeds.split(",") if x.strip()]
+            if args.scratch_seeds
+            else []
+        )
+    except ValueError:
+        ap.error(f"--scratch-seeds takes integers separated by commas, got {args.scratch_seeds!r}")
+    if args.scratch_seeds and not args.seeds:
+        ap.error("--scratch-seeds give the scratch arm candidates against --seeds; add --seeds")
     if args.seeds and args.no_pretrain:
         ap.error("--seeds are pretraining seeds; they make no sense with --no-pretrain")
     bad = sorted(set(args.variants) - set(VARIANTS))
@@ -374,7 +488,11 @@ def main(argv: list[str] | None = None) -> int:
             for s in args.seeds:
                 sub = seed_args(args, s)
                 finetune(sub, pretrain(sub), inits=("pretrained",))
+            for s in args.scratch_seeds:
+                finetune(scratch_seed_args(args, s), None, split_from=args.work)
         print(seed_table(args))
+        if args.scratch_seeds:
+            print("\n" + selection_table(args))
         for s in args.seeds:
             report = tokenizer_report(seed_args(args, s))
             if report:

@@ -19,10 +19,11 @@ def ft():
     return module
 
 
-def _finished(work: Path, name: str, r: float) -> None:
+def _finished(work: Path, name: str, r: float, val_loss: float | None = None) -> None:
     run = work / "runs" / "finetune" / name
     run.mkdir(parents=True)
-    (run / "final_metrics.json").write_text(json.dumps({"test": {"mean_r": r}}))
+    metrics = {"test": {"mean_r": r}, "best_val_loss": val_loss}
+    (run / "final_metrics.json").write_text(json.dumps(metrics))
 
 
 def test_each_seed_gets_its_folder_and_its_seed_in_both_pretraining_stages(ft, tmp_path):
@@ -73,11 +74,53 @@ def test_a_missing_run_is_nan_and_left_out_of_the_interval(ft, tmp_path):
     assert "seed 0: pretrained - scratch = +0.200 [nan, nan] (n=1)" in text
 
 
+def test_scratch_seeds_keep_the_folds_validation_subjects(ft, tmp_path):
+    args = ft.parse(["--work", str(tmp_path), "--seeds", "0", "--scratch-seeds", "4",
+                     "--table-only", "--override", "data.reader.ephys_norm=none"])  # fmt: skip
+    sub = ft.scratch_seed_args(args, 4)
+    assert sub.work == tmp_path.resolve() / "scratch-seed4"
+    assert sub.override == ["data.reader.ephys_norm=none", "seed=4"]
+    assert args.override == ["data.reader.ephys_norm=none"]
+    run = tmp_path / "runs" / "finetune" / "temporal-scratch-01"
+    with pytest.raises(FileNotFoundError, match="data_info.json"):
+        ft.fold_split_overrides(run)
+    run.mkdir(parents=True)
+    split = {"train": ["02", "03"], "val": ["06", "09"], "test": ["01"]}
+    (run / "data_info.json").write_text(json.dumps({"split": split}))
+    assert ft.fold_split_overrides(run) == ["data.val_subjects=[06,09]"]
+
+
+def test_selection_takes_each_arms_lowest_validation_loss_not_its_best_test_score(ft, tmp_path):
+    # fold 01: scratch seed 1 validates better (0.8 < 0.9) but tests worse; it is still chosen
+    _finished(tmp_path, "temporal-scratch-01", 0.10, val_loss=0.9)
+    _finished(tmp_path / "scratch-seed1", "temporal-scratch-01", 0.05, val_loss=0.8)
+    _finished(tmp_path / "seed0", "temporal-pretrained-01", 0.30, val_loss=0.7)
+    _finished(tmp_path / "seed1", "temporal-pretrained-01", 0.40, val_loss=0.95)
+    # fold 02: the config seed and pretraining seed 1 validate best; seed 0's run is missing
+    _finished(tmp_path, "temporal-scratch-02", 0.20, val_loss=0.5)
+    _finished(tmp_path / "scratch-seed1", "temporal-scratch-02", 0.25, val_loss=0.6)
+    _finished(tmp_path / "seed1", "temporal-pretrained-02", 0.10, val_loss=0.9)
+    args = ft.parse(["--work", str(tmp_path), "--seeds", "0,1", "--scratch-seeds", "1",
+                     "--folds", "01,02", "--variants", "temporal", "--table-only"])  # fmt: skip
+    text = ft.selection_table(args)
+    assert "| 01 | seed 1 | 0.050 | seed 0 | 0.300 |" in text
+    assert "| 02 | config seed | 0.200 | seed 1 | 0.100 |" in text
+    # paired differences +0.25 and -0.10: mean +0.075
+    line = next(x for x in text.splitlines() if "by validation loss" in x)
+    assert line.startswith(
+        "- temporal, best of 2 pretrained against best of 2 scratch by validation loss: "
+        "pretrained - scratch = +0.075 ["
+    )
+    assert ft.select_by_validation([tmp_path / "nowhere"]) is None
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--seeds", "0,x"], "--seeds takes integers"),
         (["--seeds", "0", "--no-pretrain"], "make no sense with --no-pretrain"),
+        (["--scratch-seeds", "1"], "add --seeds"),
+        (["--seeds", "0", "--scratch-seeds", "a"], "--scratch-seeds takes integers"),
     ],
 )
 def test_bad_seed_arguments_are_refused(ft, tmp_path, capsys, argv, message):
