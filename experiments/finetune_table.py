@@ -239,11 +239,14 @@ def finetune(
                 _run([*cmd, "--nproc", str(args.nproc)], args.work / "logs" / f"{name}.log")
 
 
-def _score(run: Path) -> float:
+def _final_metrics(run: Path) -> dict[str, Any] | None:
     path = run / "final_metrics.json"
-    if not path.exists():
-        return float("nan")
-    return float(json.loads(path.read_text())["test"]["mean_r"])
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _score(run: Path) -> float:
+    metrics = _final_metrics(run)
+    return float("nan") if metrics is None else float(metrics["test"]["mean_r"])
 
 
 def fmt_interval(values: list[float] | np.ndarray, sign: str = "") -> str:
@@ -312,10 +315,7 @@ def fold_split_overrides(run: Path) -> list[str]:
 
 
 def _best_val(run: Path) -> float:
-    path = run / "final_metrics.json"
-    if not path.exists():
-        return float("nan")
-    value = json.loads(path.read_text()).get("best_val_loss")
+    value = (_final_metrics(run) or {}).get("best_val_loss")
     return float("nan") if value is None else float(value)
 
 
