@@ -51,6 +51,7 @@ class DataConfig:
     test_subject: str = ""  # LOSO test subject ("" = no test subject)
     val_subjects: list[str] = field(default_factory=list)  # held-out TRAINING-fold subjects
     n_val_subjects: int = 1  # how many to hold out when val_subjects is empty
+    split_seed: int | None = None  # seed of that draw (None = the run's seed)
     epoch_windows: int = 0  # windows per rank per epoch (0 = the reader's default)
     num_workers: int = 0  # DataLoader workers per rank
 

@@ -297,6 +297,19 @@ def fold_subjects(cfg: Any, shards: Any = None) -> list[str]:
     )
 
 
+def config_split(cfg: Any, shards: Any = None) -> FoldSplit:
+    """The fold split of ``cfg`` (a ``RunConfig``): :func:`split_fold` of its subjects.
+
+    Validation subjects are drawn with ``data.split_seed``, or the run's ``seed`` when that
+    is unset, so runs that differ only in ``seed`` can keep one split.
+    """
+    d = cfg.data
+    seed = cfg.seed if d.split_seed is None else d.split_seed
+    return split_fold(
+        fold_subjects(cfg, shards), d.test_subject, d.val_subjects, d.n_val_subjects, seed
+    )
+
+
 def build_fold(cfg: Any, rank: int, world_size: int) -> Fold:
     """Open the shard streams of the fold described by ``cfg`` (a ``RunConfig``).
 
@@ -306,9 +319,7 @@ def build_fold(cfg: Any, rank: int, world_size: int) -> Fold:
     """
     d = cfg.data
     shards = open_shards(cfg)
-    split = split_fold(
-        fold_subjects(cfg, shards), d.test_subject, d.val_subjects, d.n_val_subjects, cfg.seed
-    )
+    split = config_split(cfg, shards)
     norm = shards.fold_statistics(split.train)
 
     def source(subjects: Sequence[str], shuffle: bool, epoch_windows: int | None) -> ReaderSource:

@@ -256,7 +256,7 @@ def read_data_info(run: RunDir, cfg: Any) -> tuple[DataShapes, Any, Any]:
     shard manifest: the fold split of the config, the training subjects' statistics
     (:func:`brainxl.shards.stats.fold_statistics`) and their channel lists.
     """
-    from brainxl.distrib.data import FoldSplit, split_fold
+    from brainxl.distrib.data import FoldSplit
 
     path = run.data_info_path
     if path.is_file():
@@ -264,13 +264,11 @@ def read_data_info(run: RunDir, cfg: Any) -> tuple[DataShapes, Any, Any]:
         sp = d["split"]
         split = FoldSplit(tuple(sp["train"]), tuple(sp["val"]), tuple(sp["test"]))
         return DataShapes.from_json(d["shapes"]), _norm_from_json(d["norm"]), split
-    from brainxl.distrib.data import fold_subjects, open_shards
+    from brainxl.distrib.data import config_split, open_shards
 
     dc = cfg.data
     shards = open_shards(cfg)
-    split = split_fold(
-        fold_subjects(cfg, shards), dc.test_subject, dc.val_subjects, dc.n_val_subjects, cfg.seed
-    )
+    split = config_split(cfg, shards)
     frag = shards.fragment(split.train[0])
     r = dc.reader
     rows = frag["parcel_names"] if r.modality == "parcels" else frag["ch_names"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from brainxl.distrib.config import load_config
-from brainxl.distrib.data import MemorySource, build_fold, split_fold
+from brainxl.distrib.data import MemorySource, build_fold, config_split, split_fold
 from train_fixtures import overrides, write_shards
 
 
@@ -28,6 +28,18 @@ def test_split_fold_is_deterministic_and_disjoint() -> None:
         split_fold(subs, "09")
     with pytest.raises(ValueError, match="not training-fold subjects"):
         split_fold(subs, "04", val_subjects=["04"])
+
+
+def test_split_seed_keeps_the_split_across_run_seeds(shards: Path, tmp_path: Path) -> None:
+    def val(*extra: str) -> tuple[str, ...]:
+        base = [o for o in overrides(shards, tmp_path) if not o.startswith("data.val_subjects")]
+        return config_split(load_config(None, [*base, *extra])).val
+
+    by_seed = {s: val(f"seed={s}") for s in range(8)}
+    assert len(set(by_seed.values())) > 1  # without split_seed the run's seed moves the split
+    for s in range(8):
+        assert val(f"seed={s}", "data.split_seed=5") == by_seed[5]
+    assert val("seed=3", "data.split_seed=null") == by_seed[3]
 
 
 def test_fold_never_reads_the_test_subject(shards: Path, tmp_path: Path) -> None:
