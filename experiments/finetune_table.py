@@ -41,8 +41,10 @@ interval over seeds of the mean paired difference::
 
 When pretraining seeds differ this much, a user tries several and keeps one. ``--scratch-seeds
 1,2`` gives the scratch arm as many candidates (fine-tuning seeds, each validating on the
-fold's own validation subjects) and adds a table where each arm keeps, per fold, its run with
-the lowest validation loss (training subjects only) and is scored on the held-out subject.
+fold's own validation subjects) and adds two tables: every candidate run's held-out r and
+best validation loss per fold with each arm's mean (no selection), and one where each arm
+keeps, per fold, its run with the lowest validation loss (training subjects only) and is
+scored on the held-out subject.
 """
 
 from __future__ import annotations
@@ -331,6 +333,51 @@ def select_by_validation(runs: list[Path]) -> int | None:
     return int(np.nanargmin(losses))
 
 
+def _candidates(args: argparse.Namespace) -> dict[str, list[tuple[str, Path]]]:
+    """Each arm's candidate runs: (label, work folder), the scratch config seed first."""
+    scratch = [("config seed", args.work)]
+    scratch += [(f"seed {s}", args.work / f"scratch-seed{s}") for s in args.scratch_seeds]
+    return {"scratch": scratch, "pretrained": [(f"seed {s}", args.work / f"seed{s}")
+                                               for s in args.seeds]}  # fmt: skip
+
+
+def candidates_table(args: argparse.Namespace) -> str:
+    """Every candidate run: held-out r and best validation loss per fold, and each arm's mean.
+
+    The arm means average each fold's finished candidates (what one seed of that arm gives
+    on average); their paired difference compares the arms without any selection.
+    """
+    out = []
+    for v in args.variants:
+        out += ["| run | " + " | ".join(args.folds) + " | mean r [95% t] |",
+                "|" + "---|" * (len(args.folds) + 2)]  # fmt: skip
+        arm_means: dict[str, list[float]] = {}
+        for init, cands in _candidates(args).items():
+            rs = np.full((len(cands), len(args.folds)), np.nan)
+            for i, (label, work) in enumerate(cands):
+                cells = []
+                for j, fold in enumerate(args.folds):
+                    metrics = _final_metrics(work / "runs" / "finetune" / run_name(v, init, fold))
+                    if metrics is None:
+                        cells.append("-")
+                        continue
+                    rs[i, j] = float(metrics["test"]["mean_r"])
+                    cells.append(f"{rs[i, j]:.3f} ({float(metrics['best_val_loss']):.3f})")
+                out.append(
+                    f"| {init} {label} | " + " | ".join(cells) + f" | {fmt_interval(rs[i])} |"
+                )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a fold with no finished run
+                arm_means[init] = list(np.nanmean(rs, axis=0))
+            cells = [f"{x:.3f}" for x in arm_means[init]]
+            out.append(f"| {init}, mean of {len(cands)} | " + " | ".join(cells)
+                       + f" | {fmt_interval(arm_means[init])} |")  # fmt: skip
+        diff = np.subtract(arm_means["pretrained"], arm_means["scratch"])
+        out += ["", f"- {v}, mean of the pretrained runs against mean of the scratch runs per "
+                f"fold: pretrained - scratch = {fmt_interval(diff, '+')}", ""]  # fmt: skip
+    return "cells: held-out r (best validation loss)\n\n" + "\n".join(out).rstrip()
+
+
 def selection_table(args: argparse.Namespace) -> str:
     """Each arm's best of its candidates by validation loss, per fold, against each other.
 
@@ -341,10 +388,9 @@ def selection_table(args: argparse.Namespace) -> str:
     several seeds would pick one. Both arms get their own candidates, so picking the best
     of several runs is not credited to pretraining.
     """
-    labels = {"scratch": ["config seed", *(f"seed {s}" for s in args.scratch_seeds)],
-              "pretrained": [f"seed {s}" for s in args.seeds]}  # fmt: skip
-    works = {"scratch": [args.work, *(args.work / f"scratch-seed{s}" for s in args.scratch_seeds)],
-             "pretrained": [args.work / f"seed{s}" for s in args.seeds]}  # fmt: skip
+    cands = _candidates(args)
+    labels = {init: [label for label, _ in c] for init, c in cands.items()}
+    works = {init: [work for _, work in c] for init, c in cands.items()}
     out = []
     for v in args.variants:
         head = ["held-out subject", "scratch: chosen", "scratch r", "pretrained: chosen",
@@ -492,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
                 finetune(scratch_seed_args(args, s), None, split_from=args.work)
         print(seed_table(args))
         if args.scratch_seeds:
+            print("\n" + candidates_table(args))
             print("\n" + selection_table(args))
         for s in args.seeds:
             report = tokenizer_report(seed_args(args, s))

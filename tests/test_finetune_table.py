@@ -114,6 +114,27 @@ def test_selection_takes_each_arms_lowest_validation_loss_not_its_best_test_scor
     assert ft.select_by_validation([tmp_path / "nowhere"]) is None
 
 
+def test_candidates_table_lists_every_run_and_compares_the_arms_means(ft, tmp_path):
+    _finished(tmp_path, "temporal-scratch-01", 0.10, val_loss=0.9)
+    _finished(tmp_path / "scratch-seed1", "temporal-scratch-01", 0.05, val_loss=0.8)
+    _finished(tmp_path / "seed0", "temporal-pretrained-01", 0.30, val_loss=0.7)
+    _finished(tmp_path / "seed1", "temporal-pretrained-01", 0.40, val_loss=0.95)
+    _finished(tmp_path, "temporal-scratch-02", 0.20, val_loss=0.5)
+    _finished(tmp_path / "scratch-seed1", "temporal-scratch-02", 0.25, val_loss=0.6)
+    _finished(tmp_path / "seed1", "temporal-pretrained-02", 0.10, val_loss=0.9)
+    args = ft.parse(["--work", str(tmp_path), "--seeds", "0,1", "--scratch-seeds", "1",
+                     "--folds", "01,02", "--variants", "temporal", "--table-only"])  # fmt: skip
+    text = ft.candidates_table(args)
+    assert "| scratch seed 1 | 0.050 (0.800) | 0.250 (0.600) |" in text
+    assert "| pretrained seed 0 | 0.300 (0.700) | - | 0.300 [nan, nan] (n=1) |" in text
+    # per-fold arm means: scratch 0.075, 0.225; pretrained 0.35, 0.10 (seed 0's missing run
+    # left out); differences +0.275 and -0.125: mean +0.075
+    assert "| scratch, mean of 2 | 0.075 | 0.225 |" in text
+    assert "| pretrained, mean of 2 | 0.350 | 0.100 |" in text
+    line = next(x for x in text.splitlines() if "mean of the scratch runs" in x)
+    assert line.endswith("pretrained - scratch = +0.075 [-2.466, +2.616] (n=2)")
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
