@@ -90,18 +90,23 @@ def test_scratch_seeds_keep_the_folds_validation_subjects(ft, tmp_path):
     assert ft.fold_split_overrides(run) == ["data.val_subjects=[06,09]"]
 
 
-def test_selection_takes_each_arms_lowest_validation_loss_not_its_best_test_score(ft, tmp_path):
-    # fold 01: scratch seed 1 validates better (0.8 < 0.9) but tests worse; it is still chosen
+def _two_fold_study(ft, tmp_path: Path):
+    """Two folds of finished runs: 2 scratch and 2 pretrained candidates, one run missing."""
     _finished(tmp_path, "temporal-scratch-01", 0.10, val_loss=0.9)
     _finished(tmp_path / "scratch-seed1", "temporal-scratch-01", 0.05, val_loss=0.8)
     _finished(tmp_path / "seed0", "temporal-pretrained-01", 0.30, val_loss=0.7)
     _finished(tmp_path / "seed1", "temporal-pretrained-01", 0.40, val_loss=0.95)
-    # fold 02: the config seed and pretraining seed 1 validate best; seed 0's run is missing
     _finished(tmp_path, "temporal-scratch-02", 0.20, val_loss=0.5)
     _finished(tmp_path / "scratch-seed1", "temporal-scratch-02", 0.25, val_loss=0.6)
     _finished(tmp_path / "seed1", "temporal-pretrained-02", 0.10, val_loss=0.9)
-    args = ft.parse(["--work", str(tmp_path), "--seeds", "0,1", "--scratch-seeds", "1",
+    return ft.parse(["--work", str(tmp_path), "--seeds", "0,1", "--scratch-seeds", "1",
                      "--folds", "01,02", "--variants", "temporal", "--table-only"])  # fmt: skip
+
+
+def test_selection_takes_each_arms_lowest_validation_loss_not_its_best_test_score(ft, tmp_path):
+    # fold 01: scratch seed 1 validates better (0.8 < 0.9) but tests worse; it is still chosen
+    # fold 02: the config seed and pretraining seed 1 validate best; seed 0's run is missing
+    args = _two_fold_study(ft, tmp_path)
     text = ft.selection_table(args)
     assert "| 01 | seed 1 | 0.050 | seed 0 | 0.300 |" in text
     assert "| 02 | config seed | 0.200 | seed 1 | 0.100 |" in text
@@ -115,15 +120,7 @@ def test_selection_takes_each_arms_lowest_validation_loss_not_its_best_test_scor
 
 
 def test_candidates_table_lists_every_run_and_compares_the_arms_means(ft, tmp_path):
-    _finished(tmp_path, "temporal-scratch-01", 0.10, val_loss=0.9)
-    _finished(tmp_path / "scratch-seed1", "temporal-scratch-01", 0.05, val_loss=0.8)
-    _finished(tmp_path / "seed0", "temporal-pretrained-01", 0.30, val_loss=0.7)
-    _finished(tmp_path / "seed1", "temporal-pretrained-01", 0.40, val_loss=0.95)
-    _finished(tmp_path, "temporal-scratch-02", 0.20, val_loss=0.5)
-    _finished(tmp_path / "scratch-seed1", "temporal-scratch-02", 0.25, val_loss=0.6)
-    _finished(tmp_path / "seed1", "temporal-pretrained-02", 0.10, val_loss=0.9)
-    args = ft.parse(["--work", str(tmp_path), "--seeds", "0,1", "--scratch-seeds", "1",
-                     "--folds", "01,02", "--variants", "temporal", "--table-only"])  # fmt: skip
+    args = _two_fold_study(ft, tmp_path)
     text = ft.candidates_table(args)
     assert "| scratch seed 1 | 0.050 (0.800) | 0.250 (0.600) |" in text
     assert "| pretrained seed 0 | 0.300 (0.700) | - | 0.300 [nan, nan] (n=1) |" in text
