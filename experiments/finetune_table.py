@@ -209,6 +209,11 @@ def run_name(variant: str, init: str, fold: str) -> str:
     return f"{variant}-{init}-{fold}"
 
 
+def finetune_run(work: Path, variant: str, init: str, fold: str) -> Path:
+    """The run folder of one fine-tuning run under work folder ``work``."""
+    return work / "runs" / "finetune" / run_name(variant, init, fold)
+
+
 def finetune(
     args: argparse.Namespace,
     mem: Path | None,
@@ -226,7 +231,7 @@ def finetune(
         for init in inits:
             for fold in args.folds:
                 name = run_name(variant, init, fold)
-                if (args.work / "runs" / "finetune" / name / "final_metrics.json").exists():
+                if (finetune_run(args.work, variant, init, fold) / "final_metrics.json").exists():
                     continue
                 cmd = [
                     *_brainxl(), "train", args.config, f"data.shards={args.shards}",
@@ -237,7 +242,7 @@ def finetune(
                 if init == "pretrained":
                     cmd.append(f"model.pretrained={mem}")
                 if split_from is not None:
-                    cmd += fold_split_overrides(split_from / "runs" / "finetune" / name)
+                    cmd += fold_split_overrides(finetune_run(split_from, variant, init, fold))
                 _run([*cmd, "--nproc", str(args.nproc)], args.work / "logs" / f"{name}.log")
 
 
@@ -262,9 +267,8 @@ def fmt_interval(values: list[float] | np.ndarray, sign: str = "") -> str:
 
 def table(args: argparse.Namespace) -> str:
     """The per-fold table and the across-fold summary, as Markdown."""
-    runs = args.work / "runs" / "finetune"
     cols = [(v, i) for v in args.variants for i in ("scratch", "pretrained")]
-    scores = {c: [_score(runs / run_name(c[0], c[1], f)) for f in args.folds] for c in cols}
+    scores = {c: [_score(finetune_run(args.work, *c, f)) for f in args.folds] for c in cols}
     head = "| held-out subject | " + " | ".join(f"{v} {i}" for v, i in cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 1)]
     for k, fold in enumerate(args.folds):
@@ -357,12 +361,11 @@ def candidates_table(args: argparse.Namespace) -> str:
             for i, (label, work) in enumerate(cands):
                 cells = []
                 for j, fold in enumerate(args.folds):
-                    metrics = _final_metrics(work / "runs" / "finetune" / run_name(v, init, fold))
-                    if metrics is None:
-                        cells.append("-")
-                        continue
-                    rs[i, j] = float(metrics["test"]["mean_r"])
-                    cells.append(f"{rs[i, j]:.3f} ({float(metrics['best_val_loss']):.3f})")
+                    run = finetune_run(work, v, init, fold)
+                    rs[i, j] = _score(run)
+                    cells.append(
+                        "-" if np.isnan(rs[i, j]) else f"{rs[i, j]:.3f} ({_best_val(run):.3f})"
+                    )
                 out.append(
                     f"| {init} {label} | " + " | ".join(cells) + f" | {fmt_interval(rs[i])} |"
                 )
@@ -400,7 +403,7 @@ def selection_table(args: argparse.Namespace) -> str:
         for fold in args.folds:
             cells = [fold]
             for init in ("scratch", "pretrained"):
-                runs = [w / "runs" / "finetune" / run_name(v, init, fold) for w in works[init]]
+                runs = [finetune_run(w, v, init, fold) for w in works[init]]
                 k = select_by_validation(runs)
                 r = float("nan") if k is None else _score(runs[k])
                 scores[init].append(r)
@@ -429,7 +432,7 @@ def seed_table(args: argparse.Namespace) -> str:
     """
 
     def score(work: Path, variant: str, init: str, fold: str) -> float:
-        return _score(work / "runs" / "finetune" / run_name(variant, init, fold))
+        return _score(finetune_run(work, variant, init, fold))
 
     out = []
     for v in args.variants:

@@ -132,6 +132,13 @@ def test_candidates_table_lists_every_run_and_compares_the_arms_means(ft, tmp_pa
     assert line.endswith("pretrained - scratch = +0.075 [-2.466, +2.616] (n=2)")
 
 
+def test_candidates_table_shows_a_run_without_validation(ft, tmp_path):
+    _finished(tmp_path, "temporal-scratch-01", 0.10)  # best_val_loss null: no validation
+    args = ft.parse(["--work", str(tmp_path), "--seeds", "0", "--scratch-seeds", "1",
+                     "--folds", "01", "--variants", "temporal", "--table-only"])  # fmt: skip
+    assert "| scratch config seed | 0.100 (nan) |" in ft.candidates_table(args)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
