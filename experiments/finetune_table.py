@@ -22,7 +22,9 @@ Usage::
     python experiments/finetune_table.py --work /tmp/ft ... --table-only   # print only
 
 Model options go to the stages that build the model: ``--pretrain-override`` to both
-pretraining stages, ``--tokenizer-override`` to the tokenizer only, ``--override`` to the
+pretraining stages, ``--tokenizer-override`` to the tokenizer only, ``--mem-override`` to
+masked modeling only (the encoder that fine-tuning starts from, e.g. a wider patch stem,
+``model.overrides.filters=8``, with ``--override`` the same), ``--override`` to the
 fine-tuning runs, e.g. the amplitude-aware encoder::
 
     python experiments/finetune_table.py --work /tmp/ftC ... --variants temporal \
@@ -104,7 +106,7 @@ def pretrain(args: argparse.Namespace) -> Path:
             [*_brainxl(), "pretrain", "pretrain/mem-debug", *common, "run.name=mem",
              f"pretrain.tokenizer={tok}", f"pretrain.mask_ratio={args.mask_ratio}",
              f"train.steps={args.mem_steps}", *args.pretrain_override,
-             "--nproc", str(args.nproc)],
+             *args.mem_override, "--nproc", str(args.nproc)],
             args.work / "logs" / "mem.log",
         )  # fmt: skip
     return mem
@@ -487,6 +489,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--tokenizer-override", action="append", default=[], help="extra tokenizer override"
+    )
+    ap.add_argument(
+        "--mem-override", action="append", default=[], help="extra masked-modeling override"
     )
     ap.add_argument(
         "--seeds",

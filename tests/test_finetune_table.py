@@ -41,6 +41,25 @@ def test_each_seed_gets_its_folder_and_its_seed_in_both_pretraining_stages(ft, t
     assert ft._stage_dir(sub, "mem") == tmp_path.resolve() / "seed7/runs/pretrain-debug/mem"
 
 
+def test_stage_overrides_reach_only_their_stage(ft, tmp_path, monkeypatch):
+    calls: list[list[str]] = []
+    monkeypatch.setattr(ft, "_run", lambda cmd, log: calls.append(cmd))
+    args = ft.parse(["--work", str(tmp_path), "--pretrain-shards", str(tmp_path / "pre"),
+                     "--shards", str(tmp_path / "shards"),
+                     "--pretrain-override", "model.overrides.amplitude_embed=true",
+                     "--tokenizer-override", "model.overrides.amplitude_target=log",
+                     "--mem-override", "model.overrides.filters=8"])  # fmt: skip
+    assert ft.pretrain(args) == ft._stage_dir(args, "mem")
+    tokenizer, mem = calls
+    assert "pretrain/tokenizer-debug" in tokenizer and "pretrain/mem-debug" in mem
+    assert "model.overrides.amplitude_embed=true" in tokenizer
+    assert "model.overrides.amplitude_embed=true" in mem
+    assert "model.overrides.amplitude_target=log" in tokenizer
+    assert "model.overrides.amplitude_target=log" not in mem
+    assert "model.overrides.filters=8" in mem
+    assert "model.overrides.filters=8" not in tokenizer
+
+
 def test_seed_table_pairs_every_seed_with_the_one_scratch_column(ft, tmp_path):
     folds = ["01", "02", "03"]
     for fold, r in zip(folds, [0.10, 0.20, 0.30]):
