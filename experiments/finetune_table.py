@@ -21,11 +21,15 @@ Usage::
         --folds 01,02,03,04 --nproc 2
     python experiments/finetune_table.py --work /tmp/ft ... --table-only   # print only
 
-Model options go to the stages that build the model: ``--pretrain-override`` to both
-pretraining stages, ``--tokenizer-override`` to the tokenizer only, ``--mem-override`` to
-masked modeling only (the encoder that fine-tuning starts from, e.g. a wider patch stem,
-``model.overrides.filters=8``, with ``--override`` the same), ``--override`` to the
-fine-tuning runs, e.g. the amplitude-aware encoder::
+Model options go to the stages that build the model:
+
+- ``--pretrain-override``: both pretraining stages;
+- ``--tokenizer-override``: the tokenizer only;
+- ``--mem-override``: masked modeling only, i.e. the encoder fine-tuning starts from (a
+  wider patch stem, ``model.overrides.filters=8``, needs the same in ``--override``);
+- ``--override``: the fine-tuning runs.
+
+For example, the amplitude-aware encoder::
 
     python experiments/finetune_table.py --work /tmp/ftC ... --variants temporal \
         --pretrain-override model.overrides.amplitude_embed=true \
