@@ -9,8 +9,8 @@ process keeps freed memory in its heap as ``brainxl pretrain`` does without ZeRO
 (:func:`brainxl.heap.keep_freed_memory`); ``--heap keep libc`` adds rows with glibc's
 defaults, where each step's large tensors fault in fresh pages. Timing starts after
 ``--warmup`` untimed steps (3): the kept heap faults the step's large blocks in over
-the first steps, and timing from the second step read 3.25 s per 256-token step where
-later steps take 2.5 s (AVX-512 machine). The official LaBraM figures (``MODELS.md``,
+the first steps (consecutive 256-token steps on an AVX-512 machine: 4.4, 4.1, 3.0, 2.5,
+2.5 s), and a run repeats the steady step. The official LaBraM figures (``MODELS.md``,
 measured side by side on a quiet machine) are printed next to it: samples/s and share of
 the matmul.
 
