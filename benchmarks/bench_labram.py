@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chans", type=int, default=16, help=argparse.SUPPRESS)
     p.add_argument("--src", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.warmup < 1:
+        p.error(f"--warmup must be >= 1 (the first step counts the FLOPs), got {args.warmup}")
     if args._worker:
         args.heap = args.heap[0]
         print("RESULT " + json.dumps(worker(args)), flush=True)
