@@ -14,6 +14,16 @@ the first steps (consecutive 256-token steps on an AVX-512 machine: 4.4, 4.1, 3.
 measured side by side on a quiet machine) are printed next to it: samples/s and share of
 the matmul.
 
+``--attention fused math`` adds rows whose attention runs through SDPA's math kernel
+(matmul, softmax, matmul, the probabilities kept for backward), the formula the official
+code computes. With ``--heap libc`` as well this is the nearest same-run stand-in for the
+official step on a machine where the official code was not measured: brainxl's model
+with the official code's attention and malloc, not the official code itself (which also
+keeps more memory: 4.40 GiB at 256 tokens against 3.3). On 2 AMD EPYC AVX2 cores
+(matmul 165-181 GFLOP/s) the 256-token rows read: fused/kept heap 3.8-3.9 samples/s
+(share 0.55), math/libc 2.2-2.4 (share 0.33); the official code measured 3.83 (share 0.50)
+on the AVX2 machine of ``MODELS.md``.
+
 ``--baseline REF`` also runs the cases on the source tree of a git revision (``git
 archive`` into a temporary folder), alternating current and baseline rounds, so a
 change is judged before/after in one run. ``--profile`` prints the top operators of one
@@ -116,7 +126,8 @@ def worker(args: argparse.Namespace) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05, fused=True)
 
     def step() -> None:
-        model(**inputs)["loss"].backward()
+        with attention_backend(args.attention):
+            model(**inputs)["loss"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -157,6 +168,19 @@ def worker(args: argparse.Namespace) -> dict:
     }
 
 
+def attention_backend(kind: str):
+    """Context selecting the SDPA kernel: ``fused`` leaves PyTorch's choice (flash on CPU);
+    ``math`` is matmul, softmax, matmul with the probabilities kept for backward, as the
+    official LaBraM computes attention."""
+    import contextlib
+
+    if kind == "fused":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 def _archive(ref: str, dest: Path) -> Path:
     """Extract the tree of git revision ``ref`` into ``dest`` and return it."""
     tar = dest / "src.tar"
@@ -175,11 +199,13 @@ def speed_vs_reference(r: dict, tokens: int) -> float:
     return ours / ref
 
 
-def _run(args: argparse.Namespace, tokens: int, src: str | None, heap: str) -> dict | None:
+def _run(
+    args: argparse.Namespace, tokens: int, src: str | None, heap: str, attention: str
+) -> dict | None:
     cmd = [sys.executable, __file__, "--_worker", "--chans", str(CASES[tokens][0]),
            "--batch", str(args.batch), "--steps", str(args.steps), "--warmup",
            str(args.warmup), "--threads", str(args.threads), "--flavor", args.flavor,
-           "--heap", heap]  # fmt: skip
+           "--heap", heap, "--attention", attention]  # fmt: skip
     if src:
         cmd += ["--src", src]
     if args.profile:
@@ -212,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
         help="malloc policy of the step's process: keep freed memory (as training does) "
         "or glibc's defaults; several give rows side by side",
     )  # fmt: skip
+    p.add_argument(
+        "--attention", nargs="+", default=["fused"], choices=["fused", "math"],
+        help="SDPA kernel: fused (PyTorch's flash kernel on CPU) or math (the official "
+        "code's matmul-softmax-matmul); several give rows side by side",
+    )  # fmt: skip
     p.add_argument("--baseline", default=None, help="git revision to compare against")
     p.add_argument("--profile", action="store_true", help="print the top operators of a step")
     p.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
@@ -221,30 +252,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup < 1:
         p.error(f"--warmup must be >= 1 (the first step counts the FLOPs), got {args.warmup}")
     if args._worker:
-        args.heap = args.heap[0]
+        args.heap, args.attention = args.heap[0], args.attention[0]
         print("RESULT " + json.dumps(worker(args)), flush=True)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         base_src = str(_archive(args.baseline, Path(tmp))) if args.baseline else None
         trees = [("current", None)] + ([(args.baseline, base_src)] if base_src else [])
         variants = [
-            (name if len(args.heap) == 1 else f"{name}/{heap}", src, heap)
+            ("/".join([name]
+                      + ([heap] if len(args.heap) > 1 else [])
+                      + ([attn] if len(args.attention) > 1 else [])), src, heap, attn)
             for name, src in trees
             for heap in args.heap
-        ]
+            for attn in args.attention
+        ]  # fmt: skip
         print(f"threads={args.threads} batch={args.batch} flavor={args.flavor} fp32, "
               f"load={os.getloadavg()[0]:.1f}, {machine()}")  # fmt: skip
-        print(f"{'tokens':>6} {'code':<14}{'s/step':>8}{'samples/s':>10}{'GFLOP/s':>9}"
+        print(f"{'tokens':>6} {'code':<20}{'s/step':>8}{'samples/s':>10}{'GFLOP/s':>9}"
               f"{'matmul':>8}{'share':>7}{'peak GiB':>9}{'x reference':>12}")  # fmt: skip
         results: dict[tuple[int, str], list[dict]] = {}
         for tokens in args.tokens:
             for _ in range(args.rounds):
-                for name, src, heap in variants:
-                    r = _run(args, tokens, src, heap)
+                for name, src, heap, attn in variants:
+                    r = _run(args, tokens, src, heap, attn)
                     if r is None:
                         continue
                     results.setdefault((tokens, name), []).append(r)
-                    print(f"{tokens:>6} {name:<14}{r['s_per_step']:>8.2f}"
+                    print(f"{tokens:>6} {name:<20}{r['s_per_step']:>8.2f}"
                           f"{r['samples_per_s']:>10.2f}{r['gflops']:>9.1f}"
                           f"{r['matmul_gflops']:>8.1f}{r['share']:>7.2f}{r['peak_gib']:>9.2f}"
                           f"{speed_vs_reference(r, tokens):>12.2f}", flush=True)  # fmt: skip
@@ -256,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             speed = statistics.median(speed_vs_reference(r, tokens) for r in rs)
             raw = statistics.median(r["samples_per_s"] for r in rs) / CASES[tokens][1]
             print(
-                f"{tokens:>6} {name:<14} share {share:.2f}  "
+                f"{tokens:>6} {name:<20} share {share:.2f}  "
                 f"samples/s vs the official code at equal matmul speed {speed:.2f}x  "
                 f"as measured {raw:.2f}x"
             )
