@@ -19,10 +19,10 @@ the matmul.
 code computes. With ``--heap libc`` as well this is the nearest same-run stand-in for the
 official step on a machine where the official code was not measured: brainxl's model
 with the official code's attention and malloc, not the official code itself (which also
-keeps more memory: 4.40 GiB at 256 tokens against 3.3). On 2 AMD EPYC AVX2 cores
-(matmul 165-181 GFLOP/s) the 256-token rows read: fused/kept heap 3.8-3.9 samples/s
-(share 0.55), math/libc 2.2-2.4 (share 0.33); the official code measured 3.83 (share 0.50)
-on the AVX2 machine of ``MODELS.md``.
+keeps more memory: 4.40 GiB at 256 tokens against 3.3). On 2 AMD EPYC AVX2 cores the
+256-token rows read (medians of two runs): fused/kept heap share 0.55-0.58, 3.4-3.8
+samples/s; math/libc share 0.31-0.33, 2.0-2.3 samples/s; the official code measured 3.83
+(share 0.50) on the AVX2 machine of ``MODELS.md``.
 
 ``--baseline REF`` also runs the cases on the source tree of a git revision (``git
 archive`` into a temporary folder), alternating current and baseline rounds, so a
@@ -37,6 +37,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -168,12 +169,20 @@ def worker(args: argparse.Namespace) -> dict:
     }
 
 
-def attention_backend(kind: str):
-    """Context selecting the SDPA kernel: ``fused`` leaves PyTorch's choice (flash on CPU);
-    ``math`` is matmul, softmax, matmul with the probabilities kept for backward, as the
-    official LaBraM computes attention."""
-    import contextlib
+def attention_backend(kind: str) -> contextlib.AbstractContextManager:
+    """The SDPA kernel a step runs under.
 
+    Parameters
+    ----------
+    kind : {"fused", "math"}
+        ``fused`` leaves PyTorch's choice (its flash kernel on CPU); ``math`` is matmul,
+        softmax, matmul with the probabilities kept for backward, as the official LaBraM
+        computes attention.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+    """
     if kind == "fused":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
