@@ -3,11 +3,12 @@ ridge from the simulator's true parcel activity, per LOSO fold, beside the noise
 
 The baseline's read-out (:func:`brainxl.baselines.run_ridge_baseline`: log band power in
 four HRF lag bins, penalty chosen by leave-one-subject-out on the training subjects) is
-fitted twice on each fold's training subjects: once on the preprocessed EEG, as
-``brainxl evaluate`` does, and once on the true parcel activity the simulator saved
-(``derivatives/brainxl-sim/sub-XX/eeg/*_desc-sources_timeseries.npy``), cut to the same
-time grid. The second is what a perfect unmixing of the sensors would give the same
-read-out: a reference for how much of the BOLD a model of the EEG could still reach
+fitted twice on each fold's training subjects: once on the EEG as ``brainxl shard``
+preprocesses it by default (read again from the BIDS files, so that both inputs share one
+time grid), and once on the true parcel activity the simulator saved
+(``derivatives/brainxl-sim/sub-XX/eeg/*_desc-sources_timeseries.npy``), cut to that
+grid. The second is what a perfect unmixing of the sensors would give the same read-out:
+a reference for how much of the BOLD a model of the EEG could still reach
 (``r(sources) - r(model)``), next to the noise ceiling (observed against noise-free BOLD),
 which no model reaches.
 
