@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-#: Parcel activity is saved in A*m; scaled to nA*m so its band power is not denormal.
+#: Parcel activity is saved in A*m; in nA*m its band power stays far above the 1e-20 floor
+#: of the ridge features (log10 of the power).
 SOURCE_SCALE = 1e9
 
 
