@@ -22,7 +22,9 @@ with the official code's attention and malloc, not the official code itself (whi
 keeps more memory: 4.40 GiB at 256 tokens against 3.3). On 2 AMD EPYC AVX2 cores the
 256-token rows read (medians of two runs): fused/kept heap share 0.55-0.58, 3.4-3.8
 samples/s; math/libc share 0.31-0.33, 2.0-2.3 samples/s; the official code measured 3.83
-(share 0.50) on the AVX2 machine of ``MODELS.md``.
+(share 0.50) on the AVX2 machine of ``MODELS.md``. When both kinds of row ran, a last
+line gives the kept-heap fused rows' speed over the stand-in's (ratio of the shares:
+every row does the same FLOPs).
 
 ``--baseline REF`` also runs the cases on the source tree of a git revision (``git
 archive`` into a temporary folder), alternating current and baseline rounds, so a
@@ -49,6 +51,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
@@ -303,7 +306,37 @@ def main(argv: list[str] | None = None) -> int:
                 f"samples/s vs the official code at equal matmul speed {speed:.2f}x  "
                 f"as measured {raw:.2f}x"
             )
+        if stand_in := standin_summary(results, variants):
+            print(stand_in)
     return 0
+
+
+def standin_summary(
+    results: dict[tuple[int, str], list[dict]], variants: list[tuple[str, Any, str, str]]
+) -> str:
+    """Lines comparing each tree's kept-heap fused rows with its libc/math stand-in rows.
+
+    Every row of a case does the same FLOPs, so the ratio of the median shares of the
+    matmul is the speed ratio at equal machine load. Empty unless both variants ran.
+    """
+    kind = {name: (src, heap, attn) for name, src, heap, attn in variants}
+    lines = []
+    for (tokens, name), rs in sorted(results.items()):
+        src, heap, attn = kind[name]
+        if (heap, attn) != ("keep", "fused"):
+            continue
+        stand_in = next(
+            (n for n, (s, h, a) in kind.items() if s == src and (h, a) == ("libc", "math")), None
+        )
+        if stand_in is None or (tokens, stand_in) not in results:
+            continue
+        ours = statistics.median(r["share"] for r in rs)
+        theirs = statistics.median(r["share"] for r in results[(tokens, stand_in)])
+        lines.append(
+            f"{tokens:>6} {name} over the official-like stand-in {stand_in} "
+            f"(same run, share ratio): {ours / theirs:.2f}x"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
