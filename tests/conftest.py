@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -19,6 +22,21 @@ SIM_BIDS_ARGS: dict[str, Any] = dict(n_subjects=3, minutes=2.0, seed=7)
 SIM_BIDS_EDF_LEGACY_ARGS: dict[str, Any] = dict(
     n_subjects=2, minutes=1.5, seed=11, montage="easycap-M1", fmt="EDF", channel_style="legacy"
 )
+
+
+@pytest.fixture(scope="session")
+def load_script() -> Callable[[str], ModuleType]:
+    """Import a script of the repository (``experiments/x.py``, ``benchmarks/y.py``)."""
+
+    def load(relpath: str) -> ModuleType:
+        path = Path(__file__).resolve().parents[1] / relpath
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None, path
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

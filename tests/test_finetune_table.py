@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "finetune_table.py"
-
 
 @pytest.fixture(scope="module")
-def ft():
-    spec = importlib.util.spec_from_file_location("finetune_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ft(load_script):
+    return load_script("experiments/finetune_table.py")
 
 
 def _finished(work: Path, name: str, r: float, val_loss: float | None = None) -> None:

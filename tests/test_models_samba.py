@@ -380,15 +380,10 @@ def test_cuda_bf16_step(name: str) -> None:
 
 
 @pytest.mark.integration
-def test_benchmark_script_runs_at_debug_size(capsys: pytest.CaptureFixture[str]) -> None:
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_samba.py"
-    spec = importlib.util.spec_from_file_location("bench_samba", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_benchmark_script_runs_at_debug_size(
+    capsys: pytest.CaptureFixture[str], load_script
+) -> None:
+    bench = load_script("benchmarks/bench_samba.py")
     assert bench.main(["--flavor", "debug", "--batch", "2", "--steps", "1"]) == 0
     out = capsys.readouterr().out
     assert "eeg2fmri  params=5,265 train" in out and "peak RSS" in out

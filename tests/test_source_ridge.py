@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "source_ridge.py"
-
 
 @pytest.fixture(scope="module")
-def sr():
-    spec = importlib.util.spec_from_file_location("source_ridge", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def sr(load_script):
+    return load_script("experiments/source_ridge.py")
 
 
 def _explained(X: np.ndarray, Y: np.ndarray) -> float:
