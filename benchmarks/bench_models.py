@@ -11,8 +11,9 @@ Usage::
     python benchmarks/bench_models.py --models neurobolt labram --flavors base \
         --batch 16 --steps 5 --threads 2
 
-On a CUDA device the step runs under bf16 autocast and memory is
-``torch.cuda.max_memory_allocated``.
+On a CUDA device the step runs under bf16 autocast, the matmul it is compared with is a
+bf16 8192^3 product (so "x matmul" reads as the model FLOP utilisation against what the
+GPU's matmul reaches), and memory is ``torch.cuda.max_memory_allocated``.
 """
 
 from __future__ import annotations
@@ -152,8 +153,12 @@ def worker(args: argparse.Namespace) -> dict:
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-        # the reference matmul interleaved with the steps sees the same machine load
-        mm.append(matmul_gflops(device, reps=1))
+        # the reference matmul interleaved with the steps sees the same machine load; on
+        # CUDA it is in the step's autocast precision
+        if device == "cuda":
+            mm.append(matmul_gflops(device, n=8192, reps=1, dtype="bfloat16"))
+        else:
+            mm.append(matmul_gflops(device, reps=1))
     s_step = statistics.median(times)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**30
@@ -254,14 +259,15 @@ def _print_row(r: dict, header: bool) -> None:
     if header:
         print(
             f"{'model':<18}{'flavor':<7}{'mode':<6}{'batch':>6}{'input':>12}{'s/step':>8}"
-            f"{'samples/s':>10}{mem:>16}{'GFLOP/smp':>10}{rate:>9}{'x matmul':>9}"
+            f"{'samples/s':>10}{mem:>16}{'GFLOP/smp':>10}{rate:>9}{'matmul':>9}{'x matmul':>9}"
         )
     inp = "x".join(map(str, r["input"])) if r["input"] else "-"
-    g = r["gflops"] / 1e3 if r["device"] == "cuda" else r["gflops"]
+    scale = 1e3 if r["device"] == "cuda" else 1.0  # TFLOP/s on CUDA
+    g, m = r["gflops"] / scale, r["matmul_gflops"] / scale
     print(
         f"{r['model']:<18}{r['flavor']:<7}{r['mode']:<6}{r['batch']:>6}{inp:>12}"
         f"{r['s_per_step']:>8.2f}{r['samples_per_s']:>10.2f}{r['peak_gib']:>16.2f}"
-        f"{r['gflop_per_sample']:>10.1f}{g:>9.1f}{r['matmul_gflops']:>9.1f}{r['frac_matmul']:>9.2f}",
+        f"{r['gflop_per_sample']:>10.1f}{g:>9.1f}{m:>9.1f}{r['frac_matmul']:>9.2f}",
         flush=True,
     )
 
