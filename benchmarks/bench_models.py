@@ -81,6 +81,14 @@ def matmul_gflops(device: str, n: int = 4096, reps: int = 3, dtype: str = "float
     return 2 * n**3 / statistics.median(times[1:]) / 1e9
 
 
+def reference_matmul(device: str, reps: int = 3) -> float:
+    """GFLOP/s of the matmul a step is compared with: a bf16 8192^3 product on CUDA (the
+    step's autocast precision), an fp32 4096^3 one on the CPU."""
+    if device == "cuda":
+        return matmul_gflops(device, n=8192, reps=reps, dtype="bfloat16")
+    return matmul_gflops(device, reps=reps)
+
+
 def _fewer_channels(inputs: dict, n: int) -> dict:
     """Keep the first ``n`` EEG channels (masks and code targets cut to match)."""
     import torch
@@ -153,12 +161,8 @@ def worker(args: argparse.Namespace) -> dict:
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-        # the reference matmul interleaved with the steps sees the same machine load; on
-        # CUDA it is in the step's autocast precision
-        if device == "cuda":
-            mm.append(matmul_gflops(device, n=8192, reps=1, dtype="bfloat16"))
-        else:
-            mm.append(matmul_gflops(device, reps=1))
+        # the reference matmul interleaved with the steps sees the same machine load
+        mm.append(reference_matmul(device, reps=1))
     s_step = statistics.median(times)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**30
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if args.device == "cuda":
-        mm_bf16 = matmul_gflops("cuda", 8192, dtype="bfloat16")
+        mm_bf16 = reference_matmul("cuda")
         print(f"bf16 matmul 8192^3: {mm_bf16 / 1e3:.1f} TFLOP/s", flush=True)
     rows = []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
