@@ -29,6 +29,9 @@ from typing import Any
 
 import numpy as np
 
+# the sibling experiment scripts (fmt_interval) import by name, also when loaded by path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 #: Parcel activity is saved in A*m; in nA*m its band power stays far above the 1e-20 floor
 #: of the ridge features (log10 of the power).
 SOURCE_SCALE = 1e9
@@ -156,11 +159,7 @@ def fold_rows(
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of :func:`fold_rows`, with the mean and 95% t-interval over folds."""
-    from brainxl.metrics import t_interval
-
-    def interval(values: list[float], sign: str = "") -> str:
-        m, lo, hi, n = t_interval(np.asarray(values, dtype=float))
-        return f"{m:{sign}.3f} [{lo:{sign}.3f}, {hi:{sign}.3f}] (n={n})"
+    from finetune_table import fmt_interval
 
     out = [
         "| held-out subject | sensor ridge r | source ridge r | source - sensor | noise ceiling |",
@@ -178,7 +177,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         [r["ceiling"] for r in rows],
     ]
     signs = ["", "", "+", ""]
-    out.append("| mean [95% t] | " + " | ".join(map(interval, cols, signs)) + " |")
+    out.append("| mean [95% t] | " + " | ".join(map(fmt_interval, cols, signs)) + " |")
     return "\n".join(out)
 
 
