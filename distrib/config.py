@@ -37,7 +37,7 @@ class ModelConfig:
     """Which registered model to build (``brainxl.models.registry``)."""
 
     name: str = "neurobolt"  # registry name (brainxl models) or package.module:SPEC
-    flavor: str = "debug"  # scale: debug | base | large | huge
+    flavor: str = "debug"  # scale: debug | small | base | large | huge
     overrides: dict[str, Any] = field(default_factory=dict)  # non-scale keyword arguments
     pretrained: str = ""  # pretraining run folder / weights file for the LaBraM encoder
 

@@ -66,7 +66,7 @@ class PretrainDataConfig:
 class PretrainModelConfig:
     """Scale of the stage's model (``labram-tokenizer`` or ``labram``)."""
 
-    flavor: str = "debug"  # debug | base | large | huge | xl
+    flavor: str = "debug"  # debug | small | base | large | huge | xl
     overrides: dict[str, Any] = field(default_factory=dict)  # model keyword arguments
 
 

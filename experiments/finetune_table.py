@@ -25,8 +25,8 @@ Model options go to the stages that build the model:
 
 - ``--pretrain-override``: both pretraining stages;
 - ``--tokenizer-override``: the tokenizer only;
-- ``--mem-override``: masked modeling only, i.e. the encoder fine-tuning starts from (a
-  wider patch stem, ``model.overrides.filters=8``, needs the same in ``--override``);
+- ``--mem-override``: masked modeling only, i.e. the encoder fine-tuning starts from (its
+  flavor, e.g. ``model.flavor=small``, needs the same in ``--override``);
 - ``--override``: the fine-tuning runs.
 
 For example, the amplitude-aware encoder::

@@ -13,9 +13,9 @@ from brainxl.models.pretrained import apply_pretrained
 from brainxl.models.registry import build_model
 
 
-def _neurobolt(**kw) -> NeuroBOLT:
+def _neurobolt(flavor: str = "debug", **kw) -> NeuroBOLT:
     torch.manual_seed(3)
-    return NeuroBOLT.from_flavor("debug", n_rois=4, **kw)
+    return NeuroBOLT.from_flavor(flavor, n_rois=4, **kw)
 
 
 def _mem_run(tmp_path, flavor="debug", **kw):
@@ -27,9 +27,10 @@ def _mem_run(tmp_path, flavor="debug", **kw):
     return mem, run
 
 
-def test_mem_run_initialises_every_encoder_tensor(tmp_path):
-    mem, run = _mem_run(tmp_path)
-    model = _neurobolt()
+@pytest.mark.parametrize("flavor", ["debug", "small"])
+def test_mem_run_initialises_every_encoder_tensor(tmp_path, flavor):
+    mem, run = _mem_run(tmp_path, flavor)
+    model = _neurobolt(flavor)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     report = apply_pretrained(model, run)
     own = model.encoder.state_dict()

@@ -68,6 +68,9 @@ TUH_23 = (
 #: Encoder scale per flavor (``width = filters * 25`` for 200-sample patches).
 ENCODER_FLAVORS: dict[str, dict[str, Any]] = {
     "debug": {"depth": 2, "filters": 2, "heads": 2},
+    # debug's depth with base's 8-filter patch stem: the CPU size at which pretraining
+    # measurably helps NeuroBOLT's temporal branch (README, "Does pretraining help?")
+    "small": {"depth": 2, "filters": 8, "heads": 2},
     "base": {"depth": 12, "filters": 8, "heads": 10},
     "large": {"depth": 24, "filters": 16, "heads": 16},
     "huge": {"depth": 48, "filters": 32, "heads": 16},
@@ -76,6 +79,7 @@ ENCODER_FLAVORS: dict[str, dict[str, Any]] = {
 #: Codebook scale per flavor (tokenizer and MEM head).
 CODEBOOK_FLAVORS: dict[str, dict[str, int]] = {
     "debug": {"codebook_size": 128, "code_dim": 16},
+    "small": {"codebook_size": 128, "code_dim": 16},
     "base": {"codebook_size": 8192, "code_dim": 64},
     "large": {"codebook_size": 8192, "code_dim": 64},
     "huge": {"codebook_size": 8192, "code_dim": 64},
@@ -828,7 +832,7 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
 
 
 def build_encoder(flavor: str = "base", **overrides: Any) -> LaBraMEncoder:
-    """LaBraM encoder at ``flavor`` (``debug``, ``base``, ``large``, ``huge``, ``xl``)."""
+    """LaBraM encoder at ``flavor`` (a key of :data:`ENCODER_FLAVORS`: ``debug`` .. ``xl``)."""
     return LaBraMEncoder(**{**_scale(ENCODER_FLAVORS, flavor), **overrides})
 
 
@@ -890,6 +894,7 @@ def _io_tokenizer(flavor: str) -> tuple[str, str]:
 # expected_params: measured with meta-device construction (tests hold them within 2%).
 _MEM_PARAMS = {
     "debug": 107_400,
+    "small": 1_149_504,
     "base": 7_594_528,
     "large": 49_799_712,
     "huge": 376_309_504,
@@ -897,6 +902,7 @@ _MEM_PARAMS = {
 }
 _TOK_PARAMS = {
     "debug": 190_490,
+    "small": 1_931_594,
     "base": 7_739_642,
     "large": 53_217_686,
     "huge": 395_633_378,
@@ -911,6 +917,7 @@ TOKENIZER_FLAVORS: dict[str, dict[str, Any]] = {
     for f in ENCODER_FLAVORS
 }
 TOKENIZER_FLAVORS["debug"]["decoder_depth"] = 1
+TOKENIZER_FLAVORS["small"]["decoder_depth"] = 1
 for _table in (MEM_FLAVORS, TOKENIZER_FLAVORS):
     _table["xl"]["zero3_only"] = True
 

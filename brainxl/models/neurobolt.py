@@ -66,9 +66,17 @@ NEUROBOLT_26 = (
     "FC6",
 )
 
-_PARAMS = {"debug": 213_034, "base": 8_196_248, "large": 54_849_232, "huge": 401_774_624}
+_PARAMS = {
+    "debug": 213_034,
+    "small": 1_926_088,
+    "base": 8_196_248,
+    "large": 54_849_232,
+    "huge": 401_774_624,
+}
 FLAVORS: dict[str, dict[str, Any]] = {
     "debug": {"depth": 2, "filters": 2, "heads": 2, "spec_depth": 1, "spec_heads": 2},
+    # debug with base's patch stem, to fine-tune a ``labram`` ``small`` encoder
+    "small": {"depth": 2, "filters": 8, "heads": 2, "spec_depth": 1, "spec_heads": 2},
     "base": {"depth": 12, "filters": 8, "heads": 10, "spec_depth": 4, "spec_heads": 8},
     "large": {"depth": 24, "filters": 16, "heads": 16, "spec_depth": 4, "spec_heads": 8},
     "huge": {"depth": 48, "filters": 32, "heads": 16, "spec_depth": 4, "spec_heads": 16},
@@ -228,7 +236,7 @@ class NeuroBOLT(WeightsMixin, nn.Module):
         scales: Sequence[float] = DEFAULT_SCALES,
         **overrides: Any,
     ) -> NeuroBOLT:
-        """Build at ``flavor`` (``debug``, ``base``, ``large``, ``huge``)."""
+        """Build at ``flavor`` (``debug``, ``small``, ``base``, ``large``, ``huge``)."""
         if flavor not in FLAVORS:
             raise ValueError(f"unknown NeuroBOLT flavor {flavor!r}; choose one of {list(FLAVORS)}")
         kw = {k: v for k, v in FLAVORS[flavor].items() if k != "expected_params"}
