@@ -99,3 +99,18 @@ def test_cli_models_table_and_json(capsys):
     assert "ZeRO-3 only" in text and "neurobolt" not in text
     assert main(["models", "--model", "nosuchmodel"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["labram", "labram-tokenizer", "neurobolt"])
+def test_small_is_debug_with_the_base_patch_stem(name: str):
+    """The README's pretraining results ran ``debug`` with ``filters=8``; ``small`` must be
+    that model, tensor for tensor, so they hold for it."""
+    spec = REGISTRY[name]
+    assert spec.flavors["small"]["filters"] == spec.flavors["base"]["filters"] == 8
+    torch.manual_seed(0)
+    small = spec.build("small").state_dict()
+    torch.manual_seed(0)
+    debug8 = spec.build("debug", filters=8).state_dict()
+    assert small.keys() == debug8.keys()
+    for k, v in small.items():
+        assert torch.equal(v, debug8[k]), k
