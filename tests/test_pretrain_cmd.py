@@ -305,3 +305,20 @@ def test_resume_on_another_world_size_continues_the_epoch(corpus: Path, before, 
     epochs = _records(folder, "epoch")
     assert [r["epoch"] for r in epochs] == [0, 1]
     assert all(0.0 < r["codebook_usage"] <= 1.0 for r in epochs)
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "pretrain").glob("*.yaml")),
+)
+def test_shipped_pretraining_configs_load_and_build_their_model(name: str, tmp_path) -> None:
+    """Every ``configs/pretrain`` file passes the schema and its flavor and overrides build."""
+    from brainxl.distrib.pretrain_config import load_pretrain_config
+
+    from brainxl.models.registry import build_model
+
+    cfg = load_pretrain_config(f"pretrain/{name}", [f"pretrain.tokenizer={tmp_path}"])
+    assert name.startswith(cfg.pretrain.stage) and name.endswith(cfg.model.flavor)
+    with torch.device("meta"):
+        model = build_model(cfg.model_name, cfg.model.flavor, **cfg.model.overrides)
+    assert sum(p.numel() for p in model.parameters()) > 0
