@@ -309,16 +309,16 @@ def test_resume_on_another_world_size_continues_the_epoch(corpus: Path, before, 
 
 @pytest.mark.parametrize(
     "name",
-    sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "pretrain").glob("*.yaml")),
+    sorted(p.stem for p in (REPO / "configs" / "pretrain").glob("*.yaml")),
 )
 def test_shipped_pretraining_configs_load_and_build_their_model(name: str, tmp_path) -> None:
     """Every ``configs/pretrain`` file passes the schema and its flavor and overrides build."""
     from brainxl.distrib.pretrain_config import load_pretrain_config
 
-    from brainxl.models.registry import build_model
+    from brainxl.models.registry import build_model, count_parameters
 
     cfg = load_pretrain_config(f"pretrain/{name}", [f"pretrain.tokenizer={tmp_path}"])
     assert name.startswith(cfg.pretrain.stage) and name.endswith(cfg.model.flavor)
     with torch.device("meta"):
         model = build_model(cfg.model_name, cfg.model.flavor, **cfg.model.overrides)
-    assert sum(p.numel() for p in model.parameters()) > 0
+    assert count_parameters(model) > 0
