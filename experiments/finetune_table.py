@@ -3,25 +3,30 @@
 The chain, each stage a real ``brainxl`` command that resumes or is skipped when its
 result already exists in ``--work``:
 
-1. ``brainxl pretrain pretrain/tokenizer-debug`` on the EEG-only shards (``--pretrain-shards``,
+1. ``brainxl pretrain pretrain/tokenizer-small`` on the EEG-only shards (``--pretrain-shards``,
    e.g. ``brainxl simulate --eeg-only`` subjects, disjoint from the fine-tuning subjects);
-2. ``brainxl pretrain pretrain/mem-debug`` against that tokenizer;
+2. ``brainxl pretrain pretrain/mem-small`` against that tokenizer;
 3. for every test subject and variant (``full``: both NeuroBOLT branches; ``temporal``: the
-   temporal-spatial encoder alone, ``model.overrides.spectral=off``), ``brainxl train`` from
-   scratch and with ``model.pretrained=<mem run>``, the same recipe otherwise.
+   temporal-spatial encoder alone, ``model.overrides.spectral=off``), ``brainxl train
+   quickstart-small`` from scratch and with ``model.pretrained=<mem run>``, the same recipe
+   otherwise.
 
 It prints, per fold, the held-out mean r of each run (the run's LOSO test score on its
 best-validation weights), then the mean across folds with a 95% Student-t interval and the
 paired difference (pretrained - scratch) with its interval.
 
-Usage::
+Usage (the README's measured recipe: the three config files as they are)::
 
     python experiments/finetune_table.py --work /tmp/ft \\
         --pretrain-shards /tmp/ft/pre-shards --shards data/quickstart/shards \\
         --folds 01,02,03,04 --nproc 2
     python experiments/finetune_table.py --work /tmp/ft ... --table-only   # print only
 
-Model options go to the stages that build the model:
+``--tokenizer-config``, ``--mem-config`` and ``--config`` choose other files (e.g. the
+debug flavor's ``pretrain/tokenizer-debug``, ``pretrain/mem-debug``, ``quickstart``);
+``--tokenizer-steps``, ``--mem-steps``, ``--steps``, ``--mask-ratio``, ``--window-s`` and
+``--token-budget`` override their files' values only when given. Other options go to the
+stages that build the model:
 
 - ``--pretrain-override``: both pretraining stages;
 - ``--tokenizer-override``: the tokenizer only;
@@ -29,11 +34,12 @@ Model options go to the stages that build the model:
   flavor, e.g. ``model.flavor=small``, needs the same in ``--override``);
 - ``--override``: the fine-tuning runs.
 
-For example, the amplitude-aware encoder::
+For example, the debug flavor with log-amplitude targets::
 
-    python experiments/finetune_table.py --work /tmp/ftC ... --variants temporal \
-        --pretrain-override model.overrides.amplitude_embed=true \
-        --tokenizer-override model.overrides.amplitude_target=log \
+    python experiments/finetune_table.py --work /tmp/ftC ... --variants temporal \\
+        --tokenizer-config pretrain/tokenizer-debug --mem-config pretrain/mem-debug \\
+        --config quickstart --pretrain-override model.overrides.amplitude_embed=true \\
+        --tokenizer-override model.overrides.amplitude_target=log \\
         --override model.overrides.amplitude_embed=true --override data.reader.ephys_norm=none
 
 A ``--work`` folder holds one setting: finished stages and runs are reused, not compared.
@@ -87,38 +93,68 @@ def _run(cmd: list[str], log: Path) -> None:
         raise SystemExit(f"stage failed (exit {rc}); see {log}")
 
 
+def stage_overrides(args: argparse.Namespace, stage: str) -> list[str]:
+    """``brainxl pretrain`` overrides of ``stage`` (``tokenizer`` or ``mem``).
+
+    Steps, window, token budget and mask ratio are passed only when given on the command
+    line; otherwise the stage's config file decides.
+    """
+    given = {
+        "data.window_s": args.window_s,
+        "data.token_budget": args.token_budget,
+        "train.steps": args.tokenizer_steps if stage == "tokenizer" else args.mem_steps,
+    }
+    if stage == "mem":
+        given["pretrain.tokenizer"] = _stage_dir(args, "tokenizer")
+        given["pretrain.mask_ratio"] = args.mask_ratio
+    # --table-only needs no shards: the path only satisfies the schema when the folder is named
+    sources = args.pretrain_shards if args.pretrain_shards is not None else args.work
+    return [
+        f"data.sources=[{{path: {sources}}}]",
+        f"run.root={args.work / 'runs'}",
+        f"run.name={stage}",
+        *(f"{k}={v}" for k, v in given.items() if v is not None),
+        *args.pretrain_override,
+        *(args.tokenizer_override if stage == "tokenizer" else args.mem_override),
+    ]
+
+
+def stage_config(args: argparse.Namespace, stage: str) -> str:
+    """The config file (name under ``configs/``) of pretraining stage ``stage``."""
+    return args.tokenizer_config if stage == "tokenizer" else args.mem_config
+
+
 def pretrain(args: argparse.Namespace) -> Path:
     """Tokenizer then masked modeling; returns the MEM run folder."""
-    root = args.work / "runs"
-    common = [
-        f"data.sources=[{{path: {args.pretrain_shards}}}]",
-        f"data.window_s={args.window_s}",
-        f"data.token_budget={args.token_budget}",
-        f"run.root={root}",
-    ]
     tok = _stage_dir(args, "tokenizer")
     if not (tok / "tokenizer.json").exists():
         _run(
-            [*_brainxl(), "pretrain", "pretrain/tokenizer-debug", *common, "run.name=tokenizer",
-             f"train.steps={args.tokenizer_steps}", *args.pretrain_override,
-             *args.tokenizer_override, "--nproc", str(args.nproc)],
+            [*_brainxl(), "pretrain", stage_config(args, "tokenizer"),
+             *stage_overrides(args, "tokenizer"), "--nproc", str(args.nproc)],
             args.work / "logs" / "tokenizer.log",
         )  # fmt: skip
     mem = _stage_dir(args, "mem")
     if not (mem / "final_model.pt").exists():
         _run(
-            [*_brainxl(), "pretrain", "pretrain/mem-debug", *common, "run.name=mem",
-             f"pretrain.tokenizer={tok}", f"pretrain.mask_ratio={args.mask_ratio}",
-             f"train.steps={args.mem_steps}", *args.pretrain_override,
-             *args.mem_override, "--nproc", str(args.nproc)],
+            [*_brainxl(), "pretrain", stage_config(args, "mem"),
+             *stage_overrides(args, "mem"), "--nproc", str(args.nproc)],
             args.work / "logs" / "mem.log",
         )  # fmt: skip
     return mem
 
 
+def _resolved(args: argparse.Namespace, stage: str) -> Any:
+    """The stage's :class:`~brainxl.distrib.pretrain_config.PretrainConfig` as it will run."""
+    from brainxl.distrib.pretrain_config import load_pretrain_config
+
+    return load_pretrain_config(stage_config(args, stage), stage_overrides(args, stage))
+
+
 def _stage_dir(args: argparse.Namespace, stage: str) -> Path:
     """Run folder of a pretraining stage (``run.name`` = the stage, see :func:`pretrain`)."""
-    return args.work / "runs" / "pretrain-debug" / stage
+    from brainxl.distrib.pretrain_config import pretrain_run_dir
+
+    return pretrain_run_dir(_resolved(args, stage))
 
 
 def _last_record(run: Path, key: str) -> dict[str, Any] | None:
@@ -173,8 +209,9 @@ def majority_code_accuracy(args: argparse.Namespace, n_batches: int = 30) -> flo
     folder = _stage_dir(args, "tokenizer")
     ident = read_tokenizer_id(folder)
     tok = load_tokenizer(folder, ident["flavor"], ident["overrides"])
+    data = _resolved(args, "mem").data
     stream = PretrainStream(
-        [args.pretrain_shards], window_s=args.window_s, token_budget=args.token_budget
+        [args.pretrain_shards], window_s=data.window_s, token_budget=data.token_budget
     )
     counts = torch.zeros(tok.quantizer.n_codes)
     for i, batch in enumerate(stream.batches(0)):
@@ -242,8 +279,9 @@ def finetune(
                 cmd = [
                     *_brainxl(), "train", args.config, f"data.shards={args.shards}",
                     f"data.test_subject={fold}", f"run.root={args.work / 'runs'}",
-                    "experiment=finetune", f"run.name={name}", f"train.steps={args.steps}",
-                    "logging.wandb=disabled", *VARIANTS[variant], *args.override,
+                    "experiment=finetune", f"run.name={name}", "logging.wandb=disabled",
+                    *([f"train.steps={args.steps}"] if args.steps else []),
+                    *VARIANTS[variant], *args.override,
                 ]  # fmt: skip
                 if init == "pretrained":
                     cmd.append(f"model.pretrained={mem}")
@@ -479,13 +517,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--shards", type=Path, help="EEG-fMRI shards of the fine-tuning subjects")
     ap.add_argument("--folds", default="01,02,03,04", help="held-out subjects, comma-separated")
     ap.add_argument("--variants", default="full,temporal", help=f"of {sorted(VARIANTS)}")
-    ap.add_argument("--config", default="quickstart", help="fine-tuning config (quickstart)")
-    ap.add_argument("--steps", type=int, default=300, help="fine-tuning steps per run")
-    ap.add_argument("--tokenizer-steps", type=int, default=400)
-    ap.add_argument("--mem-steps", type=int, default=600)
-    ap.add_argument("--mask-ratio", type=float, default=0.5)
-    ap.add_argument("--window-s", type=int, default=8, help="pretraining window (s)")
-    ap.add_argument("--token-budget", type=int, default=4096)
+    ap.add_argument("--config", default="quickstart-small", help="fine-tuning config")
+    ap.add_argument("--tokenizer-config", default="pretrain/tokenizer-small")
+    ap.add_argument("--mem-config", default="pretrain/mem-small")
+    the_configs = "default: the config's"
+    ap.add_argument("--steps", type=int, help=f"fine-tuning steps per run ({the_configs})")
+    ap.add_argument("--tokenizer-steps", type=int, help=the_configs)
+    ap.add_argument("--mem-steps", type=int, help=the_configs)
+    ap.add_argument("--mask-ratio", type=float, help=the_configs)
+    ap.add_argument("--window-s", type=int, help=f"pretraining window, s ({the_configs})")
+    ap.add_argument("--token-budget", type=int, help=the_configs)
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--override", action="append", default=[], help="extra train override")
     ap.add_argument(

@@ -32,7 +32,10 @@ def test_each_seed_gets_its_folder_and_its_seed_in_both_pretraining_stages(ft, t
         "data.seed=7",
     ]
     assert args.pretrain_override == ["model.overrides.amplitude_embed=true"]  # not mutated
-    assert ft._stage_dir(sub, "mem") == tmp_path.resolve() / "seed7/runs/pretrain-debug/mem"
+    assert ft._stage_dir(sub, "mem") == tmp_path.resolve() / "seed7/runs/pretrain-small/mem"
+    debug = ft.parse(["--work", str(tmp_path), "--table-only",
+                      "--mem-config", "pretrain/mem-debug"])  # fmt: skip
+    assert ft._stage_dir(debug, "mem") == tmp_path.resolve() / "runs/pretrain-debug/mem"
 
 
 def test_stage_overrides_reach_only_their_stage(ft, tmp_path, monkeypatch):
@@ -45,13 +48,39 @@ def test_stage_overrides_reach_only_their_stage(ft, tmp_path, monkeypatch):
                      "--mem-override", "model.overrides.filters=8"])  # fmt: skip
     assert ft.pretrain(args) == ft._stage_dir(args, "mem")
     tokenizer, mem = calls
-    assert "pretrain/tokenizer-debug" in tokenizer and "pretrain/mem-debug" in mem
+    assert "pretrain/tokenizer-small" in tokenizer and "pretrain/mem-small" in mem
+    assert f"pretrain.tokenizer={ft._stage_dir(args, 'tokenizer')}" in mem
     assert "model.overrides.amplitude_embed=true" in tokenizer
     assert "model.overrides.amplitude_embed=true" in mem
     assert "model.overrides.amplitude_target=log" in tokenizer
     assert "model.overrides.amplitude_target=log" not in mem
     assert "model.overrides.filters=8" in mem
     assert "model.overrides.filters=8" not in tokenizer
+
+
+def test_the_config_files_decide_unless_a_value_is_given(ft, tmp_path, monkeypatch):
+    calls: list[list[str]] = []
+    monkeypatch.setattr(ft, "_run", lambda cmd, log: calls.append(cmd))
+    base = ["--work", str(tmp_path), "--pretrain-shards", str(tmp_path / "pre"),
+            "--shards", str(tmp_path / "shards"), "--folds", "01",
+            "--variants", "temporal"]  # fmt: skip
+    ft.finetune(ft.parse(base), tmp_path / "mem")
+    ft.pretrain(ft.parse(base))
+    scratch, pretrained, tokenizer, mem = calls
+    assert "quickstart-small" in scratch and f"model.pretrained={tmp_path / 'mem'}" in pretrained
+    keys = ("train.steps=", "data.window_s=", "data.token_budget=", "pretrain.mask_ratio=")
+    assert not [a for cmd in calls for a in cmd if a.startswith(keys)]  # the files decide
+    calls.clear()
+    given = ft.parse([*base, "--steps", "5", "--tokenizer-steps", "6", "--mem-steps", "7",
+                      "--window-s", "4", "--token-budget", "512",
+                      "--mask-ratio", "0.3"])  # fmt: skip
+    ft.finetune(given, tmp_path / "mem")
+    ft.pretrain(given)
+    scratch, _, tokenizer, mem = calls
+    assert "train.steps=5" in scratch
+    assert {"train.steps=6", "data.window_s=4", "data.token_budget=512"} <= set(tokenizer)
+    assert {"train.steps=7", "data.window_s=4", "pretrain.mask_ratio=0.3"} <= set(mem)
+    assert not [a for a in tokenizer if a.startswith("pretrain.mask_ratio=")]
 
 
 def test_seed_table_pairs_every_seed_with_the_one_scratch_column(ft, tmp_path):
