@@ -280,7 +280,7 @@ def finetune(
                     *_brainxl(), "train", args.config, f"data.shards={args.shards}",
                     f"data.test_subject={fold}", f"run.root={args.work / 'runs'}",
                     "experiment=finetune", f"run.name={name}", "logging.wandb=disabled",
-                    *([f"train.steps={args.steps}"] if args.steps else []),
+                    *([f"train.steps={args.steps}"] if args.steps is not None else []),
                     *VARIANTS[variant], *args.override,
                 ]  # fmt: skip
                 if init == "pretrained":
