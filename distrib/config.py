@@ -78,6 +78,9 @@ class TrainConfig:
     lr: float = 3e-4
     weight_decay: float = 0.05
     layer_decay: float = 1.0  # layer-wise LR decay: lr * decay^(top - layer) (LaBraM layers)
+    # steps the LaBraM encoder (model.encoder) stays at LR 0 while the rest trains, then
+    # warms up over warmup_steps (linear probe, then fine-tune); >= steps: frozen throughout
+    encoder_frozen_steps: int = 0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     warmup_steps: int = 100
@@ -306,6 +309,7 @@ def _check_choices(cfg: RunConfig, source: str) -> None:
     checks = [
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.grad_accum >= 1, "train.grad_accum must be >= 1"),
+        (t.encoder_frozen_steps >= 0, "train.encoder_frozen_steps must be >= 0 (0 = off)"),
         *optimizer_checks(t),
         (
             cfg.data.test_subject not in cfg.data.val_subjects,

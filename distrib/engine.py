@@ -32,6 +32,10 @@ def init_distributed(env: DistEnv) -> str:
     return backend
 
 
+#: Param-group key of :func:`param_groups`: steps the group is held at LR 0.
+FROZEN_STEPS = "frozen_steps"
+
+
 def lr_lambda(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
     """LR multiplier at optimizer step ``step``: linear warm-up, then cosine or constant."""
     if warmup > 0 and step < warmup:
@@ -43,13 +47,25 @@ def lr_lambda(step: int, warmup: int, total: int, schedule: str, min_ratio: floa
 
 
 class _Schedule:
-    """Picklable LR lambda (LambdaLR keeps callable objects' ``__dict__`` in its state)."""
+    """Picklable LR lambda (LambdaLR keeps callable objects' ``__dict__`` in its state).
 
-    def __init__(self, warmup: int, total: int, schedule: str, min_ratio: float) -> None:
+    ``frozen > 0``: LR 0 for the first ``frozen`` steps, then the schedule times a linear
+    warm-up of its own over ``warmup`` steps (a group that starts late starts gently).
+    """
+
+    def __init__(
+        self, warmup: int, total: int, schedule: str, min_ratio: float, frozen: int = 0
+    ) -> None:
         self.warmup, self.total, self.schedule, self.min_ratio = warmup, total, schedule, min_ratio
+        self.frozen = frozen
 
     def __call__(self, step: int) -> float:
-        return lr_lambda(step, self.warmup, self.total, self.schedule, self.min_ratio)
+        if step < self.frozen:
+            return 0.0
+        factor = lr_lambda(step, self.warmup, self.total, self.schedule, self.min_ratio)
+        if self.frozen > 0 and self.warmup > 0:
+            factor *= min(1.0, (step - self.frozen + 1) / self.warmup)
+        return factor
 
 
 def check_precision(precision: str) -> None:
@@ -207,6 +223,7 @@ def create_engine(
     load_universal: bool = False,
     n_params: int | None = None,
     keep_heap: bool = True,
+    encoder_frozen_steps: int = 0,
 ) -> Any:
     """Wrap ``model`` in a DeepSpeed engine with AdamW and our warm-up/cosine schedule.
 
@@ -214,6 +231,7 @@ def create_engine(
     (:func:`build_partitioned`); otherwise it is counted here. Without ZeRO-3 the process
     keeps freed memory for reuse (:func:`brainxl.heap.keep_freed_memory`) unless
     ``keep_heap`` is False (``data.reader.heap_reuse: false``: glibc's defaults).
+    ``encoder_frozen_steps`` (``train.encoder_frozen_steps``): see :func:`param_groups`.
 
     Returns
     -------
@@ -225,7 +243,12 @@ def create_engine(
 
     check_precision(train.precision)
     min_ratio = train.min_lr / train.lr if train.lr > 0 else 0.0
-    sched = _Schedule(train.warmup_steps, total_steps, train.schedule, min_ratio)
+    groups = param_groups(model, train.lr, train.layer_decay, encoder_frozen_steps)
+
+    def schedules(opt: torch.optim.Optimizer) -> LambdaLR:
+        args = (train.warmup_steps, total_steps, train.schedule, min_ratio)
+        return LambdaLR(opt, [_Schedule(*args, g.get(FROZEN_STEPS, 0)) for g in opt.param_groups])
+
     os.environ.setdefault("DS_SKIP_CUDA_CHECK", "1")
     if train.zero_stage == 3:
         return_freed_memory()  # the engine frees what it partitions
@@ -234,8 +257,8 @@ def create_engine(
         keep_freed_memory()  # steps reuse their large blocks instead of faulting them in
     engine, _, _, _ = deepspeed.initialize(
         model=model,
-        model_parameters=param_groups(model, train.lr, train.layer_decay),
-        lr_scheduler=lambda opt: LambdaLR(opt, sched),
+        model_parameters=groups,
+        lr_scheduler=schedules,
         config=ds_config(
             train,
             world_size,
@@ -246,24 +269,41 @@ def create_engine(
     return engine
 
 
-def param_groups(model: nn.Module, lr: float, layer_decay: float = 1.0) -> list[Any]:
+def param_groups(
+    model: nn.Module, lr: float, layer_decay: float = 1.0, encoder_frozen_steps: int = 0
+) -> list[Any]:
     """Trainable parameters, grouped by learning rate for layer-wise LR decay.
 
     A model with ``layer_id(name)`` (LaBraM, NeuroBOLT) gets one group per depth with
     ``lr * layer_decay ** (top - depth)``: embeddings learn slowest, the head at ``lr``.
     Without decay (``layer_decay == 1``) or ``layer_id`` it is the plain parameter list.
     The schedule multiplies every group's LR by the same factor, keeping the ratios.
+
+    ``encoder_frozen_steps > 0`` puts the LaBraM encoder's parameters (``encoder.*``,
+    what ``model.pretrained`` initialises) in groups marked ``frozen_steps``: the
+    schedule holds them at LR 0 for that many steps while the rest trains, then warms
+    them up (linear probing, then fine-tuning). Models without a LaBraM encoder raise
+    a ``ValueError`` (:func:`brainxl.models.pretrained.find_encoder`).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     layer_id = getattr(model, "layer_id", None)
-    if layer_decay == 1.0 or layer_id is None:
+    if encoder_frozen_steps > 0:
+        from brainxl.models.pretrained import ENCODER_PREFIX, find_encoder
+
+        find_encoder(model, "train.encoder_frozen_steps")
+    if (layer_decay == 1.0 or layer_id is None) and encoder_frozen_steps == 0:
         return [p for _, p in named]
-    depth = {n: int(layer_id(n)) for n, _ in named}
+    groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
+    depth = {n: int(layer_id(n)) if layer_id and layer_decay != 1.0 else 0 for n, _ in named}
     top = max(depth.values())
-    groups: dict[int, list[nn.Parameter]] = {}
     for n, p in named:
-        groups.setdefault(depth[n], []).append(p)
-    return [{"params": ps, "lr": lr * layer_decay ** (top - d)} for d, ps in sorted(groups.items())]
+        frozen = encoder_frozen_steps > 0 and n.startswith(ENCODER_PREFIX)
+        groups.setdefault((depth[n], frozen), []).append(p)
+    return [
+        {"params": ps, "lr": lr * layer_decay ** (top - d)}
+        | ({FROZEN_STEPS: encoder_frozen_steps} if frozen else {})
+        for (d, frozen), ps in sorted(groups.items())
+    ]
 
 
 def register_leaf_params_external(model: nn.Module) -> int:

@@ -133,6 +133,7 @@ class Trainer:
             self.total_steps,
             load_universal=universal,
             keep_heap=cfg.data.reader.heap_reuse,
+            encoder_frozen_steps=t.encoder_frozen_steps,
         )
         # Low precision: weights in bf16/fp16 (DeepSpeed), inputs stay fp32 and autocast
         # casts per op, so model code that builds fp32 tensors (STFT windows...) still works.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from brainxl.distrib.config import load_config
+from brainxl.distrib.config import ConfigError, load_config
 from brainxl.distrib.engine import param_groups
 
 from brainxl.models.labram import LaBraMEncoder
@@ -115,3 +115,29 @@ def test_config_key_and_layer_decay(tmp_path):
     assert block0 == pytest.approx(1e-3 * 0.5 ** (top - 1))
     assert lr_of[id(named["encoder.cls_token"])] == pytest.approx(1e-3 * 0.5**top)
     assert lr_of[id(named["head.weight"])] == pytest.approx(1e-3)
+
+
+def test_encoder_frozen_steps_groups_the_encoder_and_holds_its_schedule():
+    from brainxl.distrib.engine import FROZEN_STEPS, _Schedule
+
+    model = _neurobolt()
+    groups = param_groups(model, 1e-3, 1.0, encoder_frozen_steps=3)
+    frozen = {id(p) for g in groups if g.get(FROZEN_STEPS) == 3 for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert frozen == {id(p) for n, p in named.items() if n.startswith("encoder.")}
+    assert id(named["head.weight"]) not in frozen and frozen
+    assert all(g["lr"] == pytest.approx(1e-3) for g in groups)
+    decayed = param_groups(model, 1e-3, 0.5, encoder_frozen_steps=3)
+    lr_of = {id(p): (g["lr"], g.get(FROZEN_STEPS, 0)) for g in decayed for p in g["params"]}
+    top = model.encoder.depth + 1
+    assert lr_of[id(named["encoder.cls_token"])] == (pytest.approx(1e-3 * 0.5**top), 3)
+    assert lr_of[id(named["head.weight"])] == (pytest.approx(1e-3), 0)
+    # held at 0, then the group's own warm-up (2 steps) on top of the run's schedule
+    held = _Schedule(2, 10, "constant", 0.0, frozen=3)
+    assert [held(s) for s in range(6)] == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0]
+    assert [_Schedule(2, 10, "constant", 0.0)(s) for s in range(3)] == [0.5, 1.0, 1.0]
+    samba = build_model("samba-eeg2fmri", "debug")
+    with pytest.raises(ValueError, match="train.encoder_frozen_steps: .*no LaBraM encoder"):
+        param_groups(samba, 1e-3, 1.0, encoder_frozen_steps=3)
+    with pytest.raises(ConfigError, match="train.encoder_frozen_steps must be >= 0"):
+        load_config("quickstart", ["train.encoder_frozen_steps=-1"])

@@ -257,3 +257,20 @@ def test_layer_decay_gives_each_depth_its_learning_rate(shards: Path, tmp_path: 
     )
     lrs = sorted(g["lr"] for g in state["optimizer"]["param_groups"])
     assert lrs == pytest.approx([1.25e-4, 2.5e-4, 5e-4, 1e-3])
+
+
+def test_encoder_frozen_steps_hold_the_encoder_under_zero2(shards: Path, tmp_path: Path) -> None:
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    kw = {"train__zero_stage": 2, "train__steps": 3, "train__val_every": 0}
+    kw |= {"train__ckpt_every": 1, "train__keep_last": 3, "train__warmup_steps": 0}
+    _train(_cmd(shards, tmp_path, 1, **kw, train__encoder_frozen_steps=2))
+    ckpts = _run_dir(tmp_path) / "checkpoints"
+    w = {
+        s: get_fp32_state_dict_from_zero_checkpoint(str(ckpts), tag=f"step0000000{s}")
+        for s in (1, 2, 3)
+    }
+    enc = [k for k in w[1] if k.startswith("encoder.")]
+    assert enc and all(torch.equal(w[1][k], w[2][k]) for k in enc)  # LR 0 for two steps
+    assert any(not torch.equal(w[2][k], w[3][k]) for k in enc)  # then it learns
+    assert not torch.equal(w[1]["head.weight"], w[2]["head.weight"])  # the head never stops

@@ -205,13 +205,14 @@ def load_encoder(
     return PretrainedReport(str(path), source, sorted(own), ignored, other)
 
 
-def find_encoder(model: nn.Module) -> LaBraMEncoder:
+def find_encoder(model: nn.Module, key: str = "model.pretrained") -> LaBraMEncoder:
     """The LaBraM encoder a pretrained checkpoint initialises (``model.encoder``).
 
     Raises
     ------
     ValueError
-        For models without one (SAMBA), saying why.
+        For models without one (SAMBA), saying why; the message starts with ``key``, the
+        config key that needs the encoder.
     """
     enc = getattr(model, "encoder", None)
     if isinstance(model, LaBraMEncoder):
@@ -227,8 +228,7 @@ def find_encoder(model: nn.Module) -> LaBraMEncoder:
         else ""
     )
     raise ValueError(
-        f"model.pretrained: {name} has no LaBraM encoder to initialise (model.encoder).{why} "
-        "Remove model.pretrained, or use neurobolt."
+        f"{key}: {name} has no LaBraM encoder (model.encoder).{why} Remove {key}, or use neurobolt."
     )
 
 
