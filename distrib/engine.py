@@ -16,6 +16,7 @@ import torch.nn as nn
 from brainxl.distrib.env import DistEnv
 
 from brainxl.heap import keep_freed_memory, return_freed_memory
+from brainxl.models.pretrained import ENCODER_PREFIX, find_encoder
 
 
 def init_distributed(env: DistEnv) -> str:
@@ -288,8 +289,6 @@ def param_groups(
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     layer_id = getattr(model, "layer_id", None)
     if encoder_frozen_steps > 0:
-        from brainxl.models.pretrained import ENCODER_PREFIX, find_encoder
-
         find_encoder(model, "train.encoder_frozen_steps")
     if (layer_decay == 1.0 or layer_id is None) and encoder_frozen_steps == 0:
         return [p for _, p in named]
