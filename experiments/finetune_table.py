@@ -20,6 +20,8 @@ Usage (the README's measured recipe: the three config files as they are)::
     python experiments/finetune_table.py --work /tmp/ft \\
         --pretrain-shards /tmp/ft/pre-shards --shards data/quickstart/shards \\
         --folds 01,02,03,04 --nproc 2
+
+``--folds all`` holds out every subject of ``--shards`` in turn (the full LOSO).
     python experiments/finetune_table.py --work /tmp/ft ... --table-only   # print only
 
 ``--tokenizer-config``, ``--mem-config`` and ``--config`` choose other files (e.g. the
@@ -515,7 +517,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--work", type=Path, required=True, help="runs and logs go here")
     ap.add_argument("--pretrain-shards", type=Path, help="EEG-only shards (shard --eeg-only)")
     ap.add_argument("--shards", type=Path, help="EEG-fMRI shards of the fine-tuning subjects")
-    ap.add_argument("--folds", default="01,02,03,04", help="held-out subjects, comma-separated")
+    ap.add_argument(
+        "--folds",
+        default="01,02,03,04",
+        help="held-out subjects, comma-separated, or 'all': every subject of --shards (full LOSO)",
+    )
     ap.add_argument("--variants", default="full,temporal", help=f"of {sorted(VARIANTS)}")
     ap.add_argument("--config", default="quickstart-small", help="fine-tuning config")
     ap.add_argument("--tokenizer-config", default="pretrain/tokenizer-small")
@@ -551,7 +557,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-pretrain", action="store_true", help="scratch runs only")
     ap.add_argument("--table-only", action="store_true", help="print the table of finished runs")
     args = ap.parse_args(argv)
-    args.folds = [f.strip() for f in args.folds.split(",") if f.strip()]
+    if args.folds.strip() == "all":
+        if args.shards is None:
+            ap.error("--folds all takes the subjects of --shards; add --shards")
+        from brainxl.shards.manifest import read_manifest
+
+        try:
+            args.folds = sorted(read_manifest(args.shards)["subjects"])
+        except (FileNotFoundError, ValueError) as err:
+            ap.error(f"--folds all: {err}")
+    else:
+        args.folds = [f.strip() for f in args.folds.split(",") if f.strip()]
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     try:
         args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else []

@@ -194,3 +194,29 @@ def test_bad_seed_arguments_are_refused(ft, tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit):
         ft.parse(["--work", str(tmp_path), "--table-only", *argv])
     assert message in capsys.readouterr().err
+
+
+def test_folds_all_holds_out_every_subject_of_the_shards(ft, synthetic_shards, tmp_path, capsys):
+    from brainxl.shards.manifest import read_manifest
+
+    subjects = sorted(read_manifest(synthetic_shards)["subjects"])
+    assert len(subjects) >= 2
+    args = ft.parse(
+        [
+            "--work",
+            str(tmp_path),
+            "--shards",
+            str(synthetic_shards),
+            "--folds",
+            "all",
+            "--table-only",
+        ]
+    )
+    assert args.folds == subjects
+    for argv, message in [
+        ([], "add --shards"),
+        (["--shards", str(tmp_path / "none")], "no shard manifest"),
+    ]:
+        with pytest.raises(SystemExit):
+            ft.parse(["--work", str(tmp_path), "--folds", "all", "--table-only", *argv])
+        assert message in capsys.readouterr().err
