@@ -20,9 +20,9 @@ Usage (the README's measured recipe: the three config files as they are)::
     python experiments/finetune_table.py --work /tmp/ft \\
         --pretrain-shards /tmp/ft/pre-shards --shards data/quickstart/shards \\
         --folds 01,02,03,04 --nproc 2
+    python experiments/finetune_table.py --work /tmp/ft ... --table-only   # print only
 
 ``--folds all`` holds out every subject of ``--shards`` in turn (the full LOSO).
-    python experiments/finetune_table.py --work /tmp/ft ... --table-only   # print only
 
 ``--tokenizer-config``, ``--mem-config`` and ``--config`` choose other files (e.g. the
 debug flavor's ``pretrain/tokenizer-debug``, ``pretrain/mem-debug``, ``quickstart``);
