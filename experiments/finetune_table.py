@@ -560,10 +560,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.folds.strip() == "all":
         if args.shards is None:
             ap.error("--folds all takes the subjects of --shards; add --shards")
-        from brainxl.shards.manifest import read_manifest
+        from brainxl.shards.shardset import ShardSet
 
         try:
-            args.folds = sorted(read_manifest(args.shards)["subjects"])
+            args.folds = ShardSet.open(args.shards).subjects
         except (FileNotFoundError, ValueError) as err:
             ap.error(f"--folds all: {err}")
     else:

@@ -111,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         test = list(split.test)
         key = (cfg.data.shards, adapter.task, adapter.source_key, str(getattr(model, "target", "")))
         if key not in feats:  # every subject's features once (training-subject norm: r-invariant)
-            from brainxl.shards.manifest import read_manifest
+            from brainxl.shards.shardset import ShardSet
 
-            everyone = sorted(read_manifest(cfg.data.shards)["subjects"])
+            everyone = ShardSet.open(cfg.data.shards).subjects
             src = subject_source(cfg, everyone, norm)
             feats[key] = multiframe_features(
                 src, adapter.task, src.sfreq, int(cfg.data.reader.n_targets), adapter.source_key
