@@ -26,6 +26,7 @@ from brainxl.distrib.config import (
     save_run_config,
 )
 from brainxl.distrib.parent_watch import watch_launcher
+from brainxl.distrib.resume_guard import check_same_config
 from brainxl.distrib.rundir import RunDir
 from brainxl.distrib.runlock import RunLock, RunLockedError, probe
 
@@ -62,6 +63,7 @@ def train(cfg: RunConfig, report: Callable[[dict[str, Any]], None] | None = None
     data_id = data_identity(cfg)
     if cfg.run.resume:
         check_same_data(folder, data_id)
+        check_same_config(folder, cfg)
     done = RunDir(folder).final_metrics
     if cfg.run.resume and done.is_file():
         if env.is_main:

@@ -227,7 +227,8 @@ def to_yaml(cfg: PretrainConfig) -> str:
 
 
 def data_identity(cfg: PretrainConfig) -> dict[str, Any]:
-    """Each source's folder, subject selection and ``manifest.json`` digest."""
+    """Each source's folder, subject selection and ``manifest.json`` digest; for masked
+    modeling also the hash of the tokenizer whose codes it learns (``tokenizer_hash``)."""
     from brainxl.shards.shardset import ShardSet
 
     out = []
@@ -246,6 +247,8 @@ def data_identity(cfg: PretrainConfig) -> dict[str, Any]:
                 "manifest_sha256": ShardSet(s.path).digest(),
             }
         )
+    if cfg.pretrain.stage == "mem":
+        return {"sources": out, "tokenizer_hash": read_tokenizer_id(cfg.pretrain.tokenizer)["hash"]}
     return {"sources": out}
 
 

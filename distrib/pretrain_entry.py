@@ -28,13 +28,14 @@ from brainxl.distrib.pretrain_config import (
     save_pretrain_config,
     tokenizer_hash,
 )
+from brainxl.distrib.resume_guard import check_same_config
 from brainxl.distrib.rundir import RunDir
 
 from brainxl.files import atomic_write_text
 
 
 def check_same_data(folder: Path, data_id: dict[str, Any]) -> None:
-    """Refuse to resume a run whose shard folders changed since it started."""
+    """Refuse to resume a run whose shard folders (or tokenizer) changed since it started."""
     path = RunDir(folder).data_id_path
     if not path.is_file():
         return
@@ -48,6 +49,13 @@ def check_same_data(folder: Path, data_id: dict[str, Any]) -> None:
             f"the shards of pretraining run {folder} changed since it started (compare "
             f"{path} with data.sources); pass run.resume=false to start over, or "
             "run.name=<new name> to keep both"
+        )
+    old_tok, new_tok = before.get("tokenizer_hash"), data_id.get("tokenizer_hash")
+    if old_tok is not None and old_tok != new_tok:  # runs before the hash was kept: no check
+        raise ValueError(
+            f"pretraining run {folder} learned the codes of tokenizer {old_tok}; the one "
+            f"pretrain.tokenizer names now is {new_tok}. Pass run.resume=false to start "
+            "over against it, or run.name=<new name> to keep both"
         )
 
 
@@ -96,6 +104,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     data_id = data_identity(cfg)
     if cfg.run.resume:
         check_same_data(folder, data_id)
+        check_same_config(folder, cfg)
         if run.final_metrics.is_file():
             if env.is_main:
                 print(f"run {folder} is already complete; delete it or set run.resume=false")

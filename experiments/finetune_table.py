@@ -44,7 +44,9 @@ For example, the debug flavor with log-amplitude targets::
         --tokenizer-override model.overrides.amplitude_target=log \\
         --override model.overrides.amplitude_embed=true --override data.reader.ephys_norm=none
 
-A ``--work`` folder holds one setting: finished stages and runs are reused, not compared.
+A ``--work`` folder holds one setting: a finished stage or run is reused when its
+``config.yaml`` matches what this command would run, and one made with other settings
+stops the script naming the keys (give that setting its own ``--work``).
 
 Does an effect survive another pretraining seed? ``--seeds 0,1,2`` runs the scratch
 column once in ``WORK`` and the whole pretraining chain once per seed in ``WORK/seed<S>``,
@@ -126,17 +128,36 @@ def stage_config(args: argparse.Namespace, stage: str) -> str:
     return args.tokenizer_config if stage == "tokenizer" else args.mem_config
 
 
+def finished(run: Path, marker: str, cfg: Any) -> bool:
+    """Whether ``run`` is finished (holds ``marker``) with the settings of ``cfg``.
+
+    A run finished under other settings stops the script, naming the keys: reusing it
+    would put another setting's result in this table.
+    """
+    from brainxl.distrib.resume_guard import config_conflicts, describe
+
+    if not (run / marker).exists():
+        return False
+    conflicts = config_conflicts(run, cfg)
+    if conflicts:
+        raise SystemExit(
+            f"{run} was made with other settings ({describe(conflicts)}); a --work folder "
+            "holds one setting: give this one its own --work"
+        )
+    return True
+
+
 def pretrain(args: argparse.Namespace) -> Path:
     """Tokenizer then masked modeling; returns the MEM run folder."""
     tok = _stage_dir(args, "tokenizer")
-    if not (tok / "tokenizer.json").exists():
+    if not finished(tok, "tokenizer.json", _resolved(args, "tokenizer")):
         _run(
             [*_brainxl(), "pretrain", stage_config(args, "tokenizer"),
              *stage_overrides(args, "tokenizer"), "--nproc", str(args.nproc)],
             args.work / "logs" / "tokenizer.log",
         )  # fmt: skip
     mem = _stage_dir(args, "mem")
-    if not (mem / "final_model.pt").exists():
+    if not finished(mem, "final_model.pt", _resolved(args, "mem")):
         _run(
             [*_brainxl(), "pretrain", stage_config(args, "mem"),
              *stage_overrides(args, "mem"), "--nproc", str(args.nproc)],
@@ -271,25 +292,31 @@ def finetune(
     ``mem`` None: scratch runs only. ``split_from``: a work folder whose finished run of
     the same name gives each run its validation subjects (:func:`fold_split_overrides`).
     """
+    from brainxl.distrib.config import load_config
+
     inits = tuple(i for i in inits if mem is not None or i == "scratch")
     for variant in args.variants:
         for init in inits:
             for fold in args.folds:
                 name = run_name(variant, init, fold)
-                if (finetune_run(args.work, variant, init, fold) / "final_metrics.json").exists():
-                    continue
-                cmd = [
-                    *_brainxl(), "train", args.config, f"data.shards={args.shards}",
-                    f"data.test_subject={fold}", f"run.root={args.work / 'runs'}",
-                    "experiment=finetune", f"run.name={name}", "logging.wandb=disabled",
+                overrides = [
+                    f"data.shards={args.shards}", f"data.test_subject={fold}",
+                    f"run.root={args.work / 'runs'}", "experiment=finetune", f"run.name={name}",
+                    "logging.wandb=disabled",
                     *([f"train.steps={args.steps}"] if args.steps is not None else []),
                     *VARIANTS[variant], *args.override,
                 ]  # fmt: skip
                 if init == "pretrained":
-                    cmd.append(f"model.pretrained={mem}")
+                    overrides.append(f"model.pretrained={mem}")
                 if split_from is not None:
-                    cmd += fold_split_overrides(finetune_run(split_from, variant, init, fold))
-                _run([*cmd, "--nproc", str(args.nproc)], args.work / "logs" / f"{name}.log")
+                    overrides += fold_split_overrides(finetune_run(split_from, variant, init, fold))
+                run = finetune_run(args.work, variant, init, fold)
+                if finished(run, "final_metrics.json", load_config(args.config, overrides)):
+                    continue
+                _run(
+                    [*_brainxl(), "train", args.config, *overrides, "--nproc", str(args.nproc)],
+                    args.work / "logs" / f"{name}.log",
+                )
 
 
 def _final_metrics(run: Path) -> dict[str, Any] | None:

@@ -63,10 +63,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from brainxl.distrib.pretrain_config import data_identity
     from brainxl.distrib.pretrain_entry import check_same_data
+    from brainxl.distrib.resume_guard import check_same_config
     from brainxl.launch.local import launch_local, pretrain_target
 
     if cfg.run.resume:
         check_same_data(folder, data_identity(cfg))
+        check_same_config(folder, cfg)
     if args.cluster:
         return _submit(cfg, args)
     result = launch_local(cfg, args.nproc, pretrain_target())

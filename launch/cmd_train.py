@@ -36,10 +36,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"# run folder: {run_dir(cfg)}")
         return 0
     from brainxl.distrib.entry import check_same_data, data_identity
+    from brainxl.distrib.resume_guard import check_same_config
     from brainxl.launch.local import launch_local
 
     if cfg.run.resume:  # the ranks check it too; here the user gets one clean line
         check_same_data(run_dir(cfg), data_identity(cfg))
+        check_same_config(run_dir(cfg), cfg)
     result = launch_local(cfg, args.nproc)
     summary = {k: v for k, v in result.items() if k in ("step", "best_val_loss", "test", "run_dir")}
     print(json.dumps(summary, indent=2, default=float))

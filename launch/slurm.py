@@ -622,10 +622,13 @@ def submit_run(
         run's; ``brainxl pretrain --cluster`` passes the pretraining ones).
     """
     from brainxl.distrib.config import run_dir, save_run_config
+    from brainxl.distrib.resume_guard import check_same_config
 
     cfg = _absolute_root(cfg)
     rdir = (folder or run_dir)(cfg)
     check_not_running(rdir)
+    if cfg.run.resume:  # before its config.yaml is rewritten below
+        check_same_config(rdir, cfg)
     (save_config or save_run_config)(cfg, rdir)
     ex = make_executor(profile, submitit_folder(cfg), job_name(cfg))
     job = ex.submit(TrainJob(cfg, target))
@@ -665,11 +668,14 @@ def submit_loso(
         In ``subjects`` order.
     """
     from brainxl.distrib.config import run_dir, save_run_config
+    from brainxl.distrib.resume_guard import check_same_config
 
     cfg = _absolute_root(cfg)
     folds = loso_configs(cfg, subjects)
     for c in folds:
         check_not_running(run_dir(c))
+        if c.run.resume:
+            check_same_config(run_dir(c), c)
     ex = make_executor(profile, submitit_folder(cfg), job_name(cfg), max_parallel=max_parallel)
     with ex.batch():
         jobs = [ex.submit(TrainJob(c, target)) for c in folds]

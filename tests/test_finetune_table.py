@@ -220,3 +220,30 @@ def test_folds_all_holds_out_every_subject_of_the_shards(ft, synthetic_shards, t
         with pytest.raises(SystemExit):
             ft.parse(["--work", str(tmp_path), "--folds", "all", "--table-only", *argv])
         assert message in capsys.readouterr().err
+
+
+def test_a_finished_run_of_other_settings_is_not_reused(ft, tmp_path, monkeypatch):
+    from brainxl.distrib.config import load_config, run_dir, save_run_config
+
+    calls: list[list[str]] = []
+
+    def fake_train(cmd: list[str], log: Path) -> None:  # writes what `brainxl train` leaves
+        calls.append(cmd)
+        i = cmd.index("train")
+        cfg = load_config(cmd[i + 1], cmd[i + 2 : -2])
+        save_run_config(cfg, run_dir(cfg))
+        (run_dir(cfg) / "final_metrics.json").write_text(json.dumps({"test": {"mean_r": 0.3}}))
+
+    monkeypatch.setattr(ft, "_run", fake_train)
+    argv = ["--work", str(tmp_path), "--shards", str(tmp_path / "shards"), "--folds", "01",
+            "--pretrain-shards", str(tmp_path / "pre"),
+            "--variants", "full"]  # fmt: skip
+    ft.finetune(ft.parse(argv), None)
+    ft.finetune(ft.parse(argv), None)  # the same settings: reused
+    assert len(calls) == 1
+    with pytest.raises(SystemExit) as err:
+        ft.finetune(ft.parse([*argv, "--override", "train.lr=5e-4"]), None)
+    assert "full-scratch-01 was made with other settings (train.lr: 0.001 -> 0.0005)" in str(
+        err.value
+    )
+    assert "its own --work" in str(err.value) and len(calls) == 1

@@ -260,6 +260,22 @@ def test_stream_and_resume_guard_follow_the_data_section(corpus: Path, tmp_path:
     with pytest.raises(ValueError, match="changed since it started"):
         check_same_data(run, other)
 
+    # masked modeling: the tokenizer whose codes it learns is part of its data
+    def mem_identity(tokenizer_hash: str) -> dict:
+        tok = tmp_path / f"tok-{tokenizer_hash}"
+        tok.mkdir(exist_ok=True)
+        (tok / "tokenizer.json").write_text(json.dumps({"hash": tokenizer_hash}))
+        return data_identity(
+            load_pretrain_config(corpus / "mem.yaml", [f"pretrain.tokenizer={tok}"])
+        )
+
+    mem_run = tmp_path / "mem-run"
+    mem_run.mkdir()
+    (mem_run / "data.json").write_text(json.dumps(mem_identity("aaaa")))
+    check_same_data(mem_run, mem_identity("aaaa"))  # the same tokenizer: resumes
+    with pytest.raises(ValueError, match="learned the codes of tokenizer aaaa; .* now is bbbb"):
+        check_same_data(mem_run, mem_identity("bbbb"))
+
 
 def _batch_tokens(stream, epoch: int, offset: int = 0, first: int | None = None) -> int:
     """Tokens (padding included) of this stream rank's batches of ``epoch``."""

@@ -236,6 +236,25 @@ def test_a_run_refuses_to_resume_on_changed_shards(shards: Path, tmp_path: Path)
     assert json.loads((folder / "data.json").read_text()) == before  # nothing overwritten
 
 
+def test_a_named_run_refuses_to_resume_under_other_settings(shards: Path, tmp_path: Path) -> None:
+    kw = {"train__steps": 2, "train__val_every": 0, "run__name": "named"}
+    _train(_cmd(shards, tmp_path, 1, **kw))
+    folder = tmp_path / "default" / "named"
+    saved = {p: (folder / p).read_text() for p in ("config.yaml", "final_metrics.json")}
+    again = _train(_cmd(shards, tmp_path, 1, train__ckpt_every=7, **kw))  # bookkeeping only
+    assert "already complete" in again.stdout
+    proc = subprocess.run(
+        _cmd(shards, tmp_path, 1, train__lr=5e-4, **kw),
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    assert "other settings (train.lr: " in proc.stderr and "run.resume=false" in proc.stderr
+    assert {p: (folder / p).read_text() for p in saved} == saved  # nothing overwritten
+
+
 def test_layer_decay_gives_each_depth_its_learning_rate(shards: Path, tmp_path: Path) -> None:
     from brainxl.distrib.engine import param_groups
 
