@@ -639,16 +639,23 @@ def submit_run(
 def loso_configs(cfg: Any, subjects: Sequence[str]) -> list[Any]:
     """One config per held-out subject (``data.test_subject``), in ``subjects`` order.
 
-    Labels are used as given (``01`` or ``sub-01``, as in the shards manifest).
+    Labels are used as given (``01`` or ``sub-01``, as in the shards manifest). A named run
+    (``run.name=study``) gives each fold its own folder, ``study-test-<subject>``.
     """
+    from brainxl.distrib.config import fold_name
+
     if not subjects:
         raise ValueError("LOSO needs at least one subject; pass --subjects or build shards first")
     out = []
     for s in subjects:
         label = str(s)
-        c = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data))
+        c = dataclasses.replace(
+            cfg, data=dataclasses.replace(cfg.data), run=dataclasses.replace(cfg.run)
+        )
         c.data.test_subject = label
         c.data.val_subjects = [v for v in c.data.val_subjects if v != label]
+        if cfg.run.name:
+            c.run.name = f"{cfg.run.name}-{fold_name(c)}"
         out.append(c)
     return out
 

@@ -110,6 +110,12 @@ def plan(
             f"{cfg_path}: train.val_every is {cfg.train.val_every}; a sweep scores folds on "
             "validation: set train.val_every > 0"
         )
+    if cfg.run.name:
+        raise ValueError(
+            f"run.name={cfg.run.name}: a sweep names each trial's runs by their settings, and "
+            "one name would put every trial in one folder; drop run.name (--out names the "
+            "sweep folder)"
+        )
     for key in spec.space:
         if key.startswith(("data.test_subject", "data.val_subjects", "data.shards", "run.")):
             raise ValueError(f"{spec.source}: space.{key}: the sweep sets this key itself")

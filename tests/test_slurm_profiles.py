@@ -155,5 +155,9 @@ def test_loso_configs_one_per_subject() -> None:
     assert folds[1].data.val_subjects == []
     assert cfg.data.test_subject == ""  # the input is not modified
     assert len({run_dir(c) for c in folds}) == 2
+    named = load_config(None, ["run.name=study"])
+    folds = slurm.loso_configs(named, ["sub-01", "sub-02"])
+    assert [run_dir(c).name for c in folds] == ["study-test-sub-01", "study-test-sub-02"]
+    assert named.run.name == "study"
     with pytest.raises(ValueError, match="at least one subject"):
         slurm.loso_configs(cfg, [])

@@ -102,6 +102,13 @@ def test_outer_subjects_accept_either_spelling_and_reject_unknown() -> None:
         outer_subjects(subs, ["07"])
 
 
+def test_a_named_run_is_refused_before_every_trial_shares_its_folder() -> None:
+    from brainxl.launch.sweep import plan
+
+    with pytest.raises(ValueError, match="run.name=mine: a sweep names each trial's runs"):
+        plan("neurobolt-debug", "neurobolt-debug", ["run.name=mine"])
+
+
 def test_view_holds_only_the_training_subjects(tmp_path: Path) -> None:
     from brainxl.shards.manifest import read_manifest
 
