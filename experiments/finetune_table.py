@@ -22,7 +22,8 @@ Usage (the README's measured recipe: the three config files as they are)::
         --folds 01,02,03,04 --nproc 2
     python experiments/finetune_table.py --work /tmp/ft ... --table-only   # print only
 
-``--folds all`` holds out every subject of ``--shards`` in turn (the full LOSO).
+``--folds all`` holds out every subject of ``--shards`` in turn (the full LOSO);
+``--per-roi`` adds each arm's held-out r per ROI and the paired difference per ROI.
 
 ``--tokenizer-config``, ``--mem-config`` and ``--config`` choose other files (e.g. the
 debug flavor's ``pretrain/tokenizer-debug``, ``pretrain/mem-debug``, ``quickstart``);
@@ -355,6 +356,58 @@ def table(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def _roi_scores(run: Path, fold: str) -> tuple[list[str], np.ndarray] | None:
+    """ROI names and held-out r per ROI of a finished run (its LOSO test metrics)."""
+    from brainxl.distrib.rundir import RunDir
+
+    from brainxl.metrics import from_json
+
+    path = RunDir.subject_metrics(RunDir(run).test_dir, fold)
+    if not path.exists():
+        return None
+    result = from_json(path)
+    return list(result.roi_names), np.asarray(result.r, dtype=float)
+
+
+def roi_table(args: argparse.Namespace, pretrained_work: Path | None = None) -> str:
+    """Held-out r per ROI of each arm, averaged over the folds both arms finished.
+
+    The paired difference (pretrained - scratch) per ROI has its 95% Student-t interval
+    over those folds: where in the brain pretraining helps. ``pretrained_work``: the work
+    folder of the pretrained runs (``WORK/seed<S>`` with ``--seeds``), default ``--work``.
+    """
+    out = []
+    for v in args.variants:
+        pairs, names = [], None
+        for fold in args.folds:
+            scratch = _roi_scores(finetune_run(args.work, v, "scratch", fold), fold)
+            pre = _roi_scores(
+                finetune_run(pretrained_work or args.work, v, "pretrained", fold), fold
+            )
+            if scratch is None or pre is None:
+                continue
+            if names is not None and (scratch[0] != names or pre[0] != names):
+                raise SystemExit(f"fold {fold}: the ROIs differ from the other folds'")
+            names = scratch[0]
+            pairs.append((scratch[1], pre[1]))
+        if not pairs:
+            out.append(f"{v}: no fold with both runs finished")
+            continue
+        s, p = (np.stack(x) for x in zip(*pairs))
+        out += [
+            f"{v}, per ROI over {len(pairs)} folds:",
+            "| ROI | scratch | pretrained | pretrained - scratch [95% t] |",
+            "|---|---|---|---|",
+            *(
+                f"| {n} | {s[:, j].mean():.3f} | {p[:, j].mean():.3f} | "
+                f"{fmt_interval(p[:, j] - s[:, j], '+')} |"
+                for j, n in enumerate(names)
+            ),
+            "",
+        ]
+    return "\n".join(out).rstrip()
+
+
 def seed_args(args: argparse.Namespace, seed: int) -> argparse.Namespace:
     """The arguments of pretraining seed ``seed``: its own work folder ``WORK/seed<S>``.
 
@@ -583,6 +636,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--no-pretrain", action="store_true", help="scratch runs only")
     ap.add_argument("--table-only", action="store_true", help="print the table of finished runs")
+    ap.add_argument(
+        "--per-roi",
+        action="store_true",
+        help="also print each arm's held-out r per ROI and their paired difference "
+        "(with --seeds: the first seed's pretrained runs)",
+    )
     args = ap.parse_args(argv)
     if args.folds.strip() == "all":
         if args.shards is None:
@@ -633,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
             for s in args.scratch_seeds:
                 finetune(scratch_seed_args(args, s), None, split_from=args.work)
         print(seed_table(args))
+        if args.per_roi:
+            print("\n" + roi_table(args, seed_args(args, args.seeds[0]).work))
         if args.scratch_seeds:
             print("\n" + candidates_table(args))
             print("\n" + selection_table(args))
@@ -645,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
         mem = None if args.no_pretrain else pretrain(args)
         finetune(args, mem)
     print(table(args))
+    if args.per_roi:
+        print("\n" + roi_table(args))
     report = tokenizer_report(args)
     if report:
         print(report)

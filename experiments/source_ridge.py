@@ -113,7 +113,9 @@ def fold_rows(
     Returns
     -------
     list of dict
-        Per fold: ``fold``, ``train`` (subjects), ``eeg_r``, ``source_r``, ``ceiling``.
+        Per fold: ``fold``, ``train`` (subjects), ``eeg_r``, ``source_r``, ``ceiling`` (means
+        over ROIs), the same per ROI (``eeg_roi_r``, ``source_roi_r``, ``ceiling_roi``)
+        and ``roi_names``.
     """
     from brainxl.distrib.config import load_config
     from brainxl.distrib.data import config_split
@@ -143,7 +145,7 @@ def fold_rows(
             srcs = [source_recording(r, bids_root) for r in recs]
             feats["source"].update(features_from_recordings(srcs, window_s, n_segments=n_seg))
         ceiling = bm.load_noise_ceiling(bids_root, fold)
-        row: dict[str, Any] = {"fold": fold, "train": list(split.train)}
+        row: dict[str, Any] = {"fold": fold, "train": list(split.train), "roi_names": roi_names}
         for kind in ("eeg", "source"):
             res = fit_and_score(
                 {t: feats[kind][t] for t in split.train},
@@ -152,7 +154,9 @@ def fold_rows(
                 noise_ceilings={fold: ceiling},
             )
             row[f"{kind}_r"] = float(res.summary.r.mean)
+            row[f"{kind}_roi_r"] = np.asarray(res.summary.per_subject[0].r, dtype=float)
         row["ceiling"] = float(np.mean(list(ceiling.values()))) if ceiling else float("nan")
+        row["ceiling_roi"] = bm.ceiling_array(ceiling, roi_names) if ceiling else None
         rows.append(row)
     return rows
 
@@ -181,6 +185,24 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def roi_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table per ROI: each read-out's r and the noise ceiling, mean over folds."""
+    names = rows[0]["roi_names"]
+    eeg = np.stack([r["eeg_roi_r"] for r in rows])
+    src = np.stack([r["source_roi_r"] for r in rows])
+    ceilings = [r["ceiling_roi"] for r in rows if r["ceiling_roi"] is not None]
+    ceiling = np.mean(ceilings, axis=0) if ceilings else np.full(len(names), np.nan)
+    out = [
+        f"per ROI over {len(rows)} folds:",
+        "| ROI | sensor ridge r | source ridge r | source - sensor | noise ceiling |",
+        "|---|---|---|---|---|",
+    ]
+    for j, n in enumerate(names):
+        e, s = eeg[:, j].mean(), src[:, j].mean()
+        out.append(f"| {n} | {e:.3f} | {s:.3f} | {s - e:+.3f} | {ceiling[j]:.3f} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the per-fold table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -189,12 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", required=True, help="held-out subjects, comma-separated")
     ap.add_argument("--config", default="quickstart", help="config giving split and window")
     ap.add_argument("--override", action="append", default=[], help="config override")
+    ap.add_argument("--per-roi", action="store_true", help="also the table per ROI")
     args = ap.parse_args(argv)
     folds = [f.strip().removeprefix("sub-") for f in args.folds.split(",") if f.strip()]
     rows = fold_rows(args.bids, args.shards, folds, args.config, args.override)
     for r in rows:
         print(f"fold {r['fold']}: trained on {', '.join(r['train'])}")
     print(table(rows))
+    if args.per_roi:
+        print("\n" + roi_table(rows))
     return 0
 
 

@@ -247,3 +247,36 @@ def test_a_finished_run_of_other_settings_is_not_reused(ft, tmp_path, monkeypatc
         err.value
     )
     assert "its own --work" in str(err.value) and len(calls) == 1
+
+
+def test_per_roi_table_pairs_the_arms_roi_by_roi_on_the_folds_both_finished(ft, tmp_path):
+    import numpy as np
+    from brainxl.distrib.rundir import RunDir
+
+    from brainxl.metrics import evaluate_subject, to_json
+
+    rng = np.random.default_rng(0)
+    true = rng.standard_normal((200, 2))
+
+    def finished_with_roi_r(init: str, fold: str, noise: tuple[float, float]) -> None:
+        run = tmp_path / "runs" / "finetune" / f"full-{init}-{fold}"
+        pred = true + rng.standard_normal(true.shape) * np.asarray(noise)
+        res = evaluate_subject(fold, pred, true, ["A", "B"])
+        RunDir(run).test_dir.mkdir(parents=True)
+        to_json(res, RunDir.subject_metrics(RunDir(run).test_dir, fold))
+
+    expect = {"scratch": [], "pretrained": []}
+    for fold in ("01", "02"):
+        for init, noise in (("scratch", (1.0, 3.0)), ("pretrained", (1.0, 0.5))):
+            finished_with_roi_r(init, fold, noise)
+            metrics = tmp_path / "runs" / "finetune" / f"full-{init}-{fold}" / "test"
+            expect[init].append(json.loads((metrics / f"metrics-{fold}.json").read_text())["r"])
+    finished_with_roi_r("scratch", "03", (0.1, 0.1))  # no pretrained run: left out
+    args = ft.parse(["--work", str(tmp_path), "--folds", "01,02,03", "--variants", "full",
+                     "--table-only", "--per-roi"])  # fmt: skip
+    lines = ft.roi_table(args).splitlines()
+    assert lines[0] == "full, per ROI over 2 folds:"
+    s, p = (np.mean(expect[k], axis=0) for k in ("scratch", "pretrained"))
+    row_b = next(line for line in lines if line.startswith("| B |"))
+    assert row_b.startswith(f"| B | {s[1]:.3f} | {p[1]:.3f} | {p[1] - s[1]:+.3f} [")
+    assert p[1] - s[1] > 0.3 and row_b.endswith("(n=2) |")  # B is far better predicted

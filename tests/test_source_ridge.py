@@ -54,3 +54,15 @@ def test_table_signs_the_gain_and_summarises_the_folds(sr):
     assert lines[3] == "| 02 | 0.300 | 0.360 | +0.060 | 0.600 |"
     assert lines[4].startswith("| mean [95% t] | 0.350 [") and "| +0.080 [" in lines[4]
     assert lines[4].count("(n=2)") == 4
+
+
+def test_roi_table_averages_each_roi_over_the_folds(sr):
+    def row(eeg, src, ceiling):
+        return {"roi_names": ["A", "B"], "eeg_roi_r": np.array(eeg),
+                "source_roi_r": np.array(src), "ceiling_roi": ceiling}  # fmt: skip
+
+    rows = [row([0.2, 0.5], [0.6, 0.5], np.array([0.8, 0.7])), row([0.4, 0.3], [0.6, 0.5], None)]
+    lines = sr.roi_table(rows).splitlines()
+    assert lines[0] == "per ROI over 2 folds:"
+    assert lines[3] == "| A | 0.300 | 0.600 | +0.300 | 0.800 |"  # ceiling of the fold with one
+    assert lines[4] == "| B | 0.400 | 0.500 | +0.100 | 0.700 |"
