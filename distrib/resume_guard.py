@@ -72,6 +72,11 @@ def config_conflicts(folder: str | Path, cfg: Any) -> dict[str, tuple[Any, Any]]
     cfg : RunConfig or PretrainConfig
         The config to compare with; its type picks the loader and the free keys.
 
+    Returns
+    -------
+    dict
+        As :func:`resume_conflicts`, with the free keys of the config's kind left out.
+
     Raises
     ------
     ConfigError

@@ -386,8 +386,10 @@ def roi_table(args: argparse.Namespace, pretrained_work: Path | None = None) -> 
             )
             if scratch is None or pre is None:
                 continue
-            if names is not None and (scratch[0] != names or pre[0] != names):
-                raise SystemExit(f"fold {fold}: the ROIs differ from the other folds'")
+            if pre[0] != scratch[0] or (names is not None and scratch[0] != names):
+                raise SystemExit(
+                    f"fold {fold}: its runs' ROIs differ from each other or the other folds'"
+                )
             names = scratch[0]
             pairs.append((scratch[1], pre[1]))
         if not pairs:
