@@ -150,21 +150,18 @@ def finished(run: Path, marker: str, cfg: Any) -> bool:
 
 def pretrain(args: argparse.Namespace) -> Path:
     """Tokenizer then masked modeling; returns the MEM run folder."""
-    tok = _stage_dir(args, "tokenizer")
-    if not finished(tok, "tokenizer.json", _resolved(args, "tokenizer")):
-        _run(
-            [*_brainxl(), "pretrain", stage_config(args, "tokenizer"),
-             *stage_overrides(args, "tokenizer"), "--nproc", str(args.nproc)],
-            args.work / "logs" / "tokenizer.log",
-        )  # fmt: skip
-    mem = _stage_dir(args, "mem")
-    if not finished(mem, "final_model.pt", _resolved(args, "mem")):
-        _run(
-            [*_brainxl(), "pretrain", stage_config(args, "mem"),
-             *stage_overrides(args, "mem"), "--nproc", str(args.nproc)],
-            args.work / "logs" / "mem.log",
-        )  # fmt: skip
-    return mem
+    from brainxl.distrib.pretrain_config import pretrain_run_dir
+
+    for stage, marker in (("tokenizer", "tokenizer.json"), ("mem", "final_model.pt")):
+        cfg = _resolved(args, stage)  # mem's after the tokenizer stage has run
+        folder = pretrain_run_dir(cfg)
+        if not finished(folder, marker, cfg):
+            _run(
+                [*_brainxl(), "pretrain", stage_config(args, stage),
+                 *stage_overrides(args, stage), "--nproc", str(args.nproc)],
+                args.work / "logs" / f"{stage}.log",
+            )  # fmt: skip
+    return folder
 
 
 def _resolved(args: argparse.Namespace, stage: str) -> Any:
