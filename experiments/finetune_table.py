@@ -62,6 +62,14 @@ fold's own validation subjects) and adds two tables: every candidate run's held-
 best validation loss per fold with each arm's mean (no selection), and one where each arm
 keeps, per fold, its run with the lowest validation loss (training subjects only) and is
 scored on the held-out subject.
+
+Against what scratch? The pretraining recipe changes the fine-tuning recipe too (microvolts
+instead of z-scored channels, the amplitude embedding, the wider stem, 600 steps), and a
+scratch arm of the same recipe can be weaker than the project's own scratch recipe. So every
+table also runs ``--reference`` (default ``quickstart``, the quickstart's recipe as shipped;
+``none``: skip) from scratch on the same folds in ``WORK/reference`` (``--reference-override``
+for its own overrides, e.g. the same ``data.reader.include_subjects``) and prints each arm
+against it: pretraining helps a user only if it beats that too.
 """
 
 from __future__ import annotations
@@ -547,6 +555,63 @@ def selection_table(args: argparse.Namespace) -> str:
     return "\n".join(out).rstrip()
 
 
+def reference_args(args: argparse.Namespace) -> argparse.Namespace | None:
+    """The arguments of the ``--reference`` scratch arm: ``WORK/reference``, its own config.
+
+    Only ``--reference-override`` reaches it (the study's ``--override`` and ``--steps``
+    belong to the recipe under study). None when ``--reference none``.
+    """
+    if args.reference is None:
+        return None
+    sub = argparse.Namespace(**vars(args))
+    sub.work = args.work / "reference"
+    sub.config, sub.override, sub.steps = args.reference, list(args.reference_override), None
+    return sub
+
+
+def reference_table(args: argparse.Namespace) -> str:
+    """Every arm against the ``--reference`` recipe from scratch, per fold.
+
+    Arms: the study's scratch runs (``WORK``) and its pretrained runs (``WORK``, or each
+    ``WORK/seed<S>`` and their per-fold mean with ``--seeds``). Each arm's paired
+    difference from the reference has its 95% Student-t interval over the folds both
+    finished.
+    """
+    ref = reference_args(args)
+    if ref is None:
+        return ""
+    pre_works = [(f"pretrained seed {s}", args.work / f"seed{s}") for s in args.seeds]
+    if not args.seeds and not args.no_pretrain:
+        pre_works = [("pretrained", args.work)]
+    out = []
+    for v in args.variants:
+
+        def scores(work: Path, init: str, v: str = v) -> np.ndarray:
+            return np.array([_score(finetune_run(work, v, init, f)) for f in args.folds])
+
+        arms = [(f"{v} scratch ({args.config})", scores(args.work, "scratch"))]
+        arms += [(label, scores(work, "pretrained")) for label, work in pre_works]
+        if len(pre_works) > 1:
+            with warnings.catch_warnings():  # a fold no seed finished stays nan
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(np.stack([a for _, a in arms[1:]]), axis=0)
+            arms.append(("pretrained, mean of seeds", mean))
+        reference = scores(ref.work, "scratch")
+        head = ["held-out subject", f"reference: {v} scratch ({args.reference})"]
+        head += [label for label, _ in arms]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for k, fold in enumerate(args.folds):
+            cells = [fold, f"{reference[k]:.3f}", *(f"{a[k]:.3f}" for _, a in arms)]
+            out.append("| " + " | ".join(cells) + " |")
+        cols = [reference, *(a for _, a in arms)]
+        out.append("| mean [95% t] | " + " | ".join(fmt_interval(c) for c in cols) + " |")
+        out.append("")
+        for label, a in arms:
+            out.append(f"- {label} - reference = {fmt_interval(a - reference, '+')}")
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
 def seed_table(args: argparse.Namespace) -> str:
     """Scratch against each pretraining seed, per fold, and the effect's spread over seeds.
 
@@ -633,6 +698,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="with --seeds: more fine-tuning seeds of the scratch arm (WORK/scratch-seed<S>, "
         "same validation subjects), and a table of each arm's best run by validation loss",
     )
+    ap.add_argument(
+        "--reference",
+        default="quickstart",
+        help="config run from scratch on the same folds (WORK/reference) that every arm is "
+        "also compared with: the project's own scratch recipe; 'none' to skip",
+    )
+    ap.add_argument(
+        "--reference-override", action="append", default=[], help="override of the reference"
+    )
     ap.add_argument("--no-pretrain", action="store_true", help="scratch runs only")
     ap.add_argument("--table-only", action="store_true", help="print the table of finished runs")
     ap.add_argument(
@@ -654,6 +728,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     else:
         args.folds = [f.strip() for f in args.folds.split(",") if f.strip()]
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if args.reference.strip().lower() in ("", "none"):
+        args.reference = None
+    elif args.reference == args.config and not args.override and args.steps is None:
+        args.reference = None  # the scratch arm already is the reference recipe
     try:
         args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else []
     except ValueError:
@@ -690,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
                 finetune(sub, pretrain(sub), inits=("pretrained",))
             for s in args.scratch_seeds:
                 finetune(scratch_seed_args(args, s), None, split_from=args.work)
+            run_reference(args)
         print(seed_table(args))
         if args.per_roi:
             print("\n" + roi_table(args, seed_args(args, args.seeds[0]).work))
@@ -700,17 +779,34 @@ def main(argv: list[str] | None = None) -> int:
             report = tokenizer_report(seed_args(args, s))
             if report:
                 print(f"seed {s}: " + report.replace("\n", f"\nseed {s}: "))
+        print_reference(args)
         return 0
     if not args.table_only:
         mem = None if args.no_pretrain else pretrain(args)
         finetune(args, mem)
+        run_reference(args)
     print(table(args))
     if args.per_roi:
         print("\n" + roi_table(args))
     report = tokenizer_report(args)
     if report:
         print(report)
+    print_reference(args)
     return 0
+
+
+def run_reference(args: argparse.Namespace) -> None:
+    """The ``--reference`` recipe's scratch runs, after the study's (which come first)."""
+    ref = reference_args(args)
+    if ref is not None:
+        finetune(ref, None)
+
+
+def print_reference(args: argparse.Namespace) -> None:
+    text = reference_table(args)
+    if text:
+        print(f"\nagainst the reference recipe from scratch (--reference {args.reference}):")
+        print(text)
 
 
 if __name__ == "__main__":

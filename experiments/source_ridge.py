@@ -16,6 +16,8 @@ Usage::
 
     python experiments/source_ridge.py --bids data/quickstart/bids \\
         --shards data/quickstart/shards --folds 01,05,07,08,10
+
+``--folds all`` holds out every subject of ``--shards`` in turn.
 """
 
 from __future__ import annotations
@@ -208,12 +210,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bids", type=Path, required=True, help="simulated BIDS dataset")
     ap.add_argument("--shards", type=Path, required=True, help="its shards (fold split)")
-    ap.add_argument("--folds", required=True, help="held-out subjects, comma-separated")
+    ap.add_argument(
+        "--folds",
+        required=True,
+        help="held-out subjects, comma-separated, or 'all': every subject of --shards",
+    )
     ap.add_argument("--config", default="quickstart", help="config giving split and window")
     ap.add_argument("--override", action="append", default=[], help="config override")
     ap.add_argument("--per-roi", action="store_true", help="also the table per ROI")
     args = ap.parse_args(argv)
-    folds = [f.strip().removeprefix("sub-") for f in args.folds.split(",") if f.strip()]
+    if args.folds.strip() == "all":
+        from brainxl.shards.shardset import ShardSet
+
+        try:
+            folds = ShardSet.open(args.shards).subjects
+        except (FileNotFoundError, ValueError) as err:
+            ap.error(f"--folds all: {err}")
+    else:
+        folds = [f.strip().removeprefix("sub-") for f in args.folds.split(",") if f.strip()]
     rows = fold_rows(args.bids, args.shards, folds, args.config, args.override)
     for r in rows:
         print(f"fold {r['fold']}: trained on {', '.join(r['train'])}")

@@ -280,3 +280,63 @@ def test_per_roi_table_pairs_the_arms_roi_by_roi_on_the_folds_both_finished(ft, 
     row_b = next(line for line in lines if line.startswith("| B |"))
     assert row_b.startswith(f"| B | {s[1]:.3f} | {p[1]:.3f} | {p[1] - s[1]:+.3f} [")
     assert p[1] - s[1] > 0.3 and row_b.endswith("(n=2) |")  # B is far better predicted
+
+
+def test_the_reference_recipe_gets_its_own_folder_config_and_overrides(ft, tmp_path):
+    args = ft.parse(["--work", str(tmp_path), "--table-only", "--steps", "600",
+                     "--override", "data.reader.ephys_norm=none",
+                     "--reference-override", "data.reader.include_subjects=[01,02]"])  # fmt: skip
+    ref = ft.reference_args(args)
+    assert ref.work == tmp_path.resolve() / "reference" and ref.config == "quickstart"
+    assert ref.override == ["data.reader.include_subjects=[01,02]"] and ref.steps is None
+    assert args.override == ["data.reader.ephys_norm=none"] and args.steps == 600
+    off = ft.parse(["--work", str(tmp_path), "--table-only", "--reference", "none"])
+    assert off.reference is None and ft.reference_args(off) is None
+    assert ft.reference_table(off) == ""
+    # the study's scratch arm already is the reference recipe: no second copy of it
+    same = ft.parse(["--work", str(tmp_path), "--table-only", "--config", "quickstart"])
+    assert same.reference is None
+
+
+def test_the_reference_runs_after_the_study_from_scratch_in_its_folder(ft, tmp_path, monkeypatch):
+    calls: list[list[str]] = []
+
+    def fake_train(cmd: list[str], log: Path) -> None:
+        calls.append(cmd)
+        root = Path(next(c for c in cmd if c.startswith("run.root=")).split("=", 1)[1])
+        name = next(c for c in cmd if c.startswith("run.name=")).split("=", 1)[1]
+        (root / "finetune" / name).mkdir(parents=True)  # unfinished: the table reads nan
+
+    monkeypatch.setattr(ft, "_run", fake_train)
+    ft.main(["--work", str(tmp_path), "--shards", str(tmp_path / "shards"), "--folds", "01,02",
+             "--variants", "full", "--no-pretrain",
+             "--override", "data.reader.ephys_norm=none"])  # fmt: skip
+    configs = [c[c.index("train") + 1] for c in calls]
+    assert configs == ["quickstart-small"] * 2 + ["quickstart"] * 2
+    ref_calls = calls[2:]
+    assert all(f"run.root={tmp_path.resolve() / 'reference' / 'runs'}" in c for c in ref_calls)
+    assert all("data.reader.ephys_norm=none" not in c for c in ref_calls)
+    assert all(not any(x.startswith("model.pretrained=") for x in c) for c in ref_calls)
+
+
+def test_reference_table_pairs_every_arm_with_the_reference_per_fold(ft, tmp_path):
+    for fold, r in (("01", 0.50), ("02", 0.40), ("03", 0.45)):
+        _finished(tmp_path / "reference", f"full-scratch-{fold}", r)
+        _finished(tmp_path, f"full-scratch-{fold}", r - 0.06)
+        _finished(tmp_path / "seed0", f"full-pretrained-{fold}", r - 0.04)
+    _finished(tmp_path / "seed1", "full-pretrained-01", 0.52)  # seed 1: fold 01 only
+    args = ft.parse(["--work", str(tmp_path), "--seeds", "0,1", "--folds", "01,02,03",
+                     "--variants", "full", "--table-only"])  # fmt: skip
+    text = ft.reference_table(args)
+    assert "| held-out subject | reference: full scratch (quickstart) |" in text
+    assert "| 01 | 0.500 | 0.440 | 0.460 | 0.520 | 0.490 |" in text
+    assert "| 02 | 0.400 | 0.340 | 0.360 | nan | 0.360 |" in text
+    assert "- full scratch (quickstart-small) - reference = -0.060 [-0.060, -0.060] (n=3)" in text
+    assert "- pretrained seed 0 - reference = -0.040 [-0.040, -0.040] (n=3)" in text
+    assert "- pretrained seed 1 - reference = +0.020 [nan, nan] (n=1)" in text
+    # without --seeds the pretrained runs sit in WORK itself
+    for fold in ("01", "02", "03"):
+        _finished(tmp_path, f"full-pretrained-{fold}", 0.47)
+    plain = ft.parse(["--work", str(tmp_path), "--folds", "01,02,03", "--variants", "full",
+                      "--table-only"])  # fmt: skip
+    assert "- pretrained - reference = +0.020 [-0.104, +0.144] (n=3)" in ft.reference_table(plain)

@@ -66,3 +66,24 @@ def test_roi_table_averages_each_roi_over_the_folds(sr):
     assert lines[0] == "per ROI over 2 folds:"
     assert lines[3] == "| A | 0.300 | 0.600 | +0.300 | 0.800 |"  # ceiling of the fold with one
     assert lines[4] == "| B | 0.400 | 0.500 | +0.100 | 0.700 |"
+
+
+def test_folds_all_holds_out_every_subject_of_the_shards(
+    sr, synthetic_shards, tmp_path, monkeypatch, capsys
+):
+    from brainxl.shards.manifest import read_manifest
+
+    seen: list[list[str]] = []
+
+    def rows(bids, shards, folds, config, overrides):
+        seen.append(list(folds))
+        return []
+
+    monkeypatch.setattr(sr, "fold_rows", rows)
+    monkeypatch.setattr(sr, "table", lambda rows: "")
+    argv = ["--bids", str(tmp_path), "--folds", "all", "--shards"]
+    assert sr.main([*argv, str(synthetic_shards)]) == 0
+    assert seen == [sorted(read_manifest(synthetic_shards)["subjects"])]
+    with pytest.raises(SystemExit):
+        sr.main([*argv, str(tmp_path / "none")])
+    assert "--folds all" in capsys.readouterr().err and len(seen) == 1
