@@ -803,10 +803,16 @@ def run_reference(args: argparse.Namespace) -> None:
 
 
 def print_reference(args: argparse.Namespace) -> None:
-    text = reference_table(args)
-    if text:
-        print(f"\nagainst the reference recipe from scratch (--reference {args.reference}):")
-        print(text)
+    ref = reference_args(args)
+    if ref is None:
+        return
+    print(f"\nagainst the reference recipe from scratch (--reference {args.reference}):")
+    runs = [finetune_run(ref.work, v, "scratch", f) for v in args.variants for f in args.folds]
+    if not any((run / "final_metrics.json").exists() for run in runs):
+        print(f"no reference run has finished in {ref.work}: run without --table-only, "
+              "or pass --reference none")  # fmt: skip
+        return
+    print(reference_table(args))
 
 
 if __name__ == "__main__":

@@ -340,3 +340,14 @@ def test_reference_table_pairs_every_arm_with_the_reference_per_fold(ft, tmp_pat
     plain = ft.parse(["--work", str(tmp_path), "--folds", "01,02,03", "--variants", "full",
                       "--table-only"])  # fmt: skip
     assert "- pretrained - reference = +0.020 [-0.104, +0.144] (n=3)" in ft.reference_table(plain)
+
+
+def test_a_table_without_reference_runs_says_how_to_get_them(ft, tmp_path, capsys):
+    _finished(tmp_path, "full-scratch-01", 0.4)
+    ft.main(["--work", str(tmp_path), "--folds", "01", "--variants", "full", "--table-only"])
+    out = capsys.readouterr().out
+    assert f"no reference run has finished in {tmp_path.resolve() / 'reference'}" in out
+    assert "--reference none" in out and "reference: full scratch" not in out
+    _finished(tmp_path / "reference", "full-scratch-01", 0.5)
+    ft.main(["--work", str(tmp_path), "--folds", "01", "--variants", "full", "--table-only"])
+    assert "| 01 | 0.500 | 0.400 | nan |" in capsys.readouterr().out
