@@ -589,7 +589,8 @@ def reference_table(args: argparse.Namespace) -> str:
         def scores(work: Path, init: str, v: str = v) -> np.ndarray:
             return np.array([_score(finetune_run(work, v, init, f)) for f in args.folds])
 
-        arms = [(f"{v} scratch ({args.config})", scores(args.work, "scratch"))]
+        recipe = args.config + (" + --override" if args.override or args.steps else "")
+        arms = [(f"{v} scratch ({recipe})", scores(args.work, "scratch"))]
         arms += [(label, scores(work, "pretrained")) for label, work in pre_works]
         if len(pre_works) > 1:
             with warnings.catch_warnings():  # a fold no seed finished stays nan
