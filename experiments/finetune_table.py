@@ -657,6 +657,16 @@ def seed_table(args: argparse.Namespace) -> str:
     return "\n".join(out).rstrip()
 
 
+def all_folds(ap: argparse.ArgumentParser, shards: Path) -> list[str]:
+    """``--folds all``: every subject of ``shards``; a folder without shards stops ``ap``."""
+    from brainxl.shards.shardset import ShardSet
+
+    try:
+        return ShardSet.open(shards).subjects
+    except (FileNotFoundError, ValueError) as err:
+        ap.error(f"--folds all: {err}")
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, required=True, help="runs and logs go here")
@@ -720,12 +730,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.folds.strip() == "all":
         if args.shards is None:
             ap.error("--folds all takes the subjects of --shards; add --shards")
-        from brainxl.shards.shardset import ShardSet
-
-        try:
-            args.folds = ShardSet.open(args.shards).subjects
-        except (FileNotFoundError, ValueError) as err:
-            ap.error(f"--folds all: {err}")
+        args.folds = all_folds(ap, args.shards)
     else:
         args.folds = [f.strip() for f in args.folds.split(",") if f.strip()]
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]

@@ -220,12 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-roi", action="store_true", help="also the table per ROI")
     args = ap.parse_args(argv)
     if args.folds.strip() == "all":
-        from brainxl.shards.shardset import ShardSet
+        from finetune_table import all_folds
 
-        try:
-            folds = ShardSet.open(args.shards).subjects
-        except (FileNotFoundError, ValueError) as err:
-            ap.error(f"--folds all: {err}")
+        folds = all_folds(ap, args.shards)
     else:
         folds = [f.strip().removeprefix("sub-") for f in args.folds.split(",") if f.strip()]
     rows = fold_rows(args.bids, args.shards, folds, args.config, args.override)
