@@ -20,9 +20,17 @@ from brainxl.models.pretrained import ENCODER_PREFIX, find_encoder
 
 
 def init_distributed(env: DistEnv) -> str:
-    """Initialise ``torch.distributed`` through DeepSpeed; returns the backend used."""
+    """Initialise ``torch.distributed`` through DeepSpeed; returns the backend used.
+
+    End it with :func:`end_distributed`.
+    """
     import deepspeed
     import torch.distributed as dist
+
+    # Its functions take ``group=group.WORLD`` as a default argument: imported after the
+    # group exists (DeepSpeed's engine imports it), they would keep the group, and its
+    # gloo threads, alive past end_distributed into interpreter shutdown.
+    import torch.distributed.nn  # noqa: F401
 
     env.export()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -31,6 +39,28 @@ def init_distributed(env: DistEnv) -> str:
     if torch.cuda.is_available():
         torch.cuda.set_device(env.local_rank)
     return backend
+
+
+def end_distributed() -> None:
+    """Destroy every process group and let their worker threads end, before exit.
+
+    ``deepspeed.comm.destroy_process_group`` destroys torch's groups and drops DeepSpeed's
+    own references to them (its world-group clone); the collection frees groups held in
+    reference cycles. A gloo group lives (with its threads) until its last reference is
+    gone; one still alive at interpreter shutdown can abort the process (``terminate
+    called without an active exception``) after the run has finished. No-op when
+    ``torch.distributed`` is not initialised.
+    """
+    import gc
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    import deepspeed.comm as ds_comm
+
+    ds_comm.destroy_process_group()
+    gc.collect()
 
 
 #: Param-group key of :func:`param_groups`: steps the group is held at LR 0.

@@ -237,10 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     watch_launcher()
     cfg = load_config(Path(args[0]), args[1:])
     train(cfg)
-    import torch.distributed as dist
+    from brainxl.distrib.engine import end_distributed
 
-    if dist.is_initialized():  # a live gloo group at interpreter exit can abort a rank
-        dist.destroy_process_group()
+    end_distributed()
     return 0
 
 

@@ -146,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     watch_launcher()
     pretrain(load_pretrain_config(Path(args[0]), args[1:]))
+    from brainxl.distrib.engine import end_distributed
+
+    end_distributed()
     return 0
 
 

@@ -488,11 +488,16 @@ class TrainJob:
         with signals.StopSignals(watch_term=True) as stop:
             try:
                 result = _import(self.target)(self.cfg)
+                # rank 0 requeues; the requeue's SIGTERM can kill its `scontrol requeue`
+                requeued = stop.call_previous()
             except Exception as err:
                 _await_kill_if_requeued(err)
                 raise
-            if not stop.call_previous() and signals.kill_seen():  # call: rank 0 requeues
+            if not requeued and signals.kill_seen():
                 _await_kill("SIGTERM")
+        from brainxl.distrib.engine import end_distributed
+
+        end_distributed()
         return result
 
     def checkpoint(self) -> Any:

@@ -98,3 +98,33 @@ def test_failure_after_kill_signal_waits_for_slurm(task_env, monkeypatch) -> Non
     slurm._await_kill_if_requeued(UncompletedJobError("timed-out too many times"))
     signals.clear()
     assert time.time() - t0 < 0.3
+
+
+def test_requeue_command_killed_by_the_requeue_waits_for_slurm(task_env, monkeypatch) -> None:
+    """submitit's `scontrol requeue` dies of the SIGTERM of the requeue it asked for: the
+    job is being requeued, so the task waits for SLURM instead of reporting a failure."""
+    import subprocess
+    import time
+
+    from submitit.core.utils import UncompletedJobError
+
+    monkeypatch.setattr(slurm, "KILL_GRACE_S", 0.5)
+
+    def requeue_killed(signum, frame) -> None:  # submitit's checkpoint-and-requeue handler
+        raise subprocess.CalledProcessError(-signal.SIGTERM, ["scontrol", "requeue", "4242"])
+
+    signal.signal(signal.SIGUSR2, requeue_killed)
+    t0 = time.time()
+    with pytest.raises(subprocess.CalledProcessError):
+        slurm.TrainJob({"x": 1}, target=f"{__name__}:usr2_target")()
+    assert time.time() - t0 >= 0.5  # waited for SLURM's SIGKILL
+
+    # submitit refusing to requeue (too many timeouts) is the job's result, at once
+    def no_requeue(signum, frame) -> None:
+        raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    signal.signal(signal.SIGUSR2, no_requeue)
+    t0 = time.time()
+    with pytest.raises(UncompletedJobError):
+        slurm.TrainJob({"x": 1}, target=f"{__name__}:usr2_target")()
+    assert time.time() - t0 < 0.3
