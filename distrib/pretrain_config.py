@@ -34,6 +34,7 @@ from brainxl.distrib.config import (
     schema_keys,
 )
 from brainxl.distrib.rundir import RunDir
+from brainxl.shards.stats import CHANNEL_NORMS
 
 #: The two stages and the registered model each trains.
 STAGES = {"tokenizer": "labram-tokenizer", "mem": "labram"}
@@ -60,6 +61,7 @@ class PretrainDataConfig:
     temperature: float = 0.0  # > 0: dataset sampling p_d ~ n_d^(1/T); 0 = each window once
     seed: int = 0  # seeds each epoch's order
     bucket_batches: int = 32  # montage bucketing: sort chunks of ~K batches by channels; 0 = off
+    channel_norm: str = "none"  # none: microvolts | recording: its channels z-scored
 
 
 @dataclass
@@ -176,6 +178,7 @@ def _validate(cfg: PretrainConfig, source: str) -> None:
         "train.schedule": ("cosine", "constant"),
         "train.precision": ("fp32", "bf16", "fp16"),
         "logging.wandb": ("offline", "online", "disabled"),
+        "data.channel_norm": CHANNEL_NORMS,
     }
     check_choices(cfg, choices, source)
     checks = [
@@ -275,6 +278,24 @@ def read_tokenizer_id(folder: str | os.PathLike) -> dict[str, Any]:
             "folder of a finished `brainxl pretrain` tokenizer run"
         )
     return json.loads(path.read_text())
+
+
+def check_tokenizer_scale(cfg: PretrainConfig) -> None:
+    """Refuse masked modeling on another input scale than its tokenizer was trained on.
+
+    The tokenizer's codes describe spectra of windows at its ``data.channel_norm``
+    (tokenizers written before the option existed read microvolts, ``"none"``).
+    """
+    if cfg.pretrain.stage != "mem":
+        return
+    theirs = read_tokenizer_id(cfg.pretrain.tokenizer).get("channel_norm", "none")
+    if theirs != cfg.data.channel_norm:
+        raise ValueError(
+            f"pretrain.tokenizer={cfg.pretrain.tokenizer} was trained with "
+            f"data.channel_norm={theirs}, this run reads data.channel_norm="
+            f"{cfg.data.channel_norm}: its codes would describe another input scale. Set "
+            f"data.channel_norm={theirs}, or train a tokenizer with {cfg.data.channel_norm}"
+        )
 
 
 def pretrain_run_id(cfg: PretrainConfig) -> str:

@@ -20,6 +20,7 @@ from brainxl.distrib.parent_watch import watch_launcher
 from brainxl.distrib.pretrain_config import (
     TOKENIZER_ID,
     PretrainConfig,
+    check_tokenizer_scale,
     data_identity,
     load_pretrain_config,
     pretrain_run_dir,
@@ -73,6 +74,7 @@ def build_stream(cfg: PretrainConfig, rank: int, world_size: int):
         world_size=world_size,
         temperature=d.temperature if d.temperature > 0 else None,
         bucket_batches=d.bucket_batches,
+        channel_norm=d.channel_norm,
     )
 
 
@@ -99,6 +101,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     ensure_stop_handler()
     env = detect_env()
+    check_tokenizer_scale(cfg)  # also checked by `brainxl pretrain`; srun/submitit land here
     folder = pretrain_run_dir(cfg)
     run = RunDir(folder)
     data_id = data_identity(cfg)
@@ -128,6 +131,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                 "hash": tokenizer_hash(cfg, data_id),
                 "flavor": cfg.model.flavor,
                 "overrides": dict(cfg.model.overrides),
+                "channel_norm": cfg.data.channel_norm,
                 "data": data_id,
                 "step": result["step"],
             }

@@ -195,7 +195,9 @@ def _last_record(run: Path, key: str) -> dict[str, Any] | None:
     return next((r for r in reversed(rows) if key in r), None)
 
 
-def tokenizer_floor(shards: Path, every: int = 7, amplitude: str = "patch") -> dict[str, float]:
+def tokenizer_floor(
+    shards: Path, every: int = 7, amplitude: str = "patch", channel_norm: str = "none"
+) -> dict[str, float]:
     """MSE of the best constant prediction of the tokenizer's two targets.
 
     The targets are :class:`~brainxl.models.labram.VQNSPTokenizer`'s: each 1-s patch's
@@ -203,17 +205,22 @@ def tokenizer_floor(shards: Path, every: int = 7, amplitude: str = "patch") -> d
     and phase standardised over the patch's bins. A tokenizer whose
     reconstruction losses are not below these carries no per-patch spectral information
     in its codes, so masked modeling of its codes has little to teach. Every ``every``-th
-    stored segment is read, so all subjects and montages count.
+    stored segment is read, so all subjects and montages count, at the tokenizer's input
+    scale (``channel_norm``, as its ``data.channel_norm``).
     """
     import torch
     from brainxl.shards.shardset import ShardSet
 
     from brainxl.models.labram import PATCH_SIZE, spectrum_targets
 
+    shard_set = ShardSet.open(shards)
     amps, phases = [], []
-    for i, (_, x) in enumerate(ShardSet.open(shards).eeg_segments()):
+    for i, (meta, x) in enumerate(shard_set.eeg_segments()):
         if i % every:
             continue
+        if channel_norm == "recording":
+            mean, std = shard_set.recording_scales(meta["subject"])[meta["recording"]]
+            x = (x - mean[:, None]) / std[:, None]
         n = x.shape[1] // PATCH_SIZE
         amp, phase = spectrum_targets(
             torch.from_numpy(x[:, : n * PATCH_SIZE]).reshape(-1, PATCH_SIZE), amplitude
@@ -240,7 +247,10 @@ def majority_code_accuracy(args: argparse.Namespace, n_batches: int = 30) -> flo
     tok = load_tokenizer(folder, ident["flavor"], ident["overrides"])
     data = _resolved(args, "mem").data
     stream = PretrainStream(
-        [args.pretrain_shards], window_s=data.window_s, token_budget=data.token_budget
+        [args.pretrain_shards],
+        window_s=data.window_s,
+        token_budget=data.token_budget,
+        channel_norm=data.channel_norm,
     )
     counts = torch.zeros(tok.quantizer.n_codes)
     for i, batch in enumerate(stream.batches(0)):
@@ -261,7 +271,9 @@ def tokenizer_report(args: argparse.Namespace) -> str:
 
     overrides = read_tokenizer_id(_stage_dir(args, "tokenizer"))["overrides"]
     floor = tokenizer_floor(
-        args.pretrain_shards, amplitude=overrides.get("amplitude_target", "patch")
+        args.pretrain_shards,
+        amplitude=overrides.get("amplitude_target", "patch"),
+        channel_norm=_resolved(args, "tokenizer").data.channel_norm,
     )
     lines = [
         f"tokenizer step {last['step']}: amplitude MSE {last['loss_amp']:.3f} "

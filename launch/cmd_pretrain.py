@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from brainxl.distrib.pretrain_config import (
+        check_tokenizer_scale,
         load_pretrain_config,
         pretrain_run_dir,
         to_yaml,
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         config, overrides = None, [config, *overrides]
     cfg = load_pretrain_config(config, overrides)
     folder = pretrain_run_dir(cfg)  # a mem run also checks its tokenizer here
+    check_tokenizer_scale(cfg)
     if args.print_config:
         print(to_yaml(cfg))
         print(f"# run folder: {folder}")

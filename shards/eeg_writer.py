@@ -6,7 +6,9 @@ as ``.tar.tmp`` and renamed, per-member xxh3 checksums in each ``meta.json``
 ``manifest.json`` written last. A sample is ``<key>.ephys.npy`` (float32, channels x
 samples, microvolts at ``preprocess.sfreq``) plus ``<key>.meta.json``; recordings are cut
 end to end into ``sharding.segment_s`` pieces (the last may be shorter), so every
-preprocessed sample is stored once. The manifest says ``"kind": "eeg-only"``
+preprocessed sample is stored once. Each recording's entry in the subject fragment's
+``runs`` keeps its per-channel ``ephys_sums`` (:func:`shards.stats.row_sums`), so a
+pretraining stream can z-score it channel by channel. The manifest says ``"kind": "eeg-only"``
 (:data:`shards.manifest.KIND_EEG_ONLY`); see :func:`shards.manifest.build_eeg_manifest`
 for the fields it adds (montages, native rates, sample counts per subject and dataset).
 """
@@ -29,10 +31,13 @@ from brainxl.shards.manifest import (
     KIND_EEG_ONLY,
     write_json_atomic,
 )
+from brainxl.shards.stats import row_sums
 from brainxl.shards.writer import SubjectShards, check_subject_recordings, run_entry, shard_dataset
 
 #: ``ShardingConfig`` fields of translation shards that EEG-only shards ignore.
 TRANSLATION_ONLY = ("segment_trs", "lead_in_s", "bold_lead_trs")
+#: Statistics each recording's ``runs`` entry keeps (see :func:`shards.stats.row_sums`).
+RUN_STATS = ("ephys_sums",)
 #: Fields of an EEG-only sample's ``meta.json`` copied into its manifest descriptor.
 EEG_DESC_KEYS = ("key", "recording", "offset", "n_ephys", "sfreq")
 
@@ -122,6 +127,7 @@ def write_eeg_subject(
                     native_n_samples=int(rec.native_n_times),
                     ch_names=list(rec.ch_names),
                     dropped_channels=list(rec.dropped_channels),
+                    ephys_sums=row_sums(rec.ephys),
                 )
             )
     shards, folder = out.shards, out.folder
@@ -214,6 +220,7 @@ def shard_eeg(
         "kind": KIND_EEG_ONLY,
         "dataset": source.dataset,
         "ingest": {"preprocess": asdict(ingest.preprocess), "tasks": list(ingest.tasks)},
+        "run_stats": list(RUN_STATS),  # folders written without them redo their subjects
     }
     manifest = shard_dataset(
         out,

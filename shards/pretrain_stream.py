@@ -57,6 +57,7 @@ import torch
 from brainxl.shards import npy
 from brainxl.shards.errors import ShardError
 from brainxl.shards.shardset import ShardSet
+from brainxl.shards.stats import CHANNEL_NORMS
 from brainxl.shards.tarformat import META_CHECKSUM_KEY, check_sample, tar_member_offsets
 from torch import Tensor
 
@@ -119,7 +120,8 @@ class StreamBatch:
     index : int
         Position of the batch in this rank's epoch (``start`` of a resumed pass counts).
     padded : PaddedBatch
-        ``x`` (B, C, P * 200) microvolts, ``ch_idx`` (-1 padding), ``pad_mask``, ``shapes``.
+        ``x`` (B, C, P * 200) microvolts (z-scores with ``channel_norm="recording"``),
+        ``ch_idx`` (-1 padding), ``pad_mask``, ``shapes``.
     dataset : LongTensor, shape (B,)
         Dataset id of each sample (position in :attr:`PretrainStream.datasets`).
     windows : LongTensor, shape (B,)
@@ -153,6 +155,7 @@ class _Sample:
     key: str
     meta_checksum: str | None
     montage: int
+    recording: int  # position in PretrainStream._scales (-1: no channel normalisation)
 
 
 class PretrainStream:
@@ -178,12 +181,18 @@ class PretrainStream:
         Montage bucketing: sort chunks of about this many batches' worth of shuffled
         windows by channel count before cutting batches, then shuffle the batch order;
         0 turns it off (batches cut straight from the shuffle).
+    channel_norm : {"none", "recording"}
+        ``"none"``: windows in microvolts as stored. ``"recording"``: each channel minus
+        its recording's mean, divided by its standard deviation (from the ``ephys_sums``
+        the shard writer keeps per recording), the input scale of a fine-tune with
+        ``data.reader.ephys_norm=subject``.
 
     Raises
     ------
     ValueError
-        One line naming the folder for translation shards, bad arguments or a window
-        longer than every stored segment; ``FileNotFoundError`` for a missing manifest.
+        One line naming the folder for translation shards, bad arguments, a window
+        longer than every stored segment or (``channel_norm="recording"``) a subject
+        fragment without channel statistics; ``FileNotFoundError`` for a missing manifest.
     """
 
     def __init__(
@@ -198,7 +207,10 @@ class PretrainStream:
         temperature: float | None = None,
         cache_samples: int = 16,
         bucket_batches: int = 32,
+        channel_norm: str = "none",
     ) -> None:
+        if channel_norm not in CHANNEL_NORMS:
+            raise ValueError(f"channel_norm={channel_norm!r}; choose one of {CHANNEL_NORMS}")
         if not sources:
             raise ValueError("PretrainStream: no shard folders given")
         if int(window_s) != window_s or window_s < 1:
@@ -217,6 +229,8 @@ class PretrainStream:
         self.temperature = temperature
         self.cache_samples = int(cache_samples)
         self.bucket_batches = int(bucket_batches)
+        self.channel_norm = channel_norm
+        self._scales: list[tuple[np.ndarray, np.ndarray]] = []  # (mean, std) per recording
         self.datasets: list[str] = []
         self.montages: list[list[str]] = []
         self._montage_idx: list[Tensor] = []
@@ -240,6 +254,7 @@ class PretrainStream:
             for subject in shards.select(src.include, src.exclude, where=str(src.path)):
                 frag = shards.fragment(subject)
                 chans = {r["recording"]: r["ch_names"] for r in frag["runs"]}
+                scale = self._register_scales(shards, subject)
                 for entry in frag["shards"]:
                     path = shards.root / entry["path"]
                     for desc in entry["samples"]:
@@ -248,9 +263,9 @@ class PretrainStream:
                             continue
                         m = self._montage(chans[desc["recording"]], str(path))
                         sid = len(self._samples)
-                        self._samples.append(
-                            _Sample(path, desc["key"], desc.get(META_CHECKSUM_KEY), m)
-                        )
+                        rec = scale[desc["recording"]]
+                        sum_key = desc.get(META_CHECKSUM_KEY)
+                        self._samples.append(_Sample(path, desc["key"], sum_key, m, rec))
                         ds_ids.append(np.full(n_win, d))
                         sample_ids.append(np.full(n_win, sid))
                         starts.append(np.arange(n_win) * self.window)
@@ -281,6 +296,21 @@ class PretrainStream:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._plan: EpochPlan | None = None
         self._cut: tuple[tuple[int, int], np.ndarray, list[list[int]]] | None = None
+
+    def _register_scales(self, shards: ShardSet, subject: str) -> dict[str, int]:
+        """Each recording of ``subject`` to its index in ``_scales`` (-1: not normalised)."""
+        frag = shards.fragment(subject)
+        if self.channel_norm == "none":
+            return {r["recording"]: -1 for r in frag["runs"]}
+        try:
+            scales = shards.recording_scales(subject)
+        except ValueError as err:
+            raise ValueError(f"{err}, or set data.channel_norm=none") from None
+        out = {}
+        for rec, scale in scales.items():
+            self._scales.append(scale)
+            out[rec] = len(self._scales) - 1
+        return out
 
     def _montage(self, names: list[str], source: str) -> int:
         if names not in self.montages:
@@ -450,6 +480,16 @@ class PretrainStream:
         start = int(self._start[window])
         return x[:, start : start + self.window]
 
+    def scaled_window(self, window: int) -> np.ndarray:
+        """Window ``window`` as batches hold it: :meth:`read_window` scaled per
+        ``channel_norm`` (a new float32 array)."""
+        x = np.array(self.read_window(window), np.float32)
+        r = self._samples[int(self._sample[window])].recording
+        if r >= 0:
+            mean, std = self._scales[r]
+            x = (x - mean[:, None]) / std[:, None]
+        return x
+
     def batches(self, epoch: int, start: int = 0, offset: int = 0) -> Iterator[StreamBatch]:
         """Yield this rank's batches of epoch ``epoch`` from batch ``start`` on.
 
@@ -475,7 +515,7 @@ class PretrainStream:
             ids = mine[k]
             samples = []
             for w in ids:
-                x = torch.from_numpy(np.array(self.read_window(int(w)), np.float32))
+                x = torch.from_numpy(self.scaled_window(int(w)))
                 samples.append((x, self._montage_idx[self._samples[self._sample[w]].montage]))
             padded = pad_eeg_batch(samples)
             yield StreamBatch(

@@ -203,6 +203,37 @@ class ShardSet:
                 f"(known: {self.subjects})"
             ) from None
 
+    def recording_scales(self, subject: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per-channel mean and standard deviation of each EEG-only recording of a subject.
+
+        From the ``ephys_sums`` the EEG-only writer keeps in each ``runs`` entry.
+
+        Returns
+        -------
+        scales : dict
+            Recording key to ``(mean, std)``, float32 arrays in the recording's channel
+            order (std at least 1e-6).
+
+        Raises
+        ------
+        ValueError
+            Naming the subject's folder when a recording has no statistics (shards written
+            by an older brainxl) and how to add them.
+        """
+        from brainxl.shards.stats import pooled_mean_std
+
+        out = {}
+        for run in self.fragment(subject)["runs"]:
+            sums = run.get("ephys_sums")
+            if sums is None:
+                raise ValueError(
+                    f"{self.root}/sub-{subject}: recording {run['recording']} has no channel "
+                    "statistics (shards written by an older brainxl); re-run the same "
+                    "`brainxl shard --eeg-only` command, which rewrites those subjects"
+                )
+            out[run["recording"]] = pooled_mean_std([sums])
+        return out
+
     def select(
         self, include: Sequence[str] = (), exclude: Sequence[str] = (), where: str = ""
     ) -> list[str]:

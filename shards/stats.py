@@ -8,7 +8,7 @@ normalisation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,9 @@ import numpy as np
 from brainxl.shards.ingest.recording import Recording
 
 MODALITIES = ("ephys", "bold", "parcels")
+#: Scales of pretraining windows: microvolts as stored, or each recording's channels
+#: z-scored (see :class:`shards.pretrain_stream.PretrainStream`).
+CHANNEL_NORMS = ("none", "recording")
 
 
 @dataclass
@@ -58,6 +61,46 @@ def _accumulate(acc: dict[str, Any] | None, x: np.ndarray) -> dict[str, Any]:
         "sum": acc["sum"] + s,
         "sumsq": acc["sumsq"] + ss,
     }
+
+
+def row_sums(x: np.ndarray) -> dict[str, Any]:
+    """Sufficient statistics of one array's rows, JSON-ready.
+
+    Parameters
+    ----------
+    x : ndarray, shape (rows, time)
+
+    Returns
+    -------
+    sums : dict
+        ``{"count": time points, "sum": [...], "sumsq": [...]}`` (float64, one per row).
+    """
+    acc = _accumulate(None, x)
+    return {"count": acc["count"], "sum": acc["sum"].tolist(), "sumsq": acc["sumsq"].tolist()}
+
+
+def pooled_mean_std(
+    sums: Sequence[Mapping[str, Any]], eps: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population standard deviation per row of pooled :func:`row_sums`.
+
+    Parameters
+    ----------
+    sums : sequence of dict
+        ``count``, ``sum`` and ``sumsq`` of each part (same number of rows in each).
+    eps : float
+        Lower bound of the standard deviation (flat rows are not blown up).
+
+    Returns
+    -------
+    mean, std : ndarray, shape (rows,), float32
+    """
+    n = float(sum(h["count"] for h in sums))
+    s = np.sum([np.asarray(h["sum"], dtype=np.float64) for h in sums], axis=0)
+    ss = np.sum([np.asarray(h["sumsq"], dtype=np.float64) for h in sums], axis=0)
+    mean = s / max(n, 1.0)
+    var = np.maximum(ss / max(n, 1.0) - mean**2, 0.0)
+    return mean.astype(np.float32), np.maximum(np.sqrt(var), eps).astype(np.float32)
 
 
 def recording_sums(recordings: Iterable[Recording]) -> dict[str, dict[str, Any]]:
@@ -140,13 +183,7 @@ def fold_statistics(
         lengths = {len(h["sum"]) for h in have}
         if len(lengths) != 1:
             raise ValueError(f"subjects {subjects} disagree on the number of {m} rows: {lengths}")
-        n = float(sum(h["count"] for h in have))
-        s = np.sum([np.asarray(h["sum"], dtype=np.float64) for h in have], axis=0)
-        ss = np.sum([np.asarray(h["sumsq"], dtype=np.float64) for h in have], axis=0)
-        mean = s / max(n, 1.0)
-        var = np.maximum(ss / max(n, 1.0) - mean**2, 0.0)
-        out[f"{m}_mean"] = mean.astype(np.float32)
-        out[f"{m}_std"] = np.maximum(np.sqrt(var), eps).astype(np.float32)
+        out[f"{m}_mean"], out[f"{m}_std"] = pooled_mean_std(have, eps)
     if out["ephys_mean"] is None or out["bold_mean"] is None:
         raise ValueError(f"the manifest lacks ephys or bold statistics for {subjects}")
     return NormStats(**out, subjects=tuple(subjects))  # type: ignore[arg-type]

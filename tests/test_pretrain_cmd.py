@@ -73,6 +73,7 @@ def test_tokenizer_stage_on_two_ranks(corpus: Path, tokenizer_run: Path) -> None
     assert "quantizer.codebook" in weights and bool(weights["quantizer.initted"])
     ident = json.loads((tokenizer_run / "tokenizer.json").read_text())
     assert len(ident["hash"]) == 16 and ident["flavor"] == "debug"
+    assert ident["channel_norm"] == "none"  # the input scale its codes describe
     assert [len(s["manifest_sha256"]) for s in ident["data"]["sources"]] == [64, 64]
     train = _records(tokenizer_run, "train")
     assert [r["step"] for r in train] == [2, 4, 6, 8, 10]
@@ -206,6 +207,7 @@ def test_zero3_builds_the_model_partitioned_with_the_plain_initial_weights(corpu
         ("data.token_budget=many", "wrong type for pretraining config key 'data.token_budget'"),
         ("pretrain.mask_ratio=1.5", "pretrain.mask_ratio must be in (0, 1)"),
         ("data.bucket_batches=-1", "data.bucket_batches must be >= 0"),
+        ("data.channel_norm=subject", "'data.channel_norm' is 'subject'"),
     ],
 )  # fmt: skip
 def test_config_mistakes_are_one_line_errors(override: str, message: str, capsys) -> None:
@@ -225,6 +227,23 @@ def test_mem_needs_a_finished_tokenizer(tmp_path: Path, capsys) -> None:
     args = ["pretrain", "pretrain/mem-debug", f"pretrain.tokenizer={tmp_path}", "--print-config"]
     assert cli.main(args) == 2
     assert f"pretrain.tokenizer={tmp_path}: no tokenizer.json" in capsys.readouterr().err
+    # masked modeling reads windows at the scale its tokenizer was trained on
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"hash": "a" * 16, "flavor": "debug"}))
+    assert cli.main([*args[:-1], "data.channel_norm=recording", "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("brainxl pretrain: error: ")
+    assert (
+        f"pretrain.tokenizer={tmp_path} was trained with data.channel_norm=none, this run "
+        "reads data.channel_norm=recording" in err
+    )
+    assert cli.main(args) == 0  # a tokenizer from before the option read microvolts
+    assert "channel_norm: none" in capsys.readouterr().out
+    (tmp_path / "tokenizer.json").write_text(
+        json.dumps({"hash": "a" * 16, "flavor": "debug", "channel_norm": "recording"})
+    )
+    assert cli.main([*args[:-1], "data.channel_norm=recording", "--print-config"]) == 0
+    assert cli.main(args) == 2
+    assert "trained with data.channel_norm=recording, this run reads" in capsys.readouterr().err
 
 
 def test_print_config_and_cluster_dry_run(corpus: Path, capsys) -> None:

@@ -258,3 +258,75 @@ def test_offset_continues_the_epoch_on_another_world_size(folders, before, after
     assert np.array_equal(nxt, every[offset])
     with pytest.raises(ValueError, match="offset=10000 is outside epoch 1"):
         new[0].plan(1, 10_000)
+
+
+def _recordings(folder: Path) -> dict[tuple[str, str], np.ndarray]:
+    """Every recording of an EEG-only folder, its segments joined end to end."""
+    parts: dict[tuple[str, str], list[tuple[int, np.ndarray]]] = {}
+    for meta, x in ShardSet(folder).eeg_segments():
+        parts.setdefault((meta["subject"], meta["recording"]), []).append((meta["offset"], x))
+    return {
+        k: np.concatenate([x for _, x in sorted(v, key=lambda p: p[0])], 1)
+        for k, v in parts.items()
+    }
+
+
+def test_channel_norm_recording_zscores_each_recording_by_its_own_channels(folders) -> None:
+    scales = {}
+    for d, folder in enumerate(folders):
+        shards = ShardSet(folder)
+        for (subject, rec), x in _recordings(folder).items():
+            mean, std = shards.recording_scales(subject)[rec]
+            x64 = x.astype(np.float64)
+            np.testing.assert_allclose(mean, x64.mean(1), rtol=1e-5, atol=1e-4)
+            np.testing.assert_allclose(std, x64.std(1), rtol=1e-5)
+            assert (std > 1.0).all()  # microvolt EEG: the scaling does something
+            scales[(d, subject, rec)] = (mean, std)
+    assert len(scales) == 5  # every recording of both folders (3 + 2 subjects)
+
+    s = _stream(folders, bucket_batches=0, channel_norm="recording")
+    raw = _raw_windows(folders)
+    seen, pooled = 0, {}
+    for batch in s.batches(0):
+        p = batch.padded
+        for i, w in enumerate(batch.windows.tolist()):
+            info = s.window_info(w)
+            expect, meta = raw[(info["dataset"], info["key"], info["start"])]
+            mean, std = scales[(info["dataset"], meta["subject"], meta["recording"])]
+            c = expect.shape[0]
+            got = p.x[i, :c].numpy()
+            np.testing.assert_allclose(got, (expect - mean[:, None]) / std[:, None], atol=1e-5)
+            assert not p.x[i, c:].any()  # padding stays zero
+            pooled.setdefault((info["dataset"], meta["recording"]), []).append(got)
+            seen += 1
+    assert seen == s.n_windows - s.plan(0).dropped_windows
+    # what a recording contributes is z-scored: about zero mean and unit spread per channel
+    for parts in pooled.values():
+        x = np.concatenate(parts, 1)
+        assert np.abs(x.mean(1)).max() < 0.3 and np.abs(x.std(1) - 1).max() < 0.3
+    # the same windows, the same order: only the scale changes
+    plain = _stream(folders, bucket_batches=0)
+    assert [b.windows.tolist() for b in plain.batches(0)] == [
+        b.windows.tolist() for b in s.batches(0)
+    ]
+
+
+def test_channel_norm_needs_the_statistics_and_says_how_to_get_them(
+    folders, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=r"channel_norm='subject'; choose one of \('none', 're"):
+        _stream(folders, channel_norm="subject")
+    old = tmp_path / "old"
+    shutil.copytree(folders[1], old)
+    m = json.loads((old / "manifest.json").read_text())
+    for frag in m["subjects"].values():
+        for run in frag["runs"]:
+            del run["ephys_sums"]  # as written before the statistics were kept
+    (old / "manifest.json").write_text(json.dumps(m))
+    assert PretrainStream([old], window_s=2, token_budget=BUDGET).n_windows == 14
+    with pytest.raises(ValueError) as err:
+        PretrainStream([old], window_s=2, token_budget=BUDGET, channel_norm="recording")
+    msg = str(err.value)
+    assert msg.startswith(f"{old}/sub-") and "has no channel statistics" in msg
+    assert "re-run the same `brainxl shard --eeg-only` command" in msg
+    assert msg.endswith("or set data.channel_norm=none")

@@ -76,6 +76,11 @@ def test_real_edf_through_ingest_into_eeg_only_shards(tmp_path: Path) -> None:
     expect = raw.get_data(picks=["noise", "sine 8 Hz", "sine 15 Hz", "sine 17 Hz"], units="uV")
     assert stored.shape == expect.shape
     np.testing.assert_allclose(stored, expect, rtol=1e-4, atol=1e-3 * np.abs(expect).max())
+    # the recording's channel statistics, kept for pretraining's channel_norm=recording
+    assert frag["runs"][0]["ephys_sums"]["count"] == 120000
+    mean, std = shards.recording_scales(frag["subject"])[frag["runs"][0]["recording"]]
+    np.testing.assert_allclose(mean, stored.astype(np.float64).mean(1), atol=1e-3)
+    np.testing.assert_allclose(std, stored.astype(np.float64).std(1), rtol=1e-5)
 
 
 def test_every_channel_unmappable_fails_naming_the_file(tmp_path: Path) -> None:
@@ -159,6 +164,17 @@ def test_rerun_skips_finished_subjects(tmp_path: Path) -> None:
     # other preprocessing redoes the subject
     shard_eeg(glob, tmp_path / "out", _ingest(rename_channels=RENAME, h_freq=40.0), **kw)
     assert frag.stat().st_mtime_ns != before
+    # a folder written before runs kept their channel statistics: the same command adds them
+    old = json.loads(frag.read_text())
+    for run in old["runs"]:
+        del run["ephys_sums"]
+    del old["settings"]["run_stats"]
+    frag.write_text(json.dumps(old))
+    before = frag.stat().st_mtime_ns
+    shard_eeg(glob, tmp_path / "out", _ingest(rename_channels=RENAME, h_freq=40.0), **kw)
+    assert frag.stat().st_mtime_ns != before
+    assert "ephys_sums" in json.loads(frag.read_text())["runs"][0]
+    ShardSet(tmp_path / "out").recording_scales("site1testgenerator")
 
 
 def test_unmappable_error_class(tmp_path: Path) -> None:
