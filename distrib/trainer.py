@@ -115,11 +115,19 @@ class Trainer:
             enable_activation_checkpointing(model)
         resume_tag = ckpt.read_latest(self.ckpt_dir) if cfg.run.resume else None
         if cfg.model.pretrained and resume_tag is None:  # a resume restores its own weights
-            from brainxl.models.pretrained import apply_pretrained
+            from brainxl.models.pretrained import (
+                apply_pretrained,
+                input_scale_warning,
+                pretraining_channel_norm,
+            )
 
             report = apply_pretrained(model, cfg.model.pretrained)
             if env.rank == 0:
                 print(f"model.pretrained: {report}", flush=True)
+                scale = pretraining_channel_norm(cfg.model.pretrained)
+                warning = input_scale_warning(scale, cfg.data.reader.ephys_norm)
+                if warning:
+                    print(f"model.pretrained: warning: {warning}", flush=True)
         universal = False
         if resume_tag is not None:
             meta = ckpt.read_meta(self.ckpt_dir, resume_tag)

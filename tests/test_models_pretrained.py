@@ -141,3 +141,24 @@ def test_encoder_frozen_steps_groups_the_encoder_and_holds_its_schedule():
         param_groups(samba, 1e-3, 1.0, encoder_frozen_steps=3)
     with pytest.raises(ConfigError, match="train.encoder_frozen_steps must be >= 0"):
         load_config("quickstart", ["train.encoder_frozen_steps=-1"])
+
+
+def test_a_fine_tune_on_another_input_scale_than_pretraining_is_warned(tmp_path):
+    from brainxl.models.pretrained import input_scale_warning, pretraining_channel_norm
+
+    _, run = _mem_run(tmp_path)
+    assert pretraining_channel_norm(run) is None  # no config: the scale is not known
+    (run / "config.yaml").write_text("pretrain:\n  stage: mem\ndata:\n  window_s: 4\n")
+    assert pretraining_channel_norm(run) == "none"  # written before the option: microvolts
+    (run / "config.yaml").write_text("pretrain:\n  stage: mem\ndata:\n  channel_norm: recording\n")
+    assert pretraining_channel_norm(run / "final_model.pt") == "recording"
+    (run / "config.yaml").write_text("model:\n  name: neurobolt\n")  # a translation run
+    assert pretraining_channel_norm(run) is None
+    for scale, reads in [(None, "fold"), ("none", "none"), ("recording", "subject"),
+                         ("recording", "fold")]:  # fmt: skip
+        assert input_scale_warning(scale, reads) == ""
+    micro = input_scale_warning("none", "subject")
+    assert "pretrained on microvolts" in micro and "set data.reader.ephys_norm=none to" in micro
+    z = input_scale_warning("recording", "none")
+    assert "pretrained on z-scored channels (data.channel_norm=recording)" in z
+    assert z.endswith("set data.reader.ephys_norm=subject to read what it learned from")

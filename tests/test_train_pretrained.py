@@ -24,6 +24,7 @@ def test_train_starts_from_a_pretraining_run(tmp_path: Path) -> None:
     torch.manual_seed(5)
     mem = build_model("labram", "debug")
     torch.save(mem.state_dict(), pre / "final_model.pt")
+    (pre / "config.yaml").write_text("pretrain:\n  stage: mem\n")  # microvolts, as before
     cmd = [sys.executable, "-m", "brainxl.launch.cli", "train",
            *overrides(shards, tmp_path / "runs", model__pretrained=str(pre), train__steps=2,
                       train__warmup_steps=0, train__lr=0.0, train__schedule="constant"),
@@ -33,6 +34,8 @@ def test_train_starts_from_a_pretraining_run(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "model.pretrained: loaded 51 encoder tensors" in out, out[-3000:]
+    # the fixture reads z-scored channels (data.reader.ephys_norm=fold)
+    assert "model.pretrained: warning: the encoder was pretrained on microvolts" in out
     (run,) = [p for p in (tmp_path / "runs" / "default").iterdir() if p.is_dir()]
     final = torch.load(run / "final_model.pt", weights_only=True)
     enc = {k: v for k, v in mem.encoder.state_dict().items() if k != "mask_token"}

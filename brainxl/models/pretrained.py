@@ -251,6 +251,60 @@ def apply_pretrained(model: nn.Module, path: str | os.PathLike) -> PretrainedRep
     return load_encoder(encoder, read_state_dict(p), str(p))
 
 
+def pretraining_channel_norm(path: str | os.PathLike) -> str | None:
+    """``data.channel_norm`` of the ``brainxl pretrain`` run that wrote ``path``.
+
+    Read from the ``config.yaml`` beside the weights file; runs from before the option
+    read microvolts (``"none"``).
+
+    Returns
+    -------
+    channel_norm : str or None
+        None when ``path`` is not in a pretraining run folder (a weights file elsewhere, a
+        converted official checkpoint, a NeuroBOLT run): the input scale is not known.
+    """
+    from omegaconf import OmegaConf
+
+    config = resolve_weights_path(path).parent / "config.yaml"
+    if not config.is_file():
+        return None
+    node = OmegaConf.to_container(OmegaConf.load(config))
+    if not isinstance(node, dict) or "pretrain" not in node:
+        return None
+    return str((node.get("data") or {}).get("channel_norm", "none"))
+
+
+def input_scale_warning(channel_norm: str | None, ephys_norm: str) -> str:
+    """A warning when a fine-tune reads another input scale than its encoder's pretraining.
+
+    Parameters
+    ----------
+    channel_norm : str or None
+        The pretraining run's ``data.channel_norm`` (:func:`pretraining_channel_norm`).
+    ephys_norm : str
+        The fine-tune's ``data.reader.ephys_norm``.
+
+    Returns
+    -------
+    str
+        ``""`` when the scales agree (microvolts and microvolts, z-scores and z-scores) or
+        the pretraining scale is not known.
+    """
+    if channel_norm is None or (channel_norm == "none") == (ephys_norm == "none"):
+        return ""
+    if channel_norm == "none":
+        return (
+            "the encoder was pretrained on microvolts (data.channel_norm=none) and this run "
+            f"reads z-scored channels (data.reader.ephys_norm={ephys_norm}); set "
+            "data.reader.ephys_norm=none to read what it learned from"
+        )
+    return (
+        f"the encoder was pretrained on z-scored channels (data.channel_norm={channel_norm})"
+        " and this run reads microvolts (data.reader.ephys_norm=none); set "
+        "data.reader.ephys_norm=subject to read what it learned from"
+    )
+
+
 def _names(keys: list[str]) -> str:
     more = f" ... (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
     return ", ".join(keys[:_SHOWN]) + more
