@@ -75,6 +75,7 @@ against it: pretraining helps a user only if it beats that too.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shlex
 import subprocess
@@ -214,12 +215,13 @@ def tokenizer_floor(
     from brainxl.models.labram import PATCH_SIZE, spectrum_targets
 
     shard_set = ShardSet.open(shards)
+    scales = functools.cache(shard_set.recording_scales)  # one subject's, once
     amps, phases = [], []
     for i, (meta, x) in enumerate(shard_set.eeg_segments()):
         if i % every:
             continue
         if channel_norm == "recording":
-            mean, std = shard_set.recording_scales(meta["subject"])[meta["recording"]]
+            mean, std = scales(meta["subject"])[meta["recording"]]
             x = (x - mean[:, None]) / std[:, None]
         n = x.shape[1] // PATCH_SIZE
         amp, phase = spectrum_targets(

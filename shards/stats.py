@@ -75,7 +75,10 @@ def row_sums(x: np.ndarray) -> dict[str, Any]:
     sums : dict
         ``{"count": time points, "sum": [...], "sumsq": [...]}`` (float64, one per row).
     """
-    acc = _accumulate(None, x)
+    return _as_json(_accumulate(None, x))
+
+
+def _as_json(acc: dict[str, Any]) -> dict[str, Any]:
     return {"count": acc["count"], "sum": acc["sum"].tolist(), "sumsq": acc["sumsq"].tolist()}
 
 
@@ -127,11 +130,7 @@ def recording_sums(recordings: Iterable[Recording]) -> dict[str, dict[str, Any]]
                 acc["parcels"] = _accumulate(acc["parcels"], rec.parcels)
         except ValueError as err:
             raise ValueError(f"{rec.source_files.get('ephys', rec.key)}: {err}") from None
-    return {
-        m: {"count": a["count"], "sum": a["sum"].tolist(), "sumsq": a["sumsq"].tolist()}
-        for m, a in acc.items()
-        if a is not None
-    }
+    return {m: _as_json(a) for m, a in acc.items() if a is not None}
 
 
 def fold_statistics(
