@@ -92,6 +92,105 @@ def source_recording(rec: Any, bids_root: Path) -> Any:
     )
 
 
+def drive_oracle_r(
+    bids_root: Path, subject: str, feats: Any, roi_names: list[str], population: bool
+) -> np.ndarray:
+    """r per ROI of BOLD predicted from the subject's exact band power, on the scored TRs.
+
+    Parameters
+    ----------
+    bids_root : Path
+        A single-run dataset of ``brainxl simulate``.
+    subject : str
+    feats : brainxl.baselines.SubjectFeatures
+        The subject's scored TRs (``tr_index``) and targets (``Y``, as the models see them).
+    roi_names : list of str
+    population : bool
+        Population-mean coupling and HRF (what a model can know of an unseen subject)
+        rather than the subject's own (the noise-free BOLD).
+
+    Returns
+    -------
+    ndarray, shape (n_rois,)
+    """
+    from brainxl import metrics as bm
+    from brainxl.simulator.truth import subject_truth
+
+    truth = subject_truth(bids_root, subject)
+    missing = sorted(set(roi_names) - set(truth.parcel_names))
+    if missing:
+        raise ValueError(f"sub-{subject}: ROIs {missing[:3]} are not parcels of the simulation")
+    order = [truth.parcel_names.index(n) for n in roi_names]
+    pred = truth.bold(population=population)[order][:, feats.tr_index]
+    return bm.pearson_per_roi(pred.T, feats.Y)
+
+
+#: Bands the simulator's oscillations fall in (``brainxl.simulator.activity.BANDS`` with the
+#: spread of their centres; alpha over the clipped range of the parcels' alpha peaks).
+READOUT_BANDS = {"alpha": (7.5, 13.0), "beta": (15.0, 25.0), "gamma": (30.0, 50.0)}
+#: Diagonal loading of the band covariance, as a fraction of its mean eigenvalue.
+LCMV_REG = 0.05
+
+
+def beamformer_r(rec: Any, feats: Any, gain: np.ndarray, roi_names: list[str]) -> np.ndarray:
+    """r per ROI of a learning-free read-out of the sensors, on the scored TRs.
+
+    Each band of :data:`READOUT_BANDS` is band-passed, every parcel's activity in it is
+    estimated by a unit-gain LCMV beamformer (written here: MNE's ``make_lcmv`` needs a
+    source-space forward model, these are one gain vector per parcel) on that band's
+    covariance over the whole recording (no BOLD is read), and its power in 0.1-s blocks
+    becomes the BOLD drive with the population's mean coupling, convolved with the mean
+    HRF: no parameter is fitted to any subject's BOLD.
+
+    Parameters
+    ----------
+    rec : shards.ingest.recording.Recording
+        The held-out subject's run as the models read it (one run).
+    feats : brainxl.baselines.SubjectFeatures
+        Its scored TRs (``tr_index``) and targets (``Y``).
+    gain : ndarray, shape (n_channels, n_parcels)
+        Parcel gains on ``rec.ch_names`` (:func:`brainxl.simulator.truth.template_gain`).
+    roi_names : list of str
+        ROI order of ``feats.Y``; the parcels are named ``P001``.. in gain's column order.
+
+    Returns
+    -------
+    ndarray, shape (n_rois,)
+    """
+    from scipy.signal import butter, sosfiltfilt
+
+    from brainxl import metrics as bm
+    from brainxl.simulator.hemodynamics import (
+        bold_drive,
+        hrf_response,
+        mean_coupling,
+        mean_hrf_kernel,
+    )
+
+    x = rec.ephys.astype(np.float64)
+    decim = max(1, int(round(rec.sfreq / 10.0)))
+    drive_sfreq = rec.sfreq / decim
+    power = {}
+    for band, (lo, hi) in READOUT_BANDS.items():
+        xb = sosfiltfilt(butter(4, [lo, hi], btype="band", fs=rec.sfreq, output="sos"), x, axis=1)
+        cov = xb @ xb.T / xb.shape[1]
+        cov += LCMV_REG * np.trace(cov) / len(cov) * np.eye(len(cov))
+        cg = np.linalg.solve(cov, gain)
+        y = (cg / np.einsum("cp,cp->p", gain, cg)).T @ xb
+        n = y.shape[1] // decim * decim
+        power[band] = (y[:, :n] ** 2).reshape(len(y), -1, decim).mean(axis=2)
+    P = gain.shape[1]
+    vol_times = rec.lead_in + np.arange(rec.bold.shape[1]) * rec.tr
+    pred = hrf_response(
+        bold_drive(power, mean_coupling(P)),
+        drive_sfreq,
+        mean_hrf_kernel(1.0 / drive_sfreq),
+        vol_times,
+    )
+    order = [int(n.removeprefix("P")) - 1 for n in roi_names]
+    return bm.pearson_per_roi(pred[order][:, feats.tr_index].T, feats.Y)
+
+
 def fold_rows(
     bids_root: Path,
     shards: Path,
@@ -126,6 +225,7 @@ def fold_rows(
 
     from brainxl import metrics as bm
     from brainxl.baselines import features_from_recordings, fit_and_score
+    from brainxl.simulator.truth import template_gain
 
     def cfg_of(fold: str) -> Any:
         return load_config(
@@ -135,13 +235,17 @@ def fold_rows(
     window_s = float(cfg_of(folds[0]).data.reader.window_s)
     n_seg = max(1, int(window_s // 4))  # as brainxl evaluate: 4 s lag bins
     feats: dict[str, dict[str, Any]] = {"eeg": {}, "source": {}}
-    rows, roi_names = [], None
+    rows, roi_names, gain = [], None, None
     for fold in folds:
         split = config_split(cfg_of(fold))
         for s in [*split.train, fold]:
-            if s in feats["eeg"]:
+            if s in feats["eeg"] and s != fold:
                 continue
             recs = load_subject(bids_root, s, IngestConfig())
+            if s == fold:
+                held_out = recs
+                if s in feats["eeg"]:
+                    continue
             roi_names = recs[0].roi_names
             feats["eeg"].update(features_from_recordings(recs, window_s, n_segments=n_seg))
             srcs = [source_recording(r, bids_root) for r in recs]
@@ -157,32 +261,49 @@ def fold_rows(
             )
             row[f"{kind}_r"] = float(res.summary.r.mean)
             row[f"{kind}_roi_r"] = np.asarray(res.summary.per_subject[0].r, dtype=float)
+        for kind, population in (("oracle_pop", True), ("oracle_own", False)):
+            roi_r = drive_oracle_r(bids_root, fold, feats["eeg"][fold], roi_names, population)
+            row[f"{kind}_r"] = float(np.mean(roi_r))
+            row[f"{kind}_roi_r"] = roi_r
+        if len(held_out) != 1:
+            raise ValueError(f"sub-{fold}: {len(held_out)} runs; the read-outs take one run")
+        if gain is None:
+            gain = template_gain(bids_root, list(held_out[0].ch_names))
+        row["beamformer_roi_r"] = beamformer_r(held_out[0], feats["eeg"][fold], gain, roi_names)
+        row["beamformer_r"] = float(np.mean(row["beamformer_roi_r"]))
         row["ceiling"] = float(np.mean(list(ceiling.values()))) if ceiling else float("nan")
         row["ceiling_roi"] = bm.ceiling_array(ceiling, roi_names) if ceiling else None
         rows.append(row)
     return rows
 
 
+#: Table columns: key of :func:`fold_rows` and header.
+COLUMNS = (
+    ("eeg", "sensor ridge r"),
+    ("source", "source ridge r"),
+    ("beamformer", "beamformer read-out r"),
+    ("oracle_pop", "exact drive, average subject r"),
+    ("oracle_own", "exact drive, own subject r"),
+)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of :func:`fold_rows`, with the mean and 95% t-interval over folds."""
     from finetune_table import fmt_interval
 
+    heads = [h for _, h in COLUMNS]
     out = [
-        "| held-out subject | sensor ridge r | source ridge r | source - sensor | noise ceiling |",
-        "|---|---|---|---|---|",
+        f"| held-out subject | {' | '.join(heads)} | source - sensor | noise ceiling |",
+        "|---" * (len(heads) + 3) + "|",
     ]
     for r in rows:
+        vals = " | ".join(f"{r[f'{k}_r']:.3f}" for k, _ in COLUMNS)
         out.append(
-            f"| {r['fold']} | {r['eeg_r']:.3f} | {r['source_r']:.3f} | "
-            f"{r['source_r'] - r['eeg_r']:+.3f} | {r['ceiling']:.3f} |"
+            f"| {r['fold']} | {vals} | {r['source_r'] - r['eeg_r']:+.3f} | {r['ceiling']:.3f} |"
         )
-    cols = [
-        [r["eeg_r"] for r in rows],
-        [r["source_r"] for r in rows],
-        [r["source_r"] - r["eeg_r"] for r in rows],
-        [r["ceiling"] for r in rows],
-    ]
-    signs = ["", "", "+", ""]
+    cols = [[r[f"{k}_r"] for r in rows] for k, _ in COLUMNS]
+    cols += [[r["source_r"] - r["eeg_r"] for r in rows], [r["ceiling"] for r in rows]]
+    signs = [""] * len(COLUMNS) + ["+", ""]
     out.append("| mean [95% t] | " + " | ".join(map(fmt_interval, cols, signs)) + " |")
     return "\n".join(out)
 
@@ -190,18 +311,19 @@ def table(rows: list[dict[str, Any]]) -> str:
 def roi_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table per ROI: each read-out's r and the noise ceiling, mean over folds."""
     names = rows[0]["roi_names"]
-    eeg = np.stack([r["eeg_roi_r"] for r in rows])
-    src = np.stack([r["source_roi_r"] for r in rows])
+    per = {k: np.stack([r[f"{k}_roi_r"] for r in rows]).mean(axis=0) for k, _ in COLUMNS}
     ceilings = [r["ceiling_roi"] for r in rows if r["ceiling_roi"] is not None]
     ceiling = np.mean(ceilings, axis=0) if ceilings else np.full(len(names), np.nan)
+    heads = [h for _, h in COLUMNS]
     out = [
         f"per ROI over {len(rows)} folds:",
-        "| ROI | sensor ridge r | source ridge r | source - sensor | noise ceiling |",
-        "|---|---|---|---|---|",
+        f"| ROI | {' | '.join(heads)} | source - sensor | noise ceiling |",
+        "|---" * (len(heads) + 3) + "|",
     ]
     for j, n in enumerate(names):
-        e, s = eeg[:, j].mean(), src[:, j].mean()
-        out.append(f"| {n} | {e:.3f} | {s:.3f} | {s - e:+.3f} | {ceiling[j]:.3f} |")
+        vals = " | ".join(f"{per[k][j]:.3f}" for k, _ in COLUMNS)
+        diff = per["source"][j] - per["eeg"][j]
+        out.append(f"| {n} | {vals} | {diff:+.3f} | {ceiling[j]:.3f} |")
     return "\n".join(out)
 
 

@@ -44,28 +44,62 @@ def test_a_dataset_without_parcel_activity_is_named(sr, sim_bids, tmp_path):
         sr.source_recording(rec, tmp_path)
 
 
+def _row(fold, eeg, src, bf, pop, own, ceiling):
+    return {"fold": fold, "train": [], "eeg_r": eeg, "source_r": src, "beamformer_r": bf,
+            "oracle_pop_r": pop, "oracle_own_r": own, "ceiling": ceiling}  # fmt: skip
+
+
 def test_table_signs_the_gain_and_summarises_the_folds(sr):
     rows = [
-        {"fold": "01", "train": [], "eeg_r": 0.40, "source_r": 0.50, "ceiling": 0.70},
-        {"fold": "02", "train": [], "eeg_r": 0.30, "source_r": 0.36, "ceiling": 0.60},
+        _row("01", 0.40, 0.50, 0.6, 0.66, 0.7, 0.70),
+        _row("02", 0.30, 0.36, 0.5, 0.55, 0.6, 0.60),
     ]
     lines = sr.table(rows).splitlines()
-    assert lines[2] == "| 01 | 0.400 | 0.500 | +0.100 | 0.700 |"
-    assert lines[3] == "| 02 | 0.300 | 0.360 | +0.060 | 0.600 |"
+    assert lines[0].count("|") == 9 and "beamformer read-out r" in lines[0]
+    assert lines[2] == "| 01 | 0.400 | 0.500 | 0.600 | 0.660 | 0.700 | +0.100 | 0.700 |"
+    assert lines[3] == "| 02 | 0.300 | 0.360 | 0.500 | 0.550 | 0.600 | +0.060 | 0.600 |"
     assert lines[4].startswith("| mean [95% t] | 0.350 [") and "| +0.080 [" in lines[4]
-    assert lines[4].count("(n=2)") == 4
+    assert lines[4].count("(n=2)") == 7
 
 
 def test_roi_table_averages_each_roi_over_the_folds(sr):
     def row(eeg, src, ceiling):
         return {"roi_names": ["A", "B"], "eeg_roi_r": np.array(eeg),
-                "source_roi_r": np.array(src), "ceiling_roi": ceiling}  # fmt: skip
+                "source_roi_r": np.array(src), "beamformer_roi_r": np.array(src) + 0.1,
+                "oracle_pop_roi_r": np.array(src) + 0.2, "oracle_own_roi_r": np.array(src) + 0.3,
+                "ceiling_roi": ceiling}  # fmt: skip
 
     rows = [row([0.2, 0.5], [0.6, 0.5], np.array([0.8, 0.7])), row([0.4, 0.3], [0.6, 0.5], None)]
     lines = sr.roi_table(rows).splitlines()
     assert lines[0] == "per ROI over 2 folds:"
-    assert lines[3] == "| A | 0.300 | 0.600 | +0.300 | 0.800 |"  # ceiling of the fold with one
-    assert lines[4] == "| B | 0.400 | 0.500 | +0.100 | 0.700 |"
+    # the ceiling is that of the fold with one
+    assert lines[3] == "| A | 0.300 | 0.600 | 0.700 | 0.800 | 0.900 | +0.300 | 0.800 |"
+    assert lines[4] == "| B | 0.400 | 0.500 | 0.600 | 0.700 | 0.800 | +0.100 | 0.700 |"
+
+
+def test_read_outs_of_the_exact_drive_and_of_the_sensors(sr, sim_bids):
+    """The own-subject drive is the noise-free BOLD (its r is the noise ceiling on the scored
+    TRs); the population's is a little below; the beamformer reads the sensors far above
+    chance, and not with the parcels' gains shuffled."""
+    from brainxl.shards.config import IngestConfig
+    from brainxl.shards.ingest.bids import load_subject
+
+    from brainxl import metrics as bm
+    from brainxl.baselines import features_from_recordings
+    from brainxl.simulator.truth import template_gain
+
+    (rec,) = load_subject(sim_bids, "01", IngestConfig())
+    feats = features_from_recordings([rec], 16.0)["01"]
+    names = list(rec.roi_names)
+    own = sr.drive_oracle_r(sim_bids, "01", feats, names, population=False)
+    pop = sr.drive_oracle_r(sim_bids, "01", feats, names, population=True)
+    ceiling = bm.ceiling_array(bm.load_noise_ceiling_on_trs(sim_bids, "01", feats.tr_index), names)
+    np.testing.assert_allclose(own, ceiling, atol=1e-3)
+    assert 0.0 < np.mean(own) - np.mean(pop) < 0.1
+    gain = template_gain(sim_bids, list(rec.ch_names))
+    bf = sr.beamformer_r(rec, feats, gain, names)
+    shuffled = sr.beamformer_r(rec, feats, gain[:, np.random.default_rng(0).permutation(64)], names)
+    assert np.mean(bf) > 0.3 and np.mean(shuffled) < np.mean(bf) - 0.2, (bf.mean(), shuffled.mean())
 
 
 def test_folds_all_holds_out_every_subject_of_the_shards(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from brainxl.simulator import bids_io
-from brainxl.simulator.activity import pink_noise, simulate_activity
+from brainxl.simulator.activity import ParcelActivity, pink_noise, simulate_activity
 from brainxl.simulator.headmodel import SubjectHead, TemplateHead, build_template, subject_head
 from brainxl.simulator.hemodynamics import (
     HRF_LENGTH_S,
@@ -341,6 +341,87 @@ def _brain_noise(
     return noise / np.sqrt((noise**2).mean())
 
 
+@dataclass
+class SubjectDraw:
+    """A subject's head, neural activity, coupling and HRFs: the first draws of its seed.
+
+    Attributes
+    ----------
+    head : SubjectHead
+    activity : ParcelActivity
+        Parcel activity from ``n_burn`` samples before the EEG's first sample.
+    coupling : dict of str to ndarray, shape (P,)
+        Band-to-BOLD coupling per parcel.
+    hrfs : HRFSet
+    alpha_peak : float
+        The subject's alpha peak frequency (Hz).
+    n_burn, n_eeg : int
+        Samples simulated before the EEG (HRF burn-in) and samples of the EEG.
+    drive_sfreq : float
+        Rate of the band power (and the BOLD drive), Hz.
+    vol_index_times : ndarray, shape (n_vols,)
+        Volume times on the drive's time axis (s).
+    """
+
+    head: SubjectHead
+    activity: ParcelActivity
+    coupling: dict[str, np.ndarray]
+    hrfs: HRFSet
+    alpha_peak: float
+    n_burn: int
+    n_eeg: int
+    drive_sfreq: float
+    vol_index_times: np.ndarray
+
+
+def draw_subject(
+    rng: np.random.Generator,
+    template: TemplateHead,
+    n_vols: int,
+    sfreq: float,
+    tr: float,
+    lead_in: float,
+    meg: bool,
+) -> SubjectDraw:
+    """Draw what drives a subject's EEG and BOLD, in the order :func:`simulate_dataset` does.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The subject's generator, fresh (``SeedSequence([seed, 1, index])``).
+    template : TemplateHead
+    n_vols : int
+    sfreq, tr, lead_in : float
+    meg : bool
+        Whether the dataset has MEG (its sensors are drawn with the head).
+
+    Returns
+    -------
+    SubjectDraw
+    """
+    head = subject_head(template, sfreq, rng, meg=meg)
+    alpha_peak = float(rng.uniform(8.5, 11.5))
+    n_eeg = int(round((lead_in + n_vols * tr) * sfreq))
+    n_burn = int(round(HRF_LENGTH_S * sfreq))
+    decim = max(1, int(round(sfreq / 10.0)))
+    act = simulate_activity(
+        rng, template.centroids, template.r0, n_burn + n_eeg, sfreq, alpha_peak, decim=decim
+    )
+    coupling = sample_coupling(rng, template.n_parcels)
+    hrfs = sample_hrfs(rng, template.n_parcels)
+    return SubjectDraw(
+        head=head,
+        activity=act,
+        coupling=coupling,
+        hrfs=hrfs,
+        alpha_peak=alpha_peak,
+        n_burn=n_burn,
+        n_eeg=n_eeg,
+        drive_sfreq=sfreq / decim,
+        vol_index_times=n_burn / sfreq + lead_in + np.arange(n_vols) * tr,
+    )
+
+
 def _simulate_subject(
     rng: np.random.Generator,
     out: Path,
@@ -363,23 +444,16 @@ def _simulate_subject(
 
     run = "1"
     P = template.n_parcels
-    head = subject_head(template, sfreq, rng, meg=meg)
-    alpha_peak = float(rng.uniform(8.5, 11.5))
-    n_eeg = int(round((lead_in + n_vols * tr) * sfreq))
-    n_burn = int(round(HRF_LENGTH_S * sfreq))
-    decim = max(1, int(round(sfreq / 10.0)))
-    act = simulate_activity(
-        rng, template.centroids, template.r0, n_burn + n_eeg, sfreq, alpha_peak, decim=decim
-    )
-    coupling = sample_coupling(rng, P)
-    hrfs = sample_hrfs(rng, P)
+    draw = draw_subject(rng, template, n_vols, sfreq, tr, lead_in, meg)
+    head, act, coupling, hrfs = draw.head, draw.activity, draw.coupling, draw.hrfs
+    n_burn, n_eeg = draw.n_burn, draw.n_eeg
     vol_times = np.arange(n_vols) * tr
     bold = simulate_bold(
         rng,
         bold_drive(act.band_power, coupling),
-        sfreq / decim,
+        draw.drive_sfreq,
         hrfs,
-        n_burn / sfreq + lead_in + vol_times,
+        draw.vol_index_times,
         vol_times,
     )
     img, base = bold_image(rng, grid, bold.observed)
@@ -456,7 +530,7 @@ def _simulate_subject(
         {
             "Description": bids_io.SIMULATED_NOTE,
             "seed": seed,
-            "alpha_peak_hz": alpha_peak,
+            "alpha_peak_hz": draw.alpha_peak,
             "eeg_rms_uV": eeg_rms * 1e6,
             "eeg_reference": "average",
             "dipole_moment_scale_Am": float(q),

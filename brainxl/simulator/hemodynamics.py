@@ -141,13 +141,40 @@ def bold_drive(band_power: dict[str, np.ndarray], weights: dict[str, np.ndarray]
     return np.asarray(drive)
 
 
+#: Band -> (sign, low, high): each parcel's coupling is ``sign * uniform(low, high)``.
+COUPLING_RANGES: dict[str, tuple[float, float, float]] = {
+    "gamma": (1.0, 0.6, 1.0),
+    "beta": (1.0, 0.2, 0.5),
+    "alpha": (-1.0, 0.3, 0.7),
+}
+
+
 def sample_coupling(rng: np.random.Generator, n_parcels: int) -> dict[str, np.ndarray]:
     """Per-parcel band-to-BOLD coupling: gamma and beta up, alpha down."""
     return {
-        "gamma": rng.uniform(0.6, 1.0, n_parcels),
-        "beta": rng.uniform(0.2, 0.5, n_parcels),
-        "alpha": -rng.uniform(0.3, 0.7, n_parcels),
+        band: sign * rng.uniform(low, high, n_parcels)
+        for band, (sign, low, high) in COUPLING_RANGES.items()
     }
+
+
+def mean_coupling(n_parcels: int) -> dict[str, np.ndarray]:
+    """The expected coupling of :func:`sample_coupling`, the same for every parcel."""
+    return {
+        band: np.full(n_parcels, sign * (low + high) / 2.0)
+        for band, (sign, low, high) in COUPLING_RANGES.items()
+    }
+
+
+def mean_hrf_kernel(dt: float, n_draws: int = 20000, seed: int = 0) -> np.ndarray:
+    """The expected kernel of :func:`sample_hrfs` (Monte Carlo over ``n_draws`` HRFs).
+
+    Returns
+    -------
+    h : ndarray, shape (n_taps,)
+        Taps every ``dt`` s from 0, as :meth:`HRFSet.kernels`; the mean of unit-peak kernels.
+    """
+    _, h = sample_hrfs(np.random.default_rng(seed), n_draws).kernels(dt)
+    return h.mean(axis=0)
 
 
 def convolve_hrf(drive: np.ndarray, kernels: np.ndarray) -> np.ndarray:
@@ -165,6 +192,31 @@ def convolve_hrf(drive: np.ndarray, kernels: np.ndarray) -> np.ndarray:
     from scipy.signal import fftconvolve
 
     return fftconvolve(drive, kernels, axes=1)[:, : drive.shape[1]]
+
+
+def hrf_response(
+    drive: np.ndarray, drive_sfreq: float, kernels: np.ndarray, vol_index_times: np.ndarray
+) -> np.ndarray:
+    """The drive convolved with HRF kernels and sampled at the volumes.
+
+    Parameters
+    ----------
+    drive : ndarray, shape (P, n_slow)
+        Sample i at ``(i + 0.5) / drive_sfreq`` s.
+    drive_sfreq : float
+    kernels : ndarray, shape (P, n_taps) or (n_taps,)
+        Taps every ``1 / drive_sfreq`` s; one kernel is used for every parcel.
+    vol_index_times : ndarray, shape (n_vols,)
+        Volume times on the drive's time axis (s).
+
+    Returns
+    -------
+    bold : ndarray, shape (P, n_vols)
+    """
+    kernels = np.broadcast_to(kernels, (drive.shape[0], np.shape(kernels)[-1]))
+    conv = convolve_hrf(drive, kernels)
+    t_slow = (np.arange(drive.shape[1]) + 0.5) / drive_sfreq
+    return np.stack([np.interp(vol_index_times, t_slow, c) for c in conv])
 
 
 def physiological_noise(
@@ -261,9 +313,7 @@ def simulate_bold(
     """
     P = drive.shape[0]
     _, kernels = hrfs.kernels(1.0 / drive_sfreq)
-    conv = convolve_hrf(drive, kernels)
-    t_slow = (np.arange(drive.shape[1]) + 0.5) / drive_sfreq
-    clean = np.stack([np.interp(vol_index_times, t_slow, c) for c in conv])
+    clean = hrf_response(drive, drive_sfreq, kernels, vol_index_times)
     clean -= clean.mean(axis=1, keepdims=True)
     amp = rng.uniform(0.5, 1.5, P)  # percent signal change (SD)
     clean *= (amp / (clean.std(axis=1) + 1e-30))[:, None]
