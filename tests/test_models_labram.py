@@ -191,6 +191,36 @@ def test_log_amplitude_targets_keep_the_level_that_patch_targets_remove():
     torch.testing.assert_close(out["loss_amp"], expected.detach())
 
 
+def test_band_amplitude_targets_are_the_rhythms_levels_without_the_bin_scatter():
+    from brainxl.models.labram import BAND_EDGES
+
+    t = torch.arange(200) / 200.0
+    gen = torch.Generator().manual_seed(2)
+    noise = torch.randn(64, 200, generator=gen)
+    alpha = noise + 4.0 * torch.sin(2 * torch.pi * 10.0 * t + torch.rand(64, 1, generator=gen))
+    band, phase = spectrum_targets(noise, "band")
+    log, log_phase = spectrum_targets(noise, "log")
+    torch.testing.assert_close(phase, log_phase)
+    amp = torch.fft.rfft(noise * 0.01, dim=-1).abs()
+    edges = [*BAND_EDGES, 101]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        # one value per band: the log of the band's mean amplitude
+        expected = torch.log(amp[:, lo:hi].mean(-1) + 1e-3)
+        torch.testing.assert_close(band[:, lo:hi], expected[:, None].expand(-1, hi - lo))
+    # far less scatter across patches of the same white noise than the per-bin log
+    assert float(band[:, 30:40].std(0).mean()) < 0.5 * float(log[:, 30:40].std(0).mean())
+    # an alpha rhythm raises the 10-13 Hz band (bins 10..12) and no band above 16 Hz
+    band_alpha, _ = spectrum_targets(alpha, "band")
+    rise = (band_alpha - band).mean(0)
+    assert float(rise[10]) > 1.0 and float(rise[20:].abs().max()) < 1e-4
+    tok = build_model("labram-tokenizer", "debug", amplitude_target="band")
+    x, idx = default_eeg(2, names=TUH_23[:4], seconds=2)
+    out = tok(x, idx)
+    target, _ = spectrum_targets(x.reshape(2, 8, 200), "band")
+    expected = torch.nn.functional.mse_loss(out["amplitude"].float(), target)
+    torch.testing.assert_close(out["loss_amp"], expected.detach())
+
+
 def test_grad_checkpointing_matches():
     x, idx = default_eeg(1, seconds=2)
     grads = []

@@ -647,7 +647,19 @@ def _standardize(t: Tensor) -> Tensor:
 
 
 #: Tokenizer amplitude targets (:func:`spectrum_targets`).
-AMPLITUDE_TARGETS = ("patch", "log")
+AMPLITUDE_TARGETS = ("patch", "log", "band")
+#: Lower edges (FFT bins; 1 Hz each for LaBraM's 1-s patches at 200 Hz) of the bands the
+#: ``"band"`` target averages over: finer where EEG rhythms sit, one band above 70 Hz.
+BAND_EDGES = (0, 1, 2, 4, 6, 8, 10, 13, 16, 20, 25, 30, 40, 50, 70)
+
+
+def _band_average(amp: Tensor) -> Tensor:
+    """Each bin replaced by the mean amplitude of its :data:`BAND_EDGES` band."""
+    n = amp.shape[-1]
+    band = torch.bucketize(torch.arange(n), torch.tensor(BAND_EDGES), right=True) - 1
+    onehot = F.one_hot(band, int(band.max()) + 1).to(amp.dtype).to(amp.device)  # (n, n_bands)
+    means = (amp @ onehot) / onehot.sum(0)
+    return means @ onehot.T
 
 
 def _check_amplitude_target(value: str, name: str) -> None:
@@ -662,10 +674,13 @@ def spectrum_targets(patches: Tensor, amplitude: str = "patch") -> tuple[Tensor,
     ----------
     patches : Tensor, shape (..., patch_size)
         EEG in microvolts.
-    amplitude : {"patch", "log"}
+    amplitude : {"patch", "log", "band"}
         ``"patch"`` (LaBraM): the amplitude standardised over the patch's own frequency
         bins, which keeps the spectrum's shape and removes its level. ``"log"``: the
-        natural log of the amplitude (floor 1e-3), which keeps the level too.
+        natural log of the amplitude (floor 1e-3), which keeps the level too. ``"band"``:
+        the log of the mean amplitude in each band of :data:`BAND_EDGES`, repeated over
+        the band's bins: the level of each rhythm, without the bin-to-bin scatter of a
+        1-s spectrum that no code can predict.
 
     Returns
     -------
@@ -675,7 +690,10 @@ def spectrum_targets(patches: Tensor, amplitude: str = "patch") -> tuple[Tensor,
     """
     _check_amplitude_target(amplitude, "amplitude target")
     spec = torch.fft.rfft(patches.float() * 0.01, dim=-1)
-    amp = _standardize(spec.abs()) if amplitude == "patch" else torch.log(spec.abs() + 1e-3)
+    if amplitude == "patch":
+        amp = _standardize(spec.abs())
+    else:
+        amp = torch.log((_band_average(spec.abs()) if amplitude == "band" else spec.abs()) + 1e-3)
     return amp, _standardize(torch.angle(spec))
 
 
@@ -695,7 +713,7 @@ class VQNSPTokenizer(WeightsMixin, nn.Module):
         Blocks of the decoder.
     dead_code_threshold : float
         See :class:`NormEMAVectorQuantizer` (0 = no re-seeding).
-    amplitude_target : {"patch", "log"}
+    amplitude_target : {"patch", "log", "band"}
         Amplitude target of :func:`spectrum_targets` (``"patch"``: LaBraM's).
     **encoder_kwargs
         Passed to the encoder (:class:`LaBraMEncoder`).
