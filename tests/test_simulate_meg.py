@@ -38,6 +38,10 @@ def test_meg_is_written_and_reads_back(tmp_path):
     # the EEG of the same subject is still there
     eeg = mne_bids.BIDSPath(root=root, subject="01", task="rest", run="1", datatype="eeg")
     assert eeg.fpath.exists()
+    # the drive of a dataset with MEG is re-drawn as well (checked against its BOLD)
+    from brainxl.simulator.truth import subject_truth
+
+    assert subject_truth(root, "01").bold().shape == (8, 8)
     from brainxl.simulator.validate import find_validator, validate_bids, validation_errors
 
     if find_validator() is not None:
