@@ -12,6 +12,12 @@ a reference for how much of the BOLD a model of the EEG could still reach
 (``r(sources) - r(model)``), next to the noise ceiling (observed against noise-free BOLD),
 which no model reaches.
 
+Two references need no fitting: the BOLD predicted from the held-out subject's exact band
+power with the population's average coupling and HRF (re-drawn by
+:func:`brainxl.simulator.truth.subject_truth`; with the subject's own it is the noise
+ceiling), the most a model can know of an unseen subject; and a learning-free read-out of
+the sensors the models see (:func:`beamformer_r`).
+
 Usage::
 
     python experiments/source_ridge.py --bids data/quickstart/bids \\
@@ -214,9 +220,10 @@ def fold_rows(
     Returns
     -------
     list of dict
-        Per fold: ``fold``, ``train`` (subjects), ``eeg_r``, ``source_r``, ``ceiling`` (means
-        over ROIs), the same per ROI (``eeg_roi_r``, ``source_roi_r``, ``ceiling_roi``)
-        and ``roi_names``.
+        Per fold: ``fold``, ``train`` (subjects), ``eeg_r``, ``source_r``,
+        ``beamformer_r`` (:func:`beamformer_r`), ``oracle_pop_r`` and ``oracle_own_r``
+        (:func:`drive_oracle_r`), ``ceiling`` (means over ROIs), the same per ROI
+        (``<kind>_roi_r``, ``ceiling_roi``) and ``roi_names``.
     """
     from brainxl.distrib.config import load_config
     from brainxl.distrib.data import config_split
@@ -235,7 +242,8 @@ def fold_rows(
     window_s = float(cfg_of(folds[0]).data.reader.window_s)
     n_seg = max(1, int(window_s // 4))  # as brainxl evaluate: 4 s lag bins
     feats: dict[str, dict[str, Any]] = {"eeg": {}, "source": {}}
-    rows, roi_names, gain = [], None, None
+    rows, roi_names = [], None
+    gains: dict[tuple[str, ...], np.ndarray] = {}  # template gains per channel list
     for fold in folds:
         split = config_split(cfg_of(fold))
         for s in [*split.train, fold]:
@@ -267,9 +275,12 @@ def fold_rows(
             row[f"{kind}_roi_r"] = roi_r
         if len(held_out) != 1:
             raise ValueError(f"sub-{fold}: {len(held_out)} runs; the read-outs take one run")
-        if gain is None:
-            gain = template_gain(bids_root, list(held_out[0].ch_names))
-        row["beamformer_roi_r"] = beamformer_r(held_out[0], feats["eeg"][fold], gain, roi_names)
+        names = tuple(held_out[0].ch_names)
+        if names not in gains:
+            gains[names] = template_gain(bids_root, list(names))
+        row["beamformer_roi_r"] = beamformer_r(
+            held_out[0], feats["eeg"][fold], gains[names], roi_names
+        )
         row["beamformer_r"] = float(np.mean(row["beamformer_roi_r"]))
         row["ceiling"] = float(np.mean(list(ceiling.values()))) if ceiling else float("nan")
         row["ceiling_roi"] = bm.ceiling_array(ceiling, roi_names) if ceiling else None

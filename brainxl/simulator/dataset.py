@@ -393,7 +393,7 @@ def draw_subject(
     n_vols : int
     sfreq, tr, lead_in : float
     meg : bool
-        Whether the dataset has MEG (its sensors are drawn with the head).
+        Whether the dataset has MEG (the head then models the helmet too).
 
     Returns
     -------
