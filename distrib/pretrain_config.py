@@ -36,6 +36,8 @@ from brainxl.distrib.config import (
 from brainxl.distrib.rundir import RunDir
 from brainxl.shards.stats import CHANNEL_NORMS
 
+from brainxl.models.labram_tasks import MASK_UNITS
+
 #: The two stages and the registered model each trains.
 STAGES = {"tokenizer": "labram-tokenizer", "mem": "labram"}
 #: File a finished tokenizer run writes next to ``final_model.pt``.
@@ -78,7 +80,8 @@ class PretrainSection:
 
     stage: str = "tokenizer"  # tokenizer | mem
     tokenizer: str = ""  # mem: run folder of a finished tokenizer run
-    mask_ratio: float = 0.5  # mem: masked share of each sample's real tokens
+    mask_ratio: float = 0.5  # mem: masked share of each sample's real tokens (or channels)
+    mask_unit: str = "patch"  # mem: patch (LaBraM) | channel: all patches of a channel
 
 
 @dataclass
@@ -179,6 +182,7 @@ def _validate(cfg: PretrainConfig, source: str) -> None:
         "train.precision": ("fp32", "bf16", "fp16"),
         "logging.wandb": ("offline", "online", "disabled"),
         "data.channel_norm": CHANNEL_NORMS,
+        "pretrain.mask_unit": MASK_UNITS,
     }
     check_choices(cfg, choices, source)
     checks = [

@@ -88,7 +88,13 @@ def build_task(cfg: PretrainConfig, datasets: list[str]) -> Any:
     tok = read_tokenizer_id(cfg.pretrain.tokenizer)
     tokenizer = load_tokenizer(cfg.pretrain.tokenizer, tok["flavor"], tok["overrides"])
     return MEMTask(
-        m.flavor, m.overrides, tokenizer, datasets, cfg.pretrain.mask_ratio, seed=cfg.seed
+        m.flavor,
+        m.overrides,
+        tokenizer,
+        datasets,
+        cfg.pretrain.mask_ratio,
+        seed=cfg.seed,
+        mask_unit=cfg.pretrain.mask_unit,
     )
 
 

@@ -121,6 +121,7 @@ def stage_overrides(args: argparse.Namespace, stage: str) -> list[str]:
     if stage == "mem":
         given["pretrain.tokenizer"] = _stage_dir(args, "tokenizer")
         given["pretrain.mask_ratio"] = args.mask_ratio
+        given["pretrain.mask_unit"] = args.mask_unit
     # --table-only needs no shards: the path only satisfies the schema when the folder is named
     sources = args.pretrain_shards if args.pretrain_shards is not None else args.work
     return [
@@ -700,6 +701,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tokenizer-steps", type=int, help=the_configs)
     ap.add_argument("--mem-steps", type=int, help=the_configs)
     ap.add_argument("--mask-ratio", type=float, help=the_configs)
+    ap.add_argument("--mask-unit", choices=["patch", "channel"], help=the_configs)
     ap.add_argument("--window-s", type=int, help=f"pretraining window, s ({the_configs})")
     ap.add_argument("--token-budget", type=int, help=the_configs)
     ap.add_argument("--nproc", type=int, default=2)

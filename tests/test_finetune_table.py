@@ -68,19 +68,22 @@ def test_the_config_files_decide_unless_a_value_is_given(ft, tmp_path, monkeypat
     ft.pretrain(ft.parse(base))
     scratch, pretrained, tokenizer, mem = calls
     assert "quickstart-small" in scratch and f"model.pretrained={tmp_path / 'mem'}" in pretrained
-    keys = ("train.steps=", "data.window_s=", "data.token_budget=", "pretrain.mask_ratio=")
+    keys = ("train.steps=", "data.window_s=", "data.token_budget=", "pretrain.mask_")
     assert not [a for cmd in calls for a in cmd if a.startswith(keys)]  # the files decide
     calls.clear()
     given = ft.parse([*base, "--steps", "5", "--tokenizer-steps", "6", "--mem-steps", "7",
                       "--window-s", "4", "--token-budget", "512",
-                      "--mask-ratio", "0.3"])  # fmt: skip
+                      "--mask-ratio", "0.3", "--mask-unit", "channel"])  # fmt: skip
     ft.finetune(given, tmp_path / "mem")
     ft.pretrain(given)
     scratch, _, tokenizer, mem = calls
     assert "train.steps=5" in scratch
     assert {"train.steps=6", "data.window_s=4", "data.token_budget=512"} <= set(tokenizer)
     assert {"train.steps=7", "data.window_s=4", "pretrain.mask_ratio=0.3"} <= set(mem)
-    assert not [a for a in tokenizer if a.startswith("pretrain.mask_ratio=")]
+    assert "pretrain.mask_unit=channel" in mem
+    assert not [
+        a for a in tokenizer if a.startswith(("pretrain.mask_ratio=", "pretrain.mask_unit="))
+    ]
 
 
 def test_seed_table_pairs_every_seed_with_the_one_scratch_column(ft, tmp_path):

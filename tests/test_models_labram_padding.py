@@ -13,6 +13,7 @@ from brainxl.models.labram import (
 )
 from brainxl.models.labram_pretrain import (
     CodebookMonitor,
+    channel_mask,
     masked_token_accuracy,
     pad_eeg_batch,
     symmetric_mask,
@@ -108,6 +109,34 @@ def test_symmetric_mask_halves_real_tokens_only():
     assert torch.equal((mask | (~mask & ~pad)), ~pad)
     with pytest.raises(ValueError, match="mask ratio"):
         symmetric_mask(pad, 1.0)
+
+
+def test_channel_mask_takes_whole_real_channels():
+    batch = pad_eeg_batch(_samples())
+    B, C, T = batch.x.shape
+    n = T // 200
+    mask = channel_mask(batch.pad_mask, C, 0.5, torch.Generator().manual_seed(0))
+    per_channel = mask.reshape(B, C, n)
+    pad = batch.pad_mask.reshape(B, C, n)
+    assert not (mask & batch.pad_mask).any()
+    for i in range(B):
+        real_ch = ~pad[i].all(dim=1)
+        chosen = per_channel[i].any(dim=1)
+        # a chosen channel is masked at every real patch; the others at none
+        assert torch.equal(per_channel[i], chosen[:, None] & ~pad[i])
+        assert not (chosen & ~real_ch).any()
+        assert int(chosen.sum()) == round(0.5 * int(real_ch.sum()))
+    # different draws choose different channels
+    other = channel_mask(batch.pad_mask, C, 0.5, torch.Generator().manual_seed(1))
+    assert not torch.equal(mask, other)
+    with pytest.raises(ValueError, match="do not split into 5 channels"):
+        channel_mask(batch.pad_mask, 5)
+    with pytest.raises(ValueError, match="mask ratio"):
+        channel_mask(batch.pad_mask, C, 0.0)
+    from brainxl.models.labram_tasks import MEMTask
+
+    with pytest.raises(ValueError, match="mask_unit must be one of"):
+        MEMTask("debug", {}, None, ["a"], mask_unit="token")
 
 
 def test_token_budget_batches():

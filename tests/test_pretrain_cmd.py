@@ -208,6 +208,7 @@ def test_zero3_builds_the_model_partitioned_with_the_plain_initial_weights(corpu
         ("pretrain.mask_ratio=1.5", "pretrain.mask_ratio must be in (0, 1)"),
         ("data.bucket_batches=-1", "data.bucket_batches must be >= 0"),
         ("data.channel_norm=subject", "'data.channel_norm' is 'subject'"),
+        ("pretrain.mask_unit=token", "'pretrain.mask_unit' is 'token'"),
     ],
 )  # fmt: skip
 def test_config_mistakes_are_one_line_errors(override: str, message: str, capsys) -> None:

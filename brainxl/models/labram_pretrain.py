@@ -170,6 +170,46 @@ def symmetric_mask(
     return rank < k
 
 
+def channel_mask(
+    pad_mask: Tensor,
+    n_channels: int,
+    ratio: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Whole-channel mask: every patch of ``round(ratio * real channels)`` channels.
+
+    A patch masked alone can be read from its own channel's neighbouring patches (band
+    power changes over seconds); with its whole channel masked it has to be inferred from
+    the other channels, which is where the sources' spatial layout shows.
+
+    Parameters
+    ----------
+    pad_mask : BoolTensor, shape (B, n_channels * n_patches)
+        True = padding; tokens channel-major (token ``c * n_patches + p``).
+    n_channels : int
+        Channels of the padded batch.
+    ratio : float
+        Masked share of each sample's real channels.
+    generator : torch.Generator, optional
+
+    Returns
+    -------
+    BoolTensor, shape (B, n_channels * n_patches)
+        False at padding.
+    """
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"mask ratio must be in (0, 1), got {ratio}")
+    B, L = pad_mask.shape
+    if n_channels < 1 or L % n_channels:
+        raise ValueError(f"{L} tokens per sample do not split into {n_channels} channels")
+    pad = pad_mask.reshape(B, n_channels, L // n_channels)
+    real = ~pad.all(dim=2)  # (B, C): channels with a real patch
+    score = torch.rand((B, n_channels), generator=generator).to(pad_mask.device)
+    rank = score.masked_fill(~real, 2.0).argsort(dim=1).argsort(dim=1)
+    k = (real.sum(dim=1, keepdim=True).float() * ratio).round().long()
+    return ((rank < k)[:, :, None] & ~pad).reshape(B, L)
+
+
 def masked_token_accuracy(logits: Tensor, targets: Tensor) -> Tensor:
     """Share of masked tokens whose code is predicted exactly (scalar tensor)."""
     if logits.shape[0] != targets.shape[0]:

@@ -24,13 +24,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from brainxl.models.labram_pretrain import CodebookMonitor, symmetric_mask
+from brainxl.models.labram_pretrain import CodebookMonitor, channel_mask, symmetric_mask
 from brainxl.models.registry import build_model
 
 if TYPE_CHECKING:
     from brainxl.shards.pretrain_stream import StreamBatch
 
 Forward = Callable[..., dict[str, Tensor]]
+#: What masked modeling masks: LaBraM's random patches, or whole channels.
+MASK_UNITS = ("patch", "channel")
 
 
 def _inputs(batch: StreamBatch, device: torch.device | str) -> dict[str, Tensor]:
@@ -154,6 +156,9 @@ class MEMTask:
         Dataset names by id (accuracy is reported per dataset).
     mask_ratio : float
         Masked share of each sample's real tokens (the symmetric pass predicts the rest).
+    mask_unit : {"patch", "channel"}
+        ``"patch"``: LaBraM's random patches (:func:`symmetric_mask`); ``"channel"``:
+        whole channels (:func:`channel_mask`), ``mask_ratio`` of each sample's channels.
     seed : int
         Masks are drawn from ``(seed, step, rank)``: a resumed run draws the same ones.
     """
@@ -169,11 +174,14 @@ class MEMTask:
         datasets: Sequence[str],
         mask_ratio: float = 0.5,
         seed: int = 0,
+        mask_unit: str = "patch",
     ) -> None:
+        if mask_unit not in MASK_UNITS:
+            raise ValueError(f"mask_unit must be one of {MASK_UNITS}, got {mask_unit!r}")
         self.flavor, self.overrides = flavor, dict(overrides)
         self.tokenizer = tokenizer
         self.datasets = list(datasets)
-        self.mask_ratio, self.seed = mask_ratio, seed
+        self.mask_ratio, self.seed, self.mask_unit = mask_ratio, seed, mask_unit
 
     def build_model(self) -> nn.Module:
         """The ``labram`` masked-modeling model with the tokenizer's codebook size."""
@@ -188,7 +196,11 @@ class MEMTask:
         self.tokenizer.to(device)
         targets = self.tokenizer.tokenize(inputs["x"], inputs["ch_idx"], inputs["pad_mask"])
         gen = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 1009 + rank)
-        mask = symmetric_mask(batch.padded.pad_mask, self.mask_ratio, generator=gen)
+        if self.mask_unit == "channel":
+            n_ch = batch.padded.x.shape[1]
+            mask = channel_mask(batch.padded.pad_mask, n_ch, self.mask_ratio, generator=gen)
+        else:
+            mask = symmetric_mask(batch.padded.pad_mask, self.mask_ratio, generator=gen)
         out = forward(**inputs, mask=mask.to(device), targets=targets)
         ds = batch.dataset.to(out["sample_index"].device)[out["sample_index"]].cpu()
         n = len(self.datasets)
