@@ -62,6 +62,8 @@ def test_a_dataset_from_another_seed_is_refused_naming_the_file(sim_bids, tmp_pa
         subject_truth(root, "01")
     with pytest.raises(FileNotFoundError, match="sub-02_desc-simulation_params.json: missing"):
         subject_truth(root, "02")
+    with pytest.raises(ValueError, match="sub-ab: `brainxl simulate` numbers its subjects"):
+        subject_truth(root, "sub-ab")
 
 
 def test_population_coupling_and_hrf_are_the_means_of_the_draws():

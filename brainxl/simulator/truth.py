@@ -147,6 +147,8 @@ def subject_truth(
     root = Path(bids_root)
     deriv = root / "derivatives" / SIM_DERIVATIVES
     sub = subject.removeprefix("sub-")
+    if not sub.isdigit():
+        raise ValueError(f"sub-{sub}: `brainxl simulate` numbers its subjects (01, 02, ...)")
     params = _params(deriv, sub)
     path, names, written = _noise_free(deriv, sub)
     seed = int(params["seed"])
