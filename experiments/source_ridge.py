@@ -98,16 +98,21 @@ def source_recording(rec: Any, bids_root: Path) -> Any:
     )
 
 
-def drive_oracle_r(
-    bids_root: Path, subject: str, feats: Any, roi_names: list[str], population: bool
-) -> np.ndarray:
+def roi_order(parcel_names: list[str], roi_names: list[str]) -> list[int]:
+    """Index of each ROI among the simulation's parcels (the ROIs are its parcels)."""
+    missing = [n for n in roi_names if n not in parcel_names]
+    if missing:
+        raise ValueError(f"ROIs {missing[:3]} are not parcels of the simulation")
+    return [parcel_names.index(n) for n in roi_names]
+
+
+def drive_oracle_r(truth: Any, feats: Any, roi_names: list[str], population: bool) -> np.ndarray:
     """r per ROI of BOLD predicted from the subject's exact band power, on the scored TRs.
 
     Parameters
     ----------
-    bids_root : Path
-        A single-run dataset of ``brainxl simulate``.
-    subject : str
+    truth : brainxl.simulator.truth.SubjectTruth
+        The held-out subject's re-drawn drive (:func:`~brainxl.simulator.truth.subject_truth`).
     feats : brainxl.baselines.SubjectFeatures
         The subject's scored TRs (``tr_index``) and targets (``Y``, as the models see them).
     roi_names : list of str
@@ -120,13 +125,8 @@ def drive_oracle_r(
     ndarray, shape (n_rois,)
     """
     from brainxl import metrics as bm
-    from brainxl.simulator.truth import subject_truth
 
-    truth = subject_truth(bids_root, subject)
-    missing = sorted(set(roi_names) - set(truth.parcel_names))
-    if missing:
-        raise ValueError(f"sub-{subject}: ROIs {missing[:3]} are not parcels of the simulation")
-    order = [truth.parcel_names.index(n) for n in roi_names]
+    order = roi_order(truth.parcel_names, roi_names)
     pred = truth.bold(population=population)[order][:, feats.tr_index]
     return bm.pearson_per_roi(pred.T, feats.Y)
 
@@ -138,7 +138,9 @@ READOUT_BANDS = {"alpha": (7.5, 13.0), "beta": (15.0, 25.0), "gamma": (30.0, 50.
 LCMV_REG = 0.05
 
 
-def beamformer_r(rec: Any, feats: Any, gain: np.ndarray, roi_names: list[str]) -> np.ndarray:
+def beamformer_r(
+    rec: Any, feats: Any, gain: np.ndarray, parcel_names: list[str], roi_names: list[str]
+) -> np.ndarray:
     """r per ROI of a learning-free read-out of the sensors, on the scored TRs.
 
     Each band of :data:`READOUT_BANDS` is band-passed, every parcel's activity in it is
@@ -156,8 +158,10 @@ def beamformer_r(rec: Any, feats: Any, gain: np.ndarray, roi_names: list[str]) -
         Its scored TRs (``tr_index``) and targets (``Y``).
     gain : ndarray, shape (n_channels, n_parcels)
         Parcel gains on ``rec.ch_names`` (:func:`brainxl.simulator.truth.template_gain`).
+    parcel_names : list of str
+        The parcels of ``gain``'s columns.
     roi_names : list of str
-        ROI order of ``feats.Y``; the parcels are named ``P001``.. in gain's column order.
+        ROI order of ``feats.Y``.
 
     Returns
     -------
@@ -193,7 +197,7 @@ def beamformer_r(rec: Any, feats: Any, gain: np.ndarray, roi_names: list[str]) -
         mean_hrf_kernel(1.0 / drive_sfreq),
         vol_times,
     )
-    order = [int(n.removeprefix("P")) - 1 for n in roi_names]
+    order = roi_order(parcel_names, roi_names)
     return bm.pearson_per_roi(pred[order][:, feats.tr_index].T, feats.Y)
 
 
@@ -232,7 +236,7 @@ def fold_rows(
 
     from brainxl import metrics as bm
     from brainxl.baselines import features_from_recordings, fit_and_score
-    from brainxl.simulator.truth import template_gain
+    from brainxl.simulator.truth import subject_truth, template_gain
 
     def cfg_of(fold: str) -> Any:
         return load_config(
@@ -244,16 +248,15 @@ def fold_rows(
     feats: dict[str, dict[str, Any]] = {"eeg": {}, "source": {}}
     rows, roi_names = [], None
     gains: dict[tuple[str, ...], np.ndarray] = {}  # template gains per channel list
+    held_out: dict[str, list[Any]] = {}  # runs of the folds' subjects, until their fold
     for fold in folds:
         split = config_split(cfg_of(fold))
         for s in [*split.train, fold]:
-            if s in feats["eeg"] and s != fold:
+            if s in feats["eeg"]:
                 continue
             recs = load_subject(bids_root, s, IngestConfig())
-            if s == fold:
-                held_out = recs
-                if s in feats["eeg"]:
-                    continue
+            if s in folds:
+                held_out[s] = recs
             roi_names = recs[0].roi_names
             feats["eeg"].update(features_from_recordings(recs, window_s, n_segments=n_seg))
             srcs = [source_recording(r, bids_root) for r in recs]
@@ -269,17 +272,19 @@ def fold_rows(
             )
             row[f"{kind}_r"] = float(res.summary.r.mean)
             row[f"{kind}_roi_r"] = np.asarray(res.summary.per_subject[0].r, dtype=float)
+        truth = subject_truth(bids_root, fold)
         for kind, population in (("oracle_pop", True), ("oracle_own", False)):
-            roi_r = drive_oracle_r(bids_root, fold, feats["eeg"][fold], roi_names, population)
+            roi_r = drive_oracle_r(truth, feats["eeg"][fold], roi_names, population)
             row[f"{kind}_r"] = float(np.mean(roi_r))
             row[f"{kind}_roi_r"] = roi_r
-        if len(held_out) != 1:
-            raise ValueError(f"sub-{fold}: {len(held_out)} runs; the read-outs take one run")
-        names = tuple(held_out[0].ch_names)
+        runs = held_out.pop(fold)
+        if len(runs) != 1:
+            raise ValueError(f"sub-{fold}: {len(runs)} runs; the read-outs take one run")
+        names = tuple(runs[0].ch_names)
         if names not in gains:
             gains[names] = template_gain(bids_root, list(names))
         row["beamformer_roi_r"] = beamformer_r(
-            held_out[0], feats["eeg"][fold], gains[names], roi_names
+            runs[0], feats["eeg"][fold], gains[names], truth.parcel_names, roi_names
         )
         row["beamformer_r"] = float(np.mean(row["beamformer_roi_r"]))
         row["ceiling"] = float(np.mean(list(ceiling.values()))) if ceiling else float("nan")

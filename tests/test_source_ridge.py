@@ -86,19 +86,22 @@ def test_read_outs_of_the_exact_drive_and_of_the_sensors(sr, sim_bids):
 
     from brainxl import metrics as bm
     from brainxl.baselines import features_from_recordings
-    from brainxl.simulator.truth import template_gain
+    from brainxl.simulator.truth import subject_truth, template_gain
 
     (rec,) = load_subject(sim_bids, "01", IngestConfig())
     feats = features_from_recordings([rec], 16.0)["01"]
     names = list(rec.roi_names)
-    own = sr.drive_oracle_r(sim_bids, "01", feats, names, population=False)
-    pop = sr.drive_oracle_r(sim_bids, "01", feats, names, population=True)
+    truth = subject_truth(sim_bids, "01")
+    own = sr.drive_oracle_r(truth, feats, names, population=False)
+    pop = sr.drive_oracle_r(truth, feats, names, population=True)
     ceiling = bm.ceiling_array(bm.load_noise_ceiling_on_trs(sim_bids, "01", feats.tr_index), names)
     np.testing.assert_allclose(own, ceiling, atol=1e-3)
     assert 0.0 < np.mean(own) - np.mean(pop) < 0.1
     gain = template_gain(sim_bids, list(rec.ch_names))
-    bf = sr.beamformer_r(rec, feats, gain, names)
-    shuffled = sr.beamformer_r(rec, feats, gain[:, np.random.default_rng(0).permutation(64)], names)
+    parcels = truth.parcel_names
+    bf = sr.beamformer_r(rec, feats, gain, parcels, names)
+    shuffle = np.random.default_rng(0).permutation(64)
+    shuffled = sr.beamformer_r(rec, feats, gain[:, shuffle], parcels, names)
     assert np.mean(bf) > 0.3 and np.mean(shuffled) < np.mean(bf) - 0.2, (bf.mean(), shuffled.mean())
 
 

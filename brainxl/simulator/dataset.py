@@ -88,6 +88,17 @@ def legacy_name(name: str) -> str:
     return f"EEG {LEGACY_NAMES.get(name, name)}-REF"
 
 
+def dataset_template(montage: str, n_parcels: int, seed: int) -> TemplateHead:
+    """The template head all subjects of ``simulate_dataset(seed=seed)`` share."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
+    return build_template(montage, n_parcels, rng=rng)
+
+
+def subject_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of subject ``index`` (0-based) of ``simulate_dataset(seed=seed)``."""
+    return np.random.default_rng(np.random.SeedSequence([seed, 1, index]))
+
+
 def _check_args(
     out: Path,
     n_subjects: int,
@@ -198,9 +209,7 @@ def simulate_dataset(
     say = progress or (lambda _msg: None)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    template = build_template(
-        montage, n_parcels, rng=np.random.default_rng(np.random.SeedSequence([seed, 0]))
-    )
+    template = dataset_template(montage, n_parcels, seed)
     grid = make_grid(
         template.source_pos, template.parcel_of_source, template.r0, template.brain_radius
     )
@@ -230,9 +239,8 @@ def simulate_dataset(
     )
     for i, sub in enumerate(summary.subjects):
         t0 = time.perf_counter()
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 1, i]))
         ceiling = _simulate_subject(
-            rng,
+            subject_rng(seed, i),
             out,
             deriv,
             sub,
@@ -388,7 +396,7 @@ def draw_subject(
     Parameters
     ----------
     rng : numpy.random.Generator
-        The subject's generator, fresh (``SeedSequence([seed, 1, index])``).
+        The subject's generator, fresh (:func:`subject_rng`).
     template : TemplateHead
     n_vols : int
     sfreq, tr, lead_in : float

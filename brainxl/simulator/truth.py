@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from brainxl.metrics import SIM_DERIVATIVES
-from brainxl.simulator.dataset import draw_subject
-from brainxl.simulator.headmodel import TemplateHead, build_template
+from brainxl.simulator.dataset import dataset_template, draw_subject, subject_rng
+from brainxl.simulator.headmodel import TemplateHead
 from brainxl.simulator.hemodynamics import (
     HRFSet,
     bold_drive,
@@ -105,7 +105,7 @@ def _params(deriv: Path, sub: str) -> dict:
     return params
 
 
-def _noise_free(deriv: Path, sub: str) -> tuple[Path, list[str], np.ndarray]:
+def _noise_free_path(deriv: Path, sub: str) -> Path:
     files = sorted(
         (deriv / f"sub-{sub}" / "func").glob(f"sub-{sub}_*_desc-noisefree_timeseries.tsv")
     )
@@ -114,9 +114,13 @@ def _noise_free(deriv: Path, sub: str) -> tuple[Path, list[str], np.ndarray]:
             f"{deriv / f'sub-{sub}' / 'func'}: expected one *_desc-noisefree_timeseries.tsv, "
             f"found {len(files)}; subject_truth reads single-run datasets of `brainxl simulate`"
         )
-    with files[0].open() as fh:
-        names = fh.readline().rstrip("\n").split("\t")
-    return files[0], names, np.loadtxt(files[0], delimiter="\t", skiprows=1, ndmin=2).T
+    return files[0]
+
+
+def _parcel_names(path: Path) -> list[str]:
+    """The column names (parcels) of a simulator time-series TSV (its header only)."""
+    with path.open() as fh:
+        return fh.readline().rstrip("\n").split("\t")
 
 
 def subject_truth(
@@ -150,20 +154,17 @@ def subject_truth(
     if not sub.isdigit():
         raise ValueError(f"sub-{sub}: `brainxl simulate` numbers its subjects (01, 02, ...)")
     params = _params(deriv, sub)
-    path, names, written = _noise_free(deriv, sub)
+    path = _noise_free_path(deriv, sub)
+    names = _parcel_names(path)
+    written = np.loadtxt(path, delimiter="\t", skiprows=1, ndmin=2).T
     seed = int(params["seed"])
     if template is None:
-        template = build_template(
-            params["montage"],
-            len(names),
-            rng=np.random.default_rng(np.random.SeedSequence([seed, 0])),
-        )
+        template = dataset_template(params["montage"], len(names), seed)
     if template.parcel_names != names:
         raise ValueError(f"{path}: parcels {names[:3]}... differ from the template's")
     meg = (root / f"sub-{sub}" / "meg").is_dir()
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 1, int(sub) - 1]))
     draw = draw_subject(
-        rng,
+        subject_rng(seed, int(sub) - 1),
         template,
         int(params["n_volumes"]),
         float(params["sfreq"]),
@@ -225,12 +226,8 @@ def template_gain(
     params = _params(deriv, sub)
     seed = int(params["seed"])
     if template is None:
-        _, names, _ = _noise_free(deriv, sub)
-        template = build_template(
-            params["montage"],
-            len(names),
-            rng=np.random.default_rng(np.random.SeedSequence([seed, 0])),
-        )
+        n_parcels = len(_parcel_names(_noise_free_path(deriv, sub)))
+        template = dataset_template(params["montage"], n_parcels, seed)
     head = subject_head(
         template,
         float(params["sfreq"]),
