@@ -307,3 +307,51 @@ def test_channel_readout_learns_a_channel_specific_target():
         pred = model.eval()(x, idx)
     r = [torch.corrcoef(torch.stack([pred[:, k], y[:, k]]))[0, 1].item() for k in range(2)]
     assert min(r) > 0.7, r
+
+
+def test_spatial_filters_are_montage_independent_weighted_sums():
+    model = _model(readout="channel", spatial_filters=3, n_rois=4)
+    filters = model.spatial_filters
+    x, idx = _eeg(NEUROBOLT_26, 4)
+    v = filters(x, idx)
+    w = filters.weight[idx + 1] * filters.gain / len(NEUROBOLT_26) ** 0.5
+    assert v.shape == (2, 3, 800)
+    assert torch.allclose(v[:, 1], torch.einsum("bct,c->bt", x, w[:, 1]), atol=1e-3)
+    perm = torch.randperm(len(NEUROBOLT_26), generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(v, filters(x[:, perm], idx[perm]), atol=1e-3)
+    y = model(x, idx)
+    assert torch.allclose(y, model(x[:, perm], idx[perm]), atol=1e-5)
+    # each filter is a channel of its own in the spectral embedding and the readout
+    rows = model.spectral.channel_embed.shape[0]
+    assert rows == model.channel_readout.channels.shape[0] == filters.weight.shape[0] + 3
+    with torch.no_grad():
+        model.channel_readout.channels[-1] += 1.0  # the last filter's readout weights
+    assert not torch.allclose(y, model(x, idx), atol=1e-5)
+    mean = _model(spatial_filters=3)
+    assert mean(x, idx).shape == (2, 64)
+
+
+def test_spatial_filters_see_what_per_channel_spectra_cannot():
+    """Two channels in phase or in antiphase: same per-channel spectra, not the same sum."""
+    model = _model(readout="channel", spatial_filters=4)
+    names = NEUROBOLT_26[:4]
+    idx = torch.tensor(channel_indices(names))
+    t = torch.arange(800) / 200.0
+    s = 20.0 * torch.sin(2 * torch.pi * 10.0 * t)
+    noise = torch.randn(2, 800, generator=torch.Generator().manual_seed(6))
+    x_in = torch.stack([s, s, *noise])[None]
+    x_anti = torch.stack([s, -s, *noise])[None]
+    spec_in, rows = model._spectral_input(x_in, idx)
+    spec_anti, _ = model._spectral_input(x_anti, idx)
+    assert rows[:4].tolist() == idx.tolist() and len(rows) == 8
+    mags = [model.spectral.spectrogram(z, 200)[..., 10] for z in (spec_in, spec_anti)]
+    assert torch.allclose(mags[0][:, :4], mags[1][:, :4], atol=1e-4)  # the sensors
+    assert (mags[0][:, 4:] - mags[1][:, 4:]).abs().max() > 0.05  # the filters
+
+
+def test_spatial_filter_options_are_checked():
+    with pytest.raises(ValueError, match="spatial_filters must be >= 0"):
+        _model(spatial_filters=-1)
+    with pytest.raises(ValueError, match="feed the spectral branch"):
+        _model(spectral="off", spatial_filters=4)
+    assert _model().spatial_filters is None

@@ -27,10 +27,14 @@ def _mem_run(tmp_path, flavor="debug", **kw):
     return mem, run
 
 
-@pytest.mark.parametrize("flavor", ["debug", "small"])
-def test_mem_run_initialises_every_encoder_tensor(tmp_path, flavor):
+@pytest.mark.parametrize(
+    ("flavor", "kw"),
+    [("debug", {}), ("small", {}), ("debug", {"readout": "channel", "spatial_filters": 4})],
+    ids=["debug", "small", "spatial-filters"],
+)
+def test_mem_run_initialises_every_encoder_tensor(tmp_path, flavor, kw):
     mem, run = _mem_run(tmp_path, flavor)
-    model = _neurobolt(flavor)
+    model = _neurobolt(flavor, **kw)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     report = apply_pretrained(model, run)
     own = model.encoder.state_dict()

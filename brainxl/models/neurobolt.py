@@ -11,6 +11,11 @@ branch processes all channels in one batched STFT.
 per-ROI linear map over channels and features (factorised, indexed by vocabulary row):
 with one model for all ROIs, mean pooling over channels leaves too little spatial
 information to tell ROIs apart (the official code trains one model per ROI).
+
+``spatial_filters=K`` gives the spectral branch ``K`` learned spatial filters
+(:class:`SpatialFilters`) besides the sensors: STFT magnitudes of each channel alone hold
+the diagonal of the cross-spectrum only, so no later layer can recover a source's power
+from them, while the magnitude of a filtered sum ``|w' X(f)|`` is what a beamformer reads.
 """
 
 from __future__ import annotations
@@ -126,6 +131,38 @@ class ChannelReadout(nn.Module):
         return torch.einsum("bcrk,crk->br", u, w) / z.shape[1] + self.bias
 
 
+class SpatialFilters(nn.Module):
+    """Learned linear combinations of the channels ("virtual channels"), montage-independent.
+
+    ``v[b, k] = gain / sqrt(C) * sum_c W[row(c), k] x[b, c]``, one weight per vocabulary row
+    and filter, so the same filters read any montage. The fixed ``gain`` (5) lets AdamW
+    turn the filters at a useful rate from small weights; at initialisation ``v`` has
+    the variance of the channels.
+
+    Parameters
+    ----------
+    n_filters : int
+    n_spatial : int
+        Rows of the weight table (indexed by vocabulary row + 1, as the encoders).
+    """
+
+    gain = 5.0
+
+    def __init__(self, n_filters: int, n_spatial: int = SPATIAL_ROWS) -> None:
+        super().__init__()
+        if n_filters < 1:
+            raise ValueError(f"spatial_filters must be >= 0, got {n_filters}")
+        self.weight = nn.Parameter(torch.empty(n_spatial, n_filters))
+        if not self.weight.is_meta:
+            nn.init.trunc_normal_(self.weight, std=1.0 / self.gain, a=-2.0 / self.gain,
+                                  b=2.0 / self.gain)  # fmt: skip
+
+    def forward(self, x: Tensor, ch_idx: Tensor) -> Tensor:
+        """``x`` (B, C, T) -> (B, n_filters, T)."""
+        w = self.weight[ch_idx.long() + 1] * (self.gain / x.shape[1] ** 0.5)
+        return torch.einsum("bct,ck->bkt", x, w)
+
+
 class NeuroBOLT(WeightsMixin, nn.Module):
     """EEG -> fMRI regression (NeuroBOLT).
 
@@ -179,6 +216,7 @@ class NeuroBOLT(WeightsMixin, nn.Module):
         readout: str = "mean",
         readout_rank: int = 4,
         amplitude_embed: bool = False,
+        spatial_filters: int = 0,
     ) -> None:
         super().__init__()
         if readout not in ("mean", "channel"):
@@ -191,6 +229,13 @@ class NeuroBOLT(WeightsMixin, nn.Module):
             spectral = "off"
         if spectral not in ("multi", "single", "off"):
             raise ValueError(f"spectral must be 'multi', 'single' or 'off', got {spectral!r}")
+        if spatial_filters < 0:
+            raise ValueError(f"spatial_filters must be >= 0, got {spatial_filters}")
+        if spatial_filters and spectral == "off":
+            raise ValueError(
+                "spatial_filters feed the spectral branch; set spectral to 'multi' or 'single' "
+                "or spatial_filters=0"
+            )
         self.n_rois, self.window_s, self.n_chans = n_rois, int(window_s), n_chans
         self.n_samples = self.window_s * SFREQ
         self.spectral_mode = spectral
@@ -203,6 +248,9 @@ class NeuroBOLT(WeightsMixin, nn.Module):
             amplitude_embed=amplitude_embed,
         )
         dim = self.encoder.dim
+        # filter k is channel row SPATIAL_ROWS + k of the spectral embedding and readout
+        self.spatial_filters = SpatialFilters(spatial_filters) if spatial_filters else None
+        n_rows = SPATIAL_ROWS + spatial_filters
         if spectral == "off":
             self.scales: tuple[float, ...] = ()
             self.spectral: MultiScaleSpectral | None = None
@@ -212,11 +260,11 @@ class NeuroBOLT(WeightsMixin, nn.Module):
                 self.scales = (1.0,)
             self.spectral = MultiScaleSpectral(
                 self.n_samples, self.scales, SFREQ, dim, spec_tokens, spec_depth, spec_heads,
-                SPATIAL_ROWS,
+                n_rows,
             )  # fmt: skip
         self.readout = readout
         if readout == "channel":
-            self.channel_readout = ChannelReadout(dim, n_rois, readout_rank)
+            self.channel_readout = ChannelReadout(dim, n_rois, readout_rank, n_rows)
         else:
             self.head = nn.Linear(dim, n_rois)
             if not self.head.weight.is_meta:
@@ -274,17 +322,27 @@ class NeuroBOLT(WeightsMixin, nn.Module):
                 f"but got {x.shape[-1]} samples; crop/pad the window or build with "
                 f"window_s={x.shape[-1] // SFREQ}"
             )
+        spec_x, spec_idx = self._spectral_input(x, ch_idx)
         if self.readout == "channel":
             B, C, _ = x.shape
             h = self.encoder.forward_features(x, ch_idx).reshape(B, C, -1, self.encoder.dim)
             h = h.mean(dim=2)
             if self.spectral is not None:
-                h = h + self.spectral.forward_tokens(x * 0.01, ch_idx).mean(dim=2)
-            return self.channel_readout(F.gelu(h), ch_idx)
+                s = self.spectral.forward_tokens(spec_x, spec_idx).mean(dim=2)
+                h = torch.cat([h + s[:, :C], s[:, C:]], dim=1)
+            return self.channel_readout(F.gelu(h), spec_idx)
         h = self.encoder(x, ch_idx)
         if self.spectral is not None:
-            h = h + self.spectral(x * 0.01, ch_idx)
+            h = h + self.spectral(spec_x, spec_idx)
         return self.head(F.gelu(h))
+
+    def _spectral_input(self, x: Tensor, ch_idx: Tensor) -> tuple[Tensor, Tensor]:
+        """The spectral branch's channels (sensors, then spatial filters) and their rows."""
+        if self.spatial_filters is None:
+            return x * 0.01, ch_idx
+        v = self.spatial_filters(x, ch_idx)
+        rows = torch.arange(v.shape[1], device=ch_idx.device) + (SPATIAL_ROWS - 1)
+        return torch.cat([x, v], dim=1) * 0.01, torch.cat([ch_idx.long(), rows])
 
 
 def _build(flavor: str, **overrides: Any) -> NeuroBOLT:
