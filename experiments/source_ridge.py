@@ -16,7 +16,9 @@ Two references need no fitting: the BOLD predicted from the held-out subject's e
 power with the population's average coupling and HRF (re-drawn by
 :func:`brainxl.simulator.truth.subject_truth`; with the subject's own it is the noise
 ceiling), the most a model can know of an unseen subject; and a learning-free read-out of
-the sensors the models see (:func:`beamformer_r`).
+the sensors the models see (:func:`beamformer_r`), with filters built from the held-out
+recording's covariance or, fixed before that subject is seen as a model's are, from the
+training subjects' covariances pooled.
 
 Usage::
 
@@ -138,8 +140,37 @@ READOUT_BANDS = {"alpha": (7.5, 13.0), "beta": (15.0, 25.0), "gamma": (30.0, 50.
 LCMV_REG = 0.05
 
 
+def band_signals(rec: Any) -> dict[str, np.ndarray]:
+    """The recording's channels band-passed to each band of :data:`READOUT_BANDS`."""
+    from scipy.signal import butter, sosfiltfilt
+
+    x = rec.ephys.astype(np.float64)
+    return {
+        band: sosfiltfilt(butter(4, [lo, hi], btype="band", fs=rec.sfreq, output="sos"), x, axis=1)
+        for band, (lo, hi) in READOUT_BANDS.items()
+    }
+
+
+def band_covariances(rec: Any) -> dict[str, np.ndarray]:
+    """Per band, the channel covariance over the recording divided by its trace.
+
+    Divided by the trace so that subjects recorded at other scales weigh alike when
+    covariances are pooled over subjects (an LCMV filter is invariant to the scale).
+    """
+    out = {}
+    for band, xb in band_signals(rec).items():
+        cov = xb @ xb.T
+        out[band] = cov / np.trace(cov)
+    return out
+
+
 def beamformer_r(
-    rec: Any, feats: Any, gain: np.ndarray, parcel_names: list[str], roi_names: list[str]
+    rec: Any,
+    feats: Any,
+    gain: np.ndarray,
+    parcel_names: list[str],
+    roi_names: list[str],
+    covs: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """r per ROI of a learning-free read-out of the sensors, on the scored TRs.
 
@@ -162,13 +193,15 @@ def beamformer_r(
         The parcels of ``gain``'s columns.
     roi_names : list of str
         ROI order of ``feats.Y``.
+    covs : dict of str to ndarray, optional
+        Per band, the covariance to build the filters from instead of the recording's own
+        (e.g. the training subjects' :func:`band_covariances`, averaged): then the filters
+        are fixed before the held-out subject is seen, as a model's learned filters are.
 
     Returns
     -------
     ndarray, shape (n_rois,)
     """
-    from scipy.signal import butter, sosfiltfilt
-
     from brainxl import metrics as bm
     from brainxl.simulator.hemodynamics import (
         bold_drive,
@@ -177,14 +210,12 @@ def beamformer_r(
         mean_hrf_kernel,
     )
 
-    x = rec.ephys.astype(np.float64)
     decim = max(1, int(round(rec.sfreq / 10.0)))
     drive_sfreq = rec.sfreq / decim
     power = {}
-    for band, (lo, hi) in READOUT_BANDS.items():
-        xb = sosfiltfilt(butter(4, [lo, hi], btype="band", fs=rec.sfreq, output="sos"), x, axis=1)
-        cov = xb @ xb.T / xb.shape[1]
-        cov += LCMV_REG * np.trace(cov) / len(cov) * np.eye(len(cov))
+    for band, xb in band_signals(rec).items():
+        cov = xb @ xb.T / xb.shape[1] if covs is None else covs[band]
+        cov = cov + LCMV_REG * np.trace(cov) / len(cov) * np.eye(len(cov))
         cg = np.linalg.solve(cov, gain)
         y = (cg / np.einsum("cp,cp->p", gain, cg)).T @ xb
         n = y.shape[1] // decim * decim
@@ -225,7 +256,8 @@ def fold_rows(
     -------
     list of dict
         Per fold: ``fold``, ``train`` (subjects), ``eeg_r``, ``source_r``,
-        ``beamformer_r`` (:func:`beamformer_r`), ``oracle_pop_r`` and ``oracle_own_r``
+        ``beamformer_r`` (:func:`beamformer_r`), ``beamformer_fixed_r`` (its filters from
+        the training subjects' covariances, pooled), ``oracle_pop_r`` and ``oracle_own_r``
         (:func:`drive_oracle_r`), ``ceiling`` (means over ROIs), the same per ROI
         (``<kind>_roi_r``, ``ceiling_roi``) and ``roi_names``.
     """
@@ -249,6 +281,7 @@ def fold_rows(
     rows, roi_names = [], None
     gains: dict[tuple[str, ...], np.ndarray] = {}  # template gains per channel list
     held_out: dict[str, list[Any]] = {}  # runs of the folds' subjects, until their fold
+    covs: dict[str, tuple[tuple[str, ...], dict[str, np.ndarray]]] = {}  # per subject
     for fold in folds:
         split = config_split(cfg_of(fold))
         for s in [*split.train, fold]:
@@ -258,6 +291,9 @@ def fold_rows(
             if s in folds:
                 held_out[s] = recs
             roi_names = recs[0].roi_names
+            run_covs = [band_covariances(r) for r in recs]
+            covs[s] = (tuple(recs[0].ch_names), {b: np.mean([c[b] for c in run_covs], axis=0)
+                                                  for b in READOUT_BANDS})  # fmt: skip
             feats["eeg"].update(features_from_recordings(recs, window_s, n_segments=n_seg))
             srcs = [source_recording(r, bids_root) for r in recs]
             feats["source"].update(features_from_recordings(srcs, window_s, n_segments=n_seg))
@@ -287,6 +323,17 @@ def fold_rows(
             runs[0], feats["eeg"][fold], gains[names], truth.parcel_names, roi_names
         )
         row["beamformer_r"] = float(np.mean(row["beamformer_roi_r"]))
+        other = [t for t in split.train if covs[t][0] != names]
+        if other:
+            raise ValueError(
+                f"sub-{other[0]} has other channels than sub-{fold}; the fixed beamformer "
+                "pools the training subjects' covariances over one montage"
+            )
+        pooled = {b: np.mean([covs[t][1][b] for t in split.train], axis=0) for b in READOUT_BANDS}
+        row["beamformer_fixed_roi_r"] = beamformer_r(
+            runs[0], feats["eeg"][fold], gains[names], truth.parcel_names, roi_names, pooled
+        )
+        row["beamformer_fixed_r"] = float(np.mean(row["beamformer_fixed_roi_r"]))
         row["ceiling"] = float(np.mean(list(ceiling.values()))) if ceiling else float("nan")
         row["ceiling_roi"] = bm.ceiling_array(ceiling, roi_names) if ceiling else None
         rows.append(row)
@@ -298,6 +345,7 @@ COLUMNS = (
     ("eeg", "sensor ridge r"),
     ("source", "source ridge r"),
     ("beamformer", "beamformer read-out r"),
+    ("beamformer_fixed", "beamformer, training subjects' covariance r"),
     ("oracle_pop", "exact drive, average subject r"),
     ("oracle_own", "exact drive, own subject r"),
 )

@@ -44,28 +44,31 @@ def test_a_dataset_without_parcel_activity_is_named(sr, sim_bids, tmp_path):
         sr.source_recording(rec, tmp_path)
 
 
-def _row(fold, eeg, src, bf, pop, own, ceiling):
+def _row(fold, eeg, src, bf, fixed, pop, own, ceiling):
     return {"fold": fold, "train": [], "eeg_r": eeg, "source_r": src, "beamformer_r": bf,
-            "oracle_pop_r": pop, "oracle_own_r": own, "ceiling": ceiling}  # fmt: skip
+            "beamformer_fixed_r": fixed, "oracle_pop_r": pop, "oracle_own_r": own,
+            "ceiling": ceiling}  # fmt: skip
 
 
 def test_table_signs_the_gain_and_summarises_the_folds(sr):
     rows = [
-        _row("01", 0.40, 0.50, 0.6, 0.66, 0.7, 0.70),
-        _row("02", 0.30, 0.36, 0.5, 0.55, 0.6, 0.60),
+        _row("01", 0.40, 0.50, 0.6, 0.61, 0.66, 0.7, 0.70),
+        _row("02", 0.30, 0.36, 0.5, 0.52, 0.55, 0.6, 0.60),
     ]
     lines = sr.table(rows).splitlines()
-    assert lines[0].count("|") == 9 and "beamformer read-out r" in lines[0]
-    assert lines[2] == "| 01 | 0.400 | 0.500 | 0.600 | 0.660 | 0.700 | +0.100 | 0.700 |"
-    assert lines[3] == "| 02 | 0.300 | 0.360 | 0.500 | 0.550 | 0.600 | +0.060 | 0.600 |"
+    assert lines[0].count("|") == 10 and "beamformer read-out r" in lines[0]
+    assert "training subjects' covariance" in lines[0]
+    assert lines[2] == "| 01 | 0.400 | 0.500 | 0.600 | 0.610 | 0.660 | 0.700 | +0.100 | 0.700 |"
+    assert lines[3] == "| 02 | 0.300 | 0.360 | 0.500 | 0.520 | 0.550 | 0.600 | +0.060 | 0.600 |"
     assert lines[4].startswith("| mean [95% t] | 0.350 [") and "| +0.080 [" in lines[4]
-    assert lines[4].count("(n=2)") == 7
+    assert lines[4].count("(n=2)") == 8
 
 
 def test_roi_table_averages_each_roi_over_the_folds(sr):
     def row(eeg, src, ceiling):
         return {"roi_names": ["A", "B"], "eeg_roi_r": np.array(eeg),
                 "source_roi_r": np.array(src), "beamformer_roi_r": np.array(src) + 0.1,
+                "beamformer_fixed_roi_r": np.array(src) + 0.15,
                 "oracle_pop_roi_r": np.array(src) + 0.2, "oracle_own_roi_r": np.array(src) + 0.3,
                 "ceiling_roi": ceiling}  # fmt: skip
 
@@ -73,8 +76,8 @@ def test_roi_table_averages_each_roi_over_the_folds(sr):
     lines = sr.roi_table(rows).splitlines()
     assert lines[0] == "per ROI over 2 folds:"
     # the ceiling is that of the fold with one
-    assert lines[3] == "| A | 0.300 | 0.600 | 0.700 | 0.800 | 0.900 | +0.300 | 0.800 |"
-    assert lines[4] == "| B | 0.400 | 0.500 | 0.600 | 0.700 | 0.800 | +0.100 | 0.700 |"
+    assert lines[3] == "| A | 0.300 | 0.600 | 0.700 | 0.750 | 0.800 | 0.900 | +0.300 | 0.800 |"
+    assert lines[4] == "| B | 0.400 | 0.500 | 0.600 | 0.650 | 0.700 | 0.800 | +0.100 | 0.700 |"
 
 
 def test_read_outs_of_the_exact_drive_and_of_the_sensors(sr, sim_bids):
@@ -103,6 +106,18 @@ def test_read_outs_of_the_exact_drive_and_of_the_sensors(sr, sim_bids):
     shuffle = np.random.default_rng(0).permutation(64)
     shuffled = sr.beamformer_r(rec, feats, gain[:, shuffle], parcels, names)
     assert np.mean(bf) > 0.3 and np.mean(shuffled) < np.mean(bf) - 0.2, (bf.mean(), shuffled.mean())
+    # filters from given covariances: the recording's own (scaled) are the same filters,
+    # and two other subjects' pooled still read the parcels (fixed before sub-01 is seen)
+    own_cov = sr.beamformer_r(rec, feats, gain, parcels, names, sr.band_covariances(rec))
+    np.testing.assert_allclose(own_cov, bf, atol=1e-6)
+    others = [
+        sr.band_covariances(load_subject(sim_bids, s, IngestConfig())[0]) for s in ("02", "03")
+    ]
+    pooled = {b: (others[0][b] + others[1][b]) / 2 for b in sr.READOUT_BANDS}
+    assert all(np.isclose(np.trace(c), 1.0) for c in others[0].values())
+    fixed = sr.beamformer_r(rec, feats, gain, parcels, names, pooled)
+    assert np.mean(fixed) > 0.3 and np.mean(fixed) > np.mean(shuffled) + 0.2, fixed.mean()
+    assert not np.allclose(fixed, bf, atol=1e-3)
 
 
 def test_folds_all_holds_out_every_subject_of_the_shards(
