@@ -341,8 +341,8 @@ def test_spatial_filters_see_what_per_channel_spectra_cannot():
     noise = torch.randn(2, 800, generator=torch.Generator().manual_seed(6))
     x_in = torch.stack([s, s, *noise])[None]
     x_anti = torch.stack([s, -s, *noise])[None]
-    spec_in, rows = model._spectral_input(x_in, idx)
-    spec_anti, _ = model._spectral_input(x_anti, idx)
+    spec_in, rows = model.spectral_input(x_in, idx)
+    spec_anti, _ = model.spectral_input(x_anti, idx)
     assert rows[:4].tolist() == idx.tolist() and len(rows) == 8
     mags = [model.spectral.spectrogram(z, 200)[..., 10] for z in (spec_in, spec_anti)]
     assert torch.allclose(mags[0][:, :4], mags[1][:, :4], atol=1e-4)  # the sensors

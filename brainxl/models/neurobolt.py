@@ -151,7 +151,7 @@ class SpatialFilters(nn.Module):
     def __init__(self, n_filters: int, n_spatial: int = SPATIAL_ROWS) -> None:
         super().__init__()
         if n_filters < 1:
-            raise ValueError(f"spatial_filters must be >= 0, got {n_filters}")
+            raise ValueError(f"SpatialFilters needs n_filters >= 1, got {n_filters}")
         self.weight = nn.Parameter(torch.empty(n_spatial, n_filters))
         if not self.weight.is_meta:
             nn.init.trunc_normal_(self.weight, std=1.0 / self.gain, a=-2.0 / self.gain,
@@ -322,7 +322,7 @@ class NeuroBOLT(WeightsMixin, nn.Module):
                 f"but got {x.shape[-1]} samples; crop/pad the window or build with "
                 f"window_s={x.shape[-1] // SFREQ}"
             )
-        spec_x, spec_idx = self._spectral_input(x, ch_idx)
+        spec_x, spec_idx = self.spectral_input(x, ch_idx)
         if self.readout == "channel":
             B, C, _ = x.shape
             h = self.encoder.forward_features(x, ch_idx).reshape(B, C, -1, self.encoder.dim)
@@ -336,8 +336,22 @@ class NeuroBOLT(WeightsMixin, nn.Module):
             h = h + self.spectral(spec_x, spec_idx)
         return self.head(F.gelu(h))
 
-    def _spectral_input(self, x: Tensor, ch_idx: Tensor) -> tuple[Tensor, Tensor]:
-        """The spectral branch's channels (sensors, then spatial filters) and their rows."""
+    def spectral_input(self, x: Tensor, ch_idx: Tensor) -> tuple[Tensor, Tensor]:
+        """What the spectral branch reads: the sensors, then the spatial filters' outputs.
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, C, T)
+        ch_idx : LongTensor, shape (C,)
+
+        Returns
+        -------
+        Tensor, shape (B, C + K, T)
+            Scaled by 0.01 (the branch's input scale).
+        LongTensor, shape (C + K,)
+            Channel rows: the sensors' vocabulary rows, then filter ``k`` at
+            ``SPATIAL_ROWS - 1 + k`` (embedding row ``SPATIAL_ROWS + k``).
+        """
         if self.spatial_filters is None:
             return x * 0.01, ch_idx
         v = self.spatial_filters(x, ch_idx)
