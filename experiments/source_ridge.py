@@ -151,14 +151,14 @@ def band_signals(rec: Any) -> dict[str, np.ndarray]:
     }
 
 
-def band_covariances(rec: Any) -> dict[str, np.ndarray]:
-    """Per band, the channel covariance over the recording divided by its trace.
+def band_covariances(signals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per band, the channel covariance of :func:`band_signals` divided by its trace.
 
     Divided by the trace so that subjects recorded at other scales weigh alike when
     covariances are pooled over subjects (an LCMV filter is invariant to the scale).
     """
     out = {}
-    for band, xb in band_signals(rec).items():
+    for band, xb in signals.items():
         cov = xb @ xb.T
         out[band] = cov / np.trace(cov)
     return out
@@ -171,6 +171,7 @@ def beamformer_r(
     parcel_names: list[str],
     roi_names: list[str],
     covs: dict[str, np.ndarray] | None = None,
+    signals: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """r per ROI of a learning-free read-out of the sensors, on the scored TRs.
 
@@ -197,6 +198,8 @@ def beamformer_r(
         Per band, the covariance to build the filters from instead of the recording's own
         (e.g. the training subjects' :func:`band_covariances`, averaged): then the filters
         are fixed before the held-out subject is seen, as a model's learned filters are.
+    signals : dict of str to ndarray, optional
+        ``rec``'s :func:`band_signals`, when the caller has them already.
 
     Returns
     -------
@@ -213,7 +216,7 @@ def beamformer_r(
     decim = max(1, int(round(rec.sfreq / 10.0)))
     drive_sfreq = rec.sfreq / decim
     power = {}
-    for band, xb in band_signals(rec).items():
+    for band, xb in (band_signals(rec) if signals is None else signals).items():
         cov = xb @ xb.T / xb.shape[1] if covs is None else covs[band]
         cov = cov + LCMV_REG * np.trace(cov) / len(cov) * np.eye(len(cov))
         cg = np.linalg.solve(cov, gain)
@@ -291,7 +294,7 @@ def fold_rows(
             if s in folds:
                 held_out[s] = recs
             roi_names = recs[0].roi_names
-            run_covs = [band_covariances(r) for r in recs]
+            run_covs = [band_covariances(band_signals(r)) for r in recs]
             covs[s] = (tuple(recs[0].ch_names), {b: np.mean([c[b] for c in run_covs], axis=0)
                                                   for b in READOUT_BANDS})  # fmt: skip
             feats["eeg"].update(features_from_recordings(recs, window_s, n_segments=n_seg))
@@ -319,9 +322,11 @@ def fold_rows(
         names = tuple(runs[0].ch_names)
         if names not in gains:
             gains[names] = template_gain(bids_root, list(names))
+        signals = band_signals(runs[0])  # once for both read-outs
         row["beamformer_roi_r"] = beamformer_r(
-            runs[0], feats["eeg"][fold], gains[names], truth.parcel_names, roi_names
-        )
+            runs[0], feats["eeg"][fold], gains[names], truth.parcel_names, roi_names,
+            signals=signals,
+        )  # fmt: skip
         row["beamformer_r"] = float(np.mean(row["beamformer_roi_r"]))
         other = [t for t in split.train if covs[t][0] != names]
         if other:
@@ -331,8 +336,9 @@ def fold_rows(
             )
         pooled = {b: np.mean([covs[t][1][b] for t in split.train], axis=0) for b in READOUT_BANDS}
         row["beamformer_fixed_roi_r"] = beamformer_r(
-            runs[0], feats["eeg"][fold], gains[names], truth.parcel_names, roi_names, pooled
-        )
+            runs[0], feats["eeg"][fold], gains[names], truth.parcel_names, roi_names, pooled,
+            signals,
+        )  # fmt: skip
         row["beamformer_fixed_r"] = float(np.mean(row["beamformer_fixed_roi_r"]))
         row["ceiling"] = float(np.mean(list(ceiling.values()))) if ceiling else float("nan")
         row["ceiling_roi"] = bm.ceiling_array(ceiling, roi_names) if ceiling else None

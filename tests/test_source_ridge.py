@@ -108,10 +108,14 @@ def test_read_outs_of_the_exact_drive_and_of_the_sensors(sr, sim_bids):
     assert np.mean(bf) > 0.3 and np.mean(shuffled) < np.mean(bf) - 0.2, (bf.mean(), shuffled.mean())
     # filters from given covariances: the recording's own (scaled) are the same filters,
     # and two other subjects' pooled still read the parcels (fixed before sub-01 is seen)
-    own_cov = sr.beamformer_r(rec, feats, gain, parcels, names, sr.band_covariances(rec))
+    signals = sr.band_signals(rec)
+    own_cov = sr.beamformer_r(rec, feats, gain, parcels, names, sr.band_covariances(signals))
     np.testing.assert_allclose(own_cov, bf, atol=1e-6)
+    given = sr.beamformer_r(rec, feats, gain, parcels, names, signals=signals)
+    np.testing.assert_array_equal(given, bf)
     others = [
-        sr.band_covariances(load_subject(sim_bids, s, IngestConfig())[0]) for s in ("02", "03")
+        sr.band_covariances(sr.band_signals(load_subject(sim_bids, s, IngestConfig())[0]))
+        for s in ("02", "03")
     ]
     pooled = {b: (others[0][b] + others[1][b]) / 2 for b in sr.READOUT_BANDS}
     assert all(np.isclose(np.trace(c), 1.0) for c in others[0].values())

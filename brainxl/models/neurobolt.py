@@ -322,18 +322,19 @@ class NeuroBOLT(WeightsMixin, nn.Module):
                 f"but got {x.shape[-1]} samples; crop/pad the window or build with "
                 f"window_s={x.shape[-1] // SFREQ}"
             )
-        spec_x, spec_idx = self.spectral_input(x, ch_idx)
         if self.readout == "channel":
             B, C, _ = x.shape
             h = self.encoder.forward_features(x, ch_idx).reshape(B, C, -1, self.encoder.dim)
             h = h.mean(dim=2)
+            rows = ch_idx
             if self.spectral is not None:
-                s = self.spectral.forward_tokens(spec_x, spec_idx).mean(dim=2)
+                spec_x, rows = self.spectral_input(x, ch_idx)
+                s = self.spectral.forward_tokens(spec_x, rows).mean(dim=2)
                 h = torch.cat([h + s[:, :C], s[:, C:]], dim=1)
-            return self.channel_readout(F.gelu(h), spec_idx)
+            return self.channel_readout(F.gelu(h), rows)
         h = self.encoder(x, ch_idx)
         if self.spectral is not None:
-            h = h + self.spectral(spec_x, spec_idx)
+            h = h + self.spectral(*self.spectral_input(x, ch_idx))
         return self.head(F.gelu(h))
 
     def spectral_input(self, x: Tensor, ch_idx: Tensor) -> tuple[Tensor, Tensor]:
