@@ -40,6 +40,7 @@ class ModelConfig:
     flavor: str = "debug"  # scale: debug | small | base | large | huge
     overrides: dict[str, Any] = field(default_factory=dict)  # non-scale keyword arguments
     pretrained: str = ""  # pretraining run folder / weights file for the LaBraM encoder
+    spatial_init: str = ""  # EEG-only shard folder(s) whose ICA starts the spatial filters
 
 
 @dataclass

@@ -128,6 +128,8 @@ class Trainer:
                 warning = input_scale_warning(scale, cfg.data.reader.ephys_norm)
                 if warning:
                     print(f"model.pretrained: warning: {warning}", flush=True)
+        if cfg.model.spatial_init and resume_tag is None:
+            self._init_spatial_filters(model, cfg)
         universal = False
         if resume_tag is not None:
             meta = ckpt.read_meta(self.ckpt_dir, resume_tag)
@@ -156,6 +158,33 @@ class Trainer:
                 self.report({"split": "graph", "step": 0, **self.graphs})
 
     # ----------------------------------------------------------------- checkpoints
+    def _init_spatial_filters(self, model: torch.nn.Module, cfg: Any) -> None:
+        """``model.spatial_init``: ICA of the EEG-only shards starts the spatial filters.
+
+        Every rank fits the same (seeded) ICA, so no broadcast is needed.
+        """
+        from brainxl.models.unmixing import apply_unmixing, fit_unmixing, spatial_filters_of
+
+        n_filters = spatial_filters_of(model).weight.shape[1]
+        if self.adapter.ch_idx is None:  # NeuroBOLT reads channel rows; this is a bug
+            raise RuntimeError("model.spatial_init: the model's batches carry no channel rows")
+        unmixing, report = fit_unmixing(
+            cfg.model.spatial_init,
+            self.shapes.ch_names,
+            n_filters,
+            window_s=int(cfg.data.reader.window_s),
+            seed=cfg.seed,
+        )
+        n = apply_unmixing(model, unmixing, self.adapter.ch_idx.tolist())
+        if self.env.rank == 0:
+            print(f"model.spatial_init: {report}; {n} filters initialised", flush=True)
+            if cfg.data.reader.ephys_norm != "subject":
+                print(
+                    "model.spatial_init: warning: the filters were fitted on channels "
+                    "scaled per recording; fine-tune with data.reader.ephys_norm=subject",
+                    flush=True,
+                )
+
     def _resume(self, tag: str) -> None:
         base_tag = tag.removesuffix("_universal")
         ckpt.load_engine(self.engine, self.ckpt_dir, tag)

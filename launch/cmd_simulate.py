@@ -2,7 +2,8 @@
 
 ``brainxl simulate OUT --eeg-only --subjects N --minutes M [--montages ...] [--rates ...]``
 writes an EEG-only pretraining corpus instead (:mod:`brainxl.simulator.eeg_corpus`):
-subjects cycle through montages and native sampling rates, no BOLD.
+subjects cycle through montages and native sampling rates, no BOLD. ``--brain-of BIDS``
+records the population of brains of a simulated EEG-fMRI dataset.
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--eeg-only: native sampling rates in Hz subjects cycle through (250,500,512,1000)",
     )
     parser.add_argument(
+        "--brain-of",
+        metavar="BIDS",
+        default="",
+        help="--eeg-only: record the brains of this `brainxl simulate` dataset's population "
+        "(its sources and parcels) with every montage, as real corpora share human anatomy; "
+        "by default each montage gets a brain of its own",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="allow writing into a non-empty OUT"
     )
 
@@ -61,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.eeg_only:
         return _run_eeg_only(args)
+    if args.brain_of:
+        raise ValueError("--brain-of goes with --eeg-only (a pretraining corpus); add or drop it")
     from brainxl.simulator import simulate_dataset
 
     bar = progress_bar(args.subjects + 1, "simulate", unit="step")  # head model + subjects
@@ -98,6 +109,11 @@ def _run_eeg_only(args: argparse.Namespace) -> int:
 
     if args.meg:
         raise ValueError("--meg is not available with --eeg-only; drop one of them")
+    brain = None
+    if args.brain_of:
+        from brainxl.simulator.truth import dataset_brain
+
+        brain = dataset_brain(args.brain_of)
     n_models = len(dict.fromkeys(m for m in args.montages.split(",") if m.strip()))
     bar = progress_bar(args.subjects + n_models, "simulate", unit="step")
 
@@ -113,6 +129,7 @@ def _run_eeg_only(args: argparse.Namespace) -> int:
             args.seed,
             montages=args.montages,
             rates=args.rates,
+            brain=brain,
             task=args.task,
             overwrite=args.overwrite,
             progress=progress,

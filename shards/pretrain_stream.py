@@ -428,12 +428,15 @@ class PretrainStream:
         return [p.order[b] for b in mine]
 
     def window_info(self, window: int) -> dict[str, object]:
-        """Where window ``window`` lives: dataset, shard file, sample key, start, channels."""
+        """Where window ``window`` lives: dataset, shard file, sample key, start, channels
+        and ``recording`` (index of its recording's statistics; -1 without
+        ``channel_norm``)."""
         s = self._samples[int(self._sample[window])]
         return {
             "dataset": int(self._ds[window]),
             "path": str(s.path),
             "key": s.key,
+            "recording": int(s.recording),
             "start": int(self._start[window]),
             "ch_names": list(self.montages[s.montage]),
         }

@@ -1,6 +1,7 @@
 """The whole pretraining chain from the command line, tiny (slow; ``pytest -m slow``):
 ``brainxl simulate --eeg-only`` -> ``brainxl shard --eeg-only`` -> tokenizer stage ->
-masked-modeling stage -> ``brainxl train`` NeuroBOLT with ``model.pretrained=<mem run>``."""
+masked-modeling stage -> ``brainxl train`` NeuroBOLT with ``model.pretrained=<mem run>`` (and
+its spatial filters from ICA of the same shards, ``model.spatial_init``)."""
 
 from __future__ import annotations
 
@@ -62,10 +63,15 @@ def test_simulate_shard_pretrain_and_finetune_neurobolt(tmp_path: Path) -> None:
     mem_run = Path(mem["run_dir"])
 
     translation = write_shards(tmp_path / "translation")
+    # the spatial filters start from ICA of the same EEG-only shards (model.spatial_init)
     ft = overrides(translation, tmp_path / "ft", model__pretrained=str(mem_run), train__steps=3,
-                   train__val_every=3)  # fmt: skip
+                   train__val_every=3, model__spatial_init=str(shards),
+                   model__overrides="{drop_path: 0.0, scales: [0.5, 1.0], spatial_filters: 3}",
+                   data__reader__ephys_norm="subject")  # fmt: skip
     out = _brainxl("train", *ft, "--nproc", "1")
     assert "model.pretrained: loaded 51 encoder tensors" in out, out[-3000:]
+    assert "model.spatial_init: ICA of 4 channels -> 3 filters from" in out, out[-3000:]
+    assert "3 filters initialised" in out
     (run,) = [p for p in (tmp_path / "ft" / "default").iterdir() if p.is_dir()]
     final = json.loads((run / "final_metrics.json").read_text())
     assert final["step"] == 3

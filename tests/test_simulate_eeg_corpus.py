@@ -73,3 +73,41 @@ def test_bad_arguments_fail_clearly(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="rates='fast'"):
         simulate_eeg_corpus(tmp_path / "a", 1, 0.1, rates="fast")
     assert main(["simulate", str(tmp_path / "b"), "--eeg-only", "--meg"]) == 2
+
+
+def _column_r(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over parcels of r between two gain matrices' columns (average-referenced)."""
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    r = (a * b).sum(0) / np.sqrt((a**2).sum(0) * (b**2).sum(0))
+    return float(np.mean(np.abs(r)))
+
+
+def test_corpus_records_the_brains_of_a_dataset(sim_bids: Path, tmp_path: Path, capsys) -> None:
+    from brainxl.simulator.eeg_corpus import montage_model
+    from brainxl.simulator.truth import dataset_brain, template_gain
+
+    brain = dataset_brain(sim_bids)
+    shared = montage_model("easycap-M1", 8, np.random.default_rng(1), brain)
+    drawn = montage_model("easycap-M1", brain.n_parcels, np.random.default_rng(1))
+    assert shared.template.n_parcels == brain.n_parcels  # the brain's, not the argument
+    np.testing.assert_array_equal(shared.template.source_pos, brain.source_pos)
+    np.testing.assert_array_equal(shared.template.parcel_of_source, brain.parcel_of_source)
+    # the dataset's population head seen through another cap: where the caps share
+    # electrodes, its parcels project as in the dataset; a brain of the cap's own does not
+    names = [c for c in shared.ch_names if c in brain.ch_names]
+    assert len(names) > 40
+    truth = template_gain(sim_bids, names)
+    pick = [shared.ch_names.index(c) for c in names]
+    assert _column_r(shared.gain[pick], truth) > 0.8  # 0.88; the rest: jitter, skull
+    assert _column_r(drawn.gain[[drawn.ch_names.index(c) for c in names]], truth) < 0.6
+
+    out = tmp_path / "corpus"
+    args = ["simulate", str(out), "--eeg-only", "--subjects", "2", "--minutes", "0.1"]
+    small = ["--montages", "biosemi32", "--rates", "200"]
+    assert main([*args, *small, "--brain-of", str(sim_bids)]) == 0
+    assert sorted(p.name for p in out.glob("sub-*")) == ["sub-01", "sub-02"]
+    assert main(["simulate", str(tmp_path / "c"), "--brain-of", str(sim_bids)]) == 2
+    assert "--brain-of goes with --eeg-only" in capsys.readouterr().err
+    assert main([*args[:1], str(tmp_path / "d"), *args[2:], "--brain-of", str(tmp_path)]) == 2
+    assert "not a `brainxl simulate` dataset" in capsys.readouterr().err

@@ -27,7 +27,12 @@ import numpy as np
 from brainxl.simulator import bids_io
 from brainxl.simulator.activity import pink_noise, simulate_activity
 from brainxl.simulator.dataset import legacy_name
-from brainxl.simulator.headmodel import TemplateHead, build_template, subject_head
+from brainxl.simulator.headmodel import (
+    TemplateHead,
+    build_template,
+    subject_head,
+    with_electrodes,
+)
 
 #: The 19 electrodes of a clinical 10-20 recording (10-10 names; written with clinical
 #: labels). All are in ``biosemi64``, whose head model they share.
@@ -156,12 +161,21 @@ def _check(
     bids_io.check_output(out, overwrite)
 
 
-def montage_model(name: str, n_parcels: int, rng: np.random.Generator) -> MontageModel:
-    """Head model, parcel gains and noise mixing of montage ``name`` (:data:`MONTAGES`)."""
+def montage_model(
+    name: str, n_parcels: int, rng: np.random.Generator, brain: TemplateHead | None = None
+) -> MontageModel:
+    """Head model, parcel gains and noise mixing of montage ``name`` (:data:`MONTAGES`).
+
+    ``brain``: the sources and parcels to record (:func:`~brainxl.simulator.headmodel.
+    with_electrodes` puts the montage on it); None draws a brain for this montage.
+    """
     import mne
 
     mne_name, subset, fmt = MONTAGES[name]
-    template = build_template(mne_name, n_parcels, rng=rng)
+    if brain is None:
+        template = build_template(mne_name, n_parcels, rng=rng)
+    else:
+        template = with_electrodes(brain, mne_name)
     head = subject_head(template, 250.0, rng)
     names = list(head.info["ch_names"])
     pick = [names.index(c) for c in subset] if subset else list(range(len(names)))
@@ -231,6 +245,7 @@ def simulate_eeg_corpus(
     montages: Sequence[str] | str = DEFAULT_MONTAGES,
     rates: Sequence[float] | str = DEFAULT_RATES,
     n_parcels: int = 32,
+    brain: TemplateHead | None = None,
     task: str = "rest",
     line_freq: float = 50.0,
     overwrite: bool = False,
@@ -254,7 +269,11 @@ def simulate_eeg_corpus(
         Native sampling rates (Hz); subject ``i`` gets ``rates[(i + i // M) % R]``, so
         montages and rates mix.
     n_parcels : int
-        Parcels of the source model.
+        Parcels of the source model (ignored with ``brain``).
+    brain : TemplateHead, optional
+        One brain for every montage (e.g. the population of an EEG-fMRI dataset,
+        :func:`brainxl.simulator.truth.dataset_brain`); by default each montage gets a
+        brain of its own.
     task : str
         BIDS task label.
     line_freq : float
@@ -283,7 +302,7 @@ def simulate_eeg_corpus(
     models: dict[str, MontageModel] = {}
     for k, name in enumerate(dict.fromkeys(mont)):
         models[name] = montage_model(
-            name, n_parcels, np.random.default_rng(np.random.SeedSequence([seed, 2, k]))
+            name, n_parcels, np.random.default_rng(np.random.SeedSequence([seed, 2, k])), brain
         )
         say(f"head model {name}: {len(models[name].ch_names)} electrodes")
     t_models = time.perf_counter() - t0

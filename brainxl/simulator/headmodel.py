@@ -8,7 +8,7 @@ Everything is built from what MNE ships offline.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -204,6 +204,32 @@ def build_template(
         centroids=cents,
         parcel_names=[f"P{j + 1:03d}" for j in range(n_parcels)],
     )
+
+
+def with_electrodes(template: TemplateHead, montage: str) -> TemplateHead:
+    """The same brain (sources, parcels, orientations, sphere) under another montage.
+
+    Electrodes of ``montage`` are moved along the radius from the sphere's centre onto
+    its scalp, so recordings of one population of brains with different caps can be
+    simulated (real corpora share human anatomy whatever cap recorded them).
+
+    Parameters
+    ----------
+    template : TemplateHead
+        The brain, e.g. :func:`brainxl.simulator.dataset.dataset_template`.
+    montage : str
+        MNE built-in montage name.
+
+    Returns
+    -------
+    TemplateHead
+        ``template`` with ``montage``'s channels and positions.
+    """
+    pos = load_montage(montage).get_positions()
+    ch_names = list(pos["ch_pos"])
+    rel = np.array([pos["ch_pos"][c] for c in ch_names], dtype=float) - template.r0
+    ch_pos = template.r0 + rel * (template.head_radius / np.linalg.norm(rel, axis=1))[:, None]
+    return replace(template, montage_name=montage, ch_names=ch_names, ch_pos=ch_pos)
 
 
 def jitter_positions(

@@ -192,6 +192,32 @@ def subject_truth(
     return truth
 
 
+def _first_subject(bids_root: str | Path) -> tuple[Path, str]:
+    deriv = Path(bids_root) / "derivatives" / SIM_DERIVATIVES
+    subjects = sorted(p.name for p in deriv.glob("sub-*") if p.is_dir())
+    if not subjects:
+        raise FileNotFoundError(f"{deriv}: no simulated subject; not a `brainxl simulate` dataset")
+    return deriv, subjects[0].removeprefix("sub-")
+
+
+def dataset_brain(bids_root: str | Path) -> TemplateHead:
+    """The template head (brain, parcels, montage) a simulated dataset's subjects share.
+
+    Rebuilt from the seed, montage and parcel count its ground truth records, e.g. to
+    simulate a pretraining corpus of the same population
+    (``simulate_eeg_corpus(..., brain=)``).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        ``bids_root`` is not a dataset written by ``brainxl simulate`` (named).
+    """
+    deriv, sub = _first_subject(bids_root)
+    params = _params(deriv, sub)
+    n_parcels = len(_parcel_names(_noise_free_path(deriv, sub)))
+    return dataset_template(params["montage"], n_parcels, int(params["seed"]))
+
+
 def template_gain(
     bids_root: str | Path, ch_names: list[str], template: TemplateHead | None = None
 ) -> np.ndarray:
@@ -218,16 +244,11 @@ def template_gain(
     """
     from brainxl.simulator.headmodel import subject_head
 
-    deriv = Path(bids_root) / "derivatives" / SIM_DERIVATIVES
-    subjects = sorted(p.name for p in deriv.glob("sub-*") if p.is_dir())
-    if not subjects:
-        raise FileNotFoundError(f"{deriv}: no simulated subject; not a `brainxl simulate` dataset")
-    sub = subjects[0].removeprefix("sub-")
+    deriv, sub = _first_subject(bids_root)
     params = _params(deriv, sub)
     seed = int(params["seed"])
     if template is None:
-        n_parcels = len(_parcel_names(_noise_free_path(deriv, sub)))
-        template = dataset_template(params["montage"], n_parcels, seed)
+        template = dataset_brain(bids_root)
     head = subject_head(
         template,
         float(params["sfreq"]),
