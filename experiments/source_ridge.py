@@ -100,6 +100,16 @@ def source_recording(rec: Any, bids_root: Path) -> Any:
     )
 
 
+def unmixed(rec: Any, unmixing: np.ndarray) -> Any:
+    """``rec`` with its channels, each z-scored over the run, replaced by ``unmixing @ x``."""
+    x = rec.ephys.astype(np.float64)
+    x = (x - x.mean(axis=1, keepdims=True)) / x.std(axis=1, keepdims=True)
+    comps = unmixing @ x
+    return replace(rec, ephys=comps.astype(np.float32),
+                   ch_names=[f"IC{k}" for k in range(len(comps))],
+                   ch_types=["eeg"] * len(comps))  # fmt: skip
+
+
 def roi_order(parcel_names: list[str], roi_names: list[str]) -> list[int]:
     """Index of each ROI among the simulation's parcels (the ROIs are its parcels)."""
     missing = [n for n in roi_names if n not in parcel_names]
@@ -241,6 +251,7 @@ def fold_rows(
     folds: list[str],
     config: str = "quickstart",
     overrides: list[str] | None = None,
+    unmixing: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """Sensor ridge, source ridge and noise ceiling of each fold's held-out subject.
 
@@ -254,6 +265,9 @@ def fold_rows(
         Training config whose fold split (training subjects) and reader window are used.
     overrides : list of str, optional
         Dotted overrides of that config.
+    unmixing : ndarray, shape (k, n_channels), optional
+        Also the same ridge on these components of the z-scored channels (``ica_r``;
+        e.g. :func:`brainxl.models.unmixing.fit_unmixing` of a pretraining corpus).
 
     Returns
     -------
@@ -280,7 +294,8 @@ def fold_rows(
 
     window_s = float(cfg_of(folds[0]).data.reader.window_s)
     n_seg = max(1, int(window_s // 4))  # as brainxl evaluate: 4 s lag bins
-    feats: dict[str, dict[str, Any]] = {"eeg": {}, "source": {}}
+    kinds = ("eeg", "source") if unmixing is None else ("eeg", "source", "ica")
+    feats: dict[str, dict[str, Any]] = {k: {} for k in kinds}
     rows, roi_names = [], None
     gains: dict[tuple[str, ...], np.ndarray] = {}  # template gains per channel list
     held_out: dict[str, list[Any]] = {}  # runs of the folds' subjects, until their fold
@@ -300,9 +315,12 @@ def fold_rows(
             feats["eeg"].update(features_from_recordings(recs, window_s, n_segments=n_seg))
             srcs = [source_recording(r, bids_root) for r in recs]
             feats["source"].update(features_from_recordings(srcs, window_s, n_segments=n_seg))
+            if unmixing is not None:
+                comps = [unmixed(r, unmixing) for r in recs]
+                feats["ica"].update(features_from_recordings(comps, window_s, n_segments=n_seg))
         ceiling = bm.load_noise_ceiling(bids_root, fold)
         row: dict[str, Any] = {"fold": fold, "train": list(split.train), "roi_names": roi_names}
-        for kind in ("eeg", "source"):
+        for kind in kinds:
             res = fit_and_score(
                 {t: feats[kind][t] for t in split.train},
                 {fold: feats[kind][fold]},
@@ -350,6 +368,7 @@ def fold_rows(
 COLUMNS = (
     ("eeg", "sensor ridge r"),
     ("source", "source ridge r"),
+    ("ica", "ICA components ridge r"),  # with --unmixing only
     ("beamformer", "beamformer read-out r"),
     ("beamformer_fixed", "beamformer, training subjects' covariance r"),
     ("oracle_pop", "exact drive, average subject r"),
@@ -357,23 +376,30 @@ COLUMNS = (
 )
 
 
+def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The :data:`COLUMNS` the rows hold."""
+    have = set(rows[0]) if rows else set()
+    return [(k, h) for k, h in COLUMNS if not rows or {f"{k}_r", f"{k}_roi_r"} & have]
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of :func:`fold_rows`, with the mean and 95% t-interval over folds."""
     from finetune_table import fmt_interval
 
-    heads = [h for _, h in COLUMNS]
+    shown = columns(rows)
+    heads = [h for _, h in shown]
     out = [
         f"| held-out subject | {' | '.join(heads)} | source - sensor | noise ceiling |",
         "|---" * (len(heads) + 3) + "|",
     ]
     for r in rows:
-        vals = " | ".join(f"{r[f'{k}_r']:.3f}" for k, _ in COLUMNS)
+        vals = " | ".join(f"{r[f'{k}_r']:.3f}" for k, _ in shown)
         out.append(
             f"| {r['fold']} | {vals} | {r['source_r'] - r['eeg_r']:+.3f} | {r['ceiling']:.3f} |"
         )
-    cols = [[r[f"{k}_r"] for r in rows] for k, _ in COLUMNS]
+    cols = [[r[f"{k}_r"] for r in rows] for k, _ in shown]
     cols += [[r["source_r"] - r["eeg_r"] for r in rows], [r["ceiling"] for r in rows]]
-    signs = [""] * len(COLUMNS) + ["+", ""]
+    signs = [""] * len(shown) + ["+", ""]
     out.append("| mean [95% t] | " + " | ".join(map(fmt_interval, cols, signs)) + " |")
     return "\n".join(out)
 
@@ -381,17 +407,18 @@ def table(rows: list[dict[str, Any]]) -> str:
 def roi_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table per ROI: each read-out's r and the noise ceiling, mean over folds."""
     names = rows[0]["roi_names"]
-    per = {k: np.stack([r[f"{k}_roi_r"] for r in rows]).mean(axis=0) for k, _ in COLUMNS}
+    shown = columns(rows)
+    per = {k: np.stack([r[f"{k}_roi_r"] for r in rows]).mean(axis=0) for k, _ in shown}
     ceilings = [r["ceiling_roi"] for r in rows if r["ceiling_roi"] is not None]
     ceiling = np.mean(ceilings, axis=0) if ceilings else np.full(len(names), np.nan)
-    heads = [h for _, h in COLUMNS]
+    heads = [h for _, h in shown]
     out = [
         f"per ROI over {len(rows)} folds:",
         f"| ROI | {' | '.join(heads)} | source - sensor | noise ceiling |",
         "|---" * (len(heads) + 3) + "|",
     ]
     for j, n in enumerate(names):
-        vals = " | ".join(f"{per[k][j]:.3f}" for k, _ in COLUMNS)
+        vals = " | ".join(f"{per[k][j]:.3f}" for k, _ in shown)
         diff = per["source"][j] - per["eeg"][j]
         out.append(f"| {n} | {vals} | {diff:+.3f} | {ceiling[j]:.3f} |")
     return "\n".join(out)
@@ -410,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="quickstart", help="config giving split and window")
     ap.add_argument("--override", action="append", default=[], help="config override")
     ap.add_argument("--per-roi", action="store_true", help="also the table per ROI")
+    ap.add_argument(
+        "--unmixing",
+        metavar="SHARDS",
+        default="",
+        help="EEG-only shard folder(s): also the ridge on the ICA components of the "
+        "dataset's channels fitted there (brainxl.models.unmixing.fit_unmixing)",
+    )
     args = ap.parse_args(argv)
     if args.folds.strip() == "all":
         from finetune_table import all_folds
@@ -417,7 +451,16 @@ def main(argv: list[str] | None = None) -> int:
         folds = all_folds(ap, args.shards)
     else:
         folds = [f.strip().removeprefix("sub-") for f in args.folds.split(",") if f.strip()]
-    rows = fold_rows(args.bids, args.shards, folds, args.config, args.override)
+    unmixing = None
+    if args.unmixing:
+        from brainxl.shards.manifest import read_manifest
+
+        from brainxl.models.unmixing import fit_unmixing
+
+        names = read_manifest(args.shards)["ch_names"]
+        unmixing, report = fit_unmixing(args.unmixing, names, len(names))
+        print(f"--unmixing: {report}")
+    rows = fold_rows(args.bids, args.shards, folds, args.config, args.override, unmixing)
     for r in rows:
         print(f"fold {r['fold']}: trained on {', '.join(r['train'])}")
     print(table(rows))

@@ -62,6 +62,31 @@ def test_table_signs_the_gain_and_summarises_the_folds(sr):
     assert lines[3] == "| 02 | 0.300 | 0.360 | 0.500 | 0.520 | 0.550 | 0.600 | +0.060 | 0.600 |"
     assert lines[4].startswith("| mean [95% t] | 0.350 [") and "| +0.080 [" in lines[4]
     assert lines[4].count("(n=2)") == 8
+    assert "ICA" not in lines[0]
+    for r, ica in zip(rows, (0.45, 0.33)):
+        r["ica_r"] = ica  # with --unmixing: its column after the source ridge
+    lines = sr.table(rows).splitlines()
+    assert lines[0].count("|") == 11 and "| source ridge r | ICA components ridge r |" in lines[0]
+    assert lines[2].startswith("| 01 | 0.400 | 0.500 | 0.450 | 0.600 |")
+
+
+def test_unmixed_recording_holds_the_components_of_z_scored_channels(sr):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Rec:
+        ephys: np.ndarray
+        ch_names: list
+        ch_types: list
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 500)) * [[1.0], [10.0], [100.0]] + [[5.0], [0.0], [-7.0]]
+    rec = Rec(x.astype(np.float32), ["a", "b", "c"], ["eeg"] * 3)
+    U = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 2.0]])
+    out = sr.unmixed(rec, U)
+    z = (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
+    np.testing.assert_allclose(out.ephys, U @ z, rtol=1e-5, atol=1e-5)
+    assert out.ch_names == ["IC0", "IC1"] and rec.ephys.shape == (3, 500)
 
 
 def test_roi_table_averages_each_roi_over_the_folds(sr):
@@ -131,7 +156,7 @@ def test_folds_all_holds_out_every_subject_of_the_shards(
 
     seen: list[list[str]] = []
 
-    def rows(bids, shards, folds, config, overrides):
+    def rows(bids, shards, folds, config, overrides, unmixing=None):
         seen.append(list(folds))
         return []
 
