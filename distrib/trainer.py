@@ -157,7 +157,6 @@ class Trainer:
             if self.graphs is not None:
                 self.report({"split": "graph", "step": 0, **self.graphs})
 
-    # ----------------------------------------------------------------- checkpoints
     def _init_spatial_filters(self, model: torch.nn.Module, cfg: Any) -> None:
         """``model.spatial_init``: ICA of the EEG-only shards starts the spatial filters.
 
@@ -172,7 +171,7 @@ class Trainer:
             cfg.model.spatial_init,
             self.shapes.ch_names,
             n_filters,
-            window_s=int(cfg.data.reader.window_s),
+            window_s=max(1, int(cfg.data.reader.window_s)),
             seed=cfg.seed,
         )
         n = apply_unmixing(model, unmixing, self.adapter.ch_idx.tolist())
@@ -185,6 +184,7 @@ class Trainer:
                     flush=True,
                 )
 
+    # ----------------------------------------------------------------- checkpoints
     def _resume(self, tag: str) -> None:
         base_tag = tag.removesuffix("_universal")
         ckpt.load_engine(self.engine, self.ckpt_dir, tag)
