@@ -161,7 +161,7 @@ def fit_unmixing(
         n_channels=len(names),
         n_windows=len(keep),
         n_recordings=len(recordings),
-        seconds=x.shape[1] / 200.0,
+        seconds=float(len(keep) * window_s),
         converged=int(ica.n_iter_) < MAX_ITER,
         elapsed=time.perf_counter() - t0,
     )
