@@ -35,6 +35,7 @@ from brainxl.distrib.tasks import (
     build_model_and_adapter,
     data_shapes,
     enable_activation_checkpointing,
+    on_main,
     prepare_fold,
     resolve_spec,
 )
@@ -160,19 +161,21 @@ class Trainer:
     def _init_spatial_filters(self, model: torch.nn.Module, cfg: Any) -> None:
         """``model.spatial_init``: ICA of the EEG-only shards starts the spatial filters.
 
-        Every rank fits the same (seeded) ICA, so no broadcast is needed.
+        Rank 0 fits the ICA and shares the unmixing with every rank (:func:`on_main`).
         """
         from brainxl.models.unmixing import apply_unmixing, fit_unmixing, spatial_filters_of
 
         n_filters = spatial_filters_of(model).weight.shape[1]
         if self.adapter.ch_idx is None:  # NeuroBOLT reads channel rows; this is a bug
             raise RuntimeError("model.spatial_init: the model's batches carry no channel rows")
-        unmixing, report = fit_unmixing(
-            cfg.model.spatial_init,
-            self.shapes.ch_names,
-            n_filters,
-            window_s=max(1, int(cfg.data.reader.window_s)),
-            seed=cfg.seed,
+        unmixing, report = on_main(
+            lambda: fit_unmixing(
+                cfg.model.spatial_init,
+                self.shapes.ch_names,
+                n_filters,
+                window_s=max(1, int(cfg.data.reader.window_s)),
+                seed=cfg.seed,
+            )
         )
         n = apply_unmixing(model, unmixing, self.adapter.ch_idx.tolist())
         if self.env.rank == 0:
