@@ -135,4 +135,6 @@ def _run_eeg_only(args: argparse.Namespace) -> int:
             progress=progress,
         )
     print(summary.format())
+    if args.brain_of:
+        print(f"brains: those of {args.brain_of} (its sources and parcels) for every montage")
     return 0

@@ -187,6 +187,9 @@ def test_selection_and_user_mistakes(folders, synthetic_shards: Path) -> None:
     assert one.windows_per_dataset.tolist() == [30, 14]
     with pytest.raises(ValueError, match=rf"^{synthetic_shards}: translation shards"):
         PretrainStream([folders[0], synthetic_shards], window_s=2, token_budget=BUDGET)
+    missing = synthetic_shards.parent / "not-sharded"
+    with pytest.raises(FileNotFoundError, match=rf"^{missing}: no shard manifest.*--eeg-only"):
+        PretrainStream([folders[0], missing], window_s=2, token_budget=BUDGET)
     with pytest.raises(ValueError, match="over token_budget=100"):
         PretrainStream(list(folders), window_s=2, token_budget=100)
     with pytest.raises(ValueError, match="whole number of seconds"):

@@ -42,6 +42,7 @@ def test_corpus_mixes_montages_and_rates_without_bold(corpus: Path) -> None:
         assert len(rows) == n_ch
     clinical = (next((corpus / "sub-04" / "eeg").glob("*_channels.tsv"))).read_text()
     assert "EEG T3-REF" in clinical and "EEG T7-REF" not in clinical  # clinical labels
+    assert "each montage records a brain of its own" in (corpus / "README").read_text()
 
 
 def test_corpus_shards_eeg_only(corpus: Path, tmp_path: Path) -> None:
@@ -107,6 +108,8 @@ def test_corpus_records_the_brains_of_a_dataset(sim_bids: Path, tmp_path: Path, 
     small = ["--montages", "biosemi32", "--rates", "200"]
     assert main([*args, *small, "--brain-of", str(sim_bids)]) == 0
     assert sorted(p.name for p in out.glob("sub-*")) == ["sub-01", "sub-02"]
+    assert f"brains: those of {sim_bids}" in capsys.readouterr().out
+    assert "every montage records the same population of brains" in (out / "README").read_text()
     assert main(["simulate", str(tmp_path / "c"), "--brain-of", str(sim_bids)]) == 2
     assert "--brain-of goes with --eeg-only" in capsys.readouterr().err
     assert main([*args[:1], str(tmp_path / "d"), *args[2:], "--brain-of", str(tmp_path)]) == 2

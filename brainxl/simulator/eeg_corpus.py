@@ -330,7 +330,7 @@ def simulate_eeg_corpus(
         summary.montage[sub] = name
         summary.sfreq[sub] = sfreq
         say(f"sub-{sub}: {name} at {sfreq:g} Hz, {minutes:g} min")
-    _write_description(out, n_subjects, seed, mont, rate_list)
+    _write_description(out, n_subjects, seed, mont, rate_list, shared_brain=brain is not None)
     summary.timings = {
         "models": t_models,
         "subjects": time.perf_counter() - t0 - t_models,
@@ -340,13 +340,24 @@ def simulate_eeg_corpus(
 
 
 def _write_description(
-    out: Path, n_subjects: int, seed: int, montages: list[str], rates: list[float]
+    out: Path,
+    n_subjects: int,
+    seed: int,
+    montages: list[str],
+    rates: list[float],
+    shared_brain: bool = False,
 ) -> None:
     bids_io.write_raw_description(out, "brainxl simulated EEG pretraining corpus", seed)
+    brains = (
+        "every montage records the same population of brains (given by the caller)"
+        if shared_brain
+        else "each montage records a brain of its own"
+    )
     (out / "README").write_text(
         "brainxl simulated EEG pretraining corpus\n"
         "========================================\n\n"
         f"{bids_io.SIMULATED_NOTE}\n\n"
         f"{n_subjects} subjects of resting-state EEG without BOLD; montages "
-        f"{', '.join(montages)}; native rates {', '.join(f'{r:g}' for r in rates)} Hz.\n"
+        f"{', '.join(montages)}; native rates {', '.join(f'{r:g}' for r in rates)} Hz; "
+        f"{brains}.\n"
     )
