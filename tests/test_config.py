@@ -95,6 +95,21 @@ def test_shipped_configs_cover_models_flavors_and_quickstart() -> None:
         load_config("neurobolt-tiny")
 
 
+def test_quickstart_filters_is_the_measured_recipe() -> None:
+    # the README's 12-fold figures are of quickstart with these two overrides
+    shipped = load_config("quickstart-filters")
+    measured = load_config(
+        "quickstart",
+        [
+            "model.overrides.spatial_filters=32",
+            "data.reader.ephys_norm=subject",
+            "experiment=quickstart-filters",
+        ],
+    )
+    assert shipped == measured
+    assert shipped != load_config("quickstart", ["experiment=quickstart-filters"])
+
+
 def test_run_id_depends_on_semantic_keys_only() -> None:
     a = load_config("neurobolt-debug")
     same = load_config(
