@@ -240,18 +240,12 @@ def data_identity(cfg: PretrainConfig) -> dict[str, Any]:
 
     out = []
     for s in cfg.data.sources:
-        manifest = Path(s.path) / "manifest.json"
-        if not manifest.is_file():
-            raise ValueError(
-                f"{manifest} not found: every data.sources path must be a folder written by "
-                "`brainxl shard --eeg-only`"
-            )
         out.append(
             {
                 "path": str(Path(s.path).resolve()),
                 "include": list(s.include),
                 "exclude": list(s.exclude),
-                "manifest_sha256": ShardSet(s.path).digest(),
+                "manifest_sha256": ShardSet.open_eeg_only(s.path).digest(),
             }
         )
     if cfg.pretrain.stage == "mem":

@@ -56,7 +56,6 @@ import numpy as np
 import torch
 from brainxl.shards import npy
 from brainxl.shards.errors import ShardError
-from brainxl.shards.manifest import MANIFEST_NAME
 from brainxl.shards.shardset import ShardSet
 from brainxl.shards.stats import CHANNEL_NORMS
 from brainxl.shards.tarformat import META_CHECKSUM_KEY, check_sample, tar_member_offsets
@@ -239,19 +238,7 @@ class PretrainStream:
         ds_ids, sample_ids, starts = [], [], []
         for d, src in enumerate(sources):
             src = src if isinstance(src, DatasetSource) else DatasetSource(src)
-            root = Path(src.path)
-            if not (root.is_file() or (root / MANIFEST_NAME).exists()):
-                raise FileNotFoundError(
-                    f"{root}: no shard manifest; pretraining reads EEG-only shards: run "
-                    f"`brainxl shard --eeg-only SRC {root}` first (SRC: a BIDS folder or a "
-                    "quoted glob of recordings)"
-                )
-            shards = ShardSet(src.path)
-            if not shards.eeg_only:
-                raise ValueError(
-                    f"{shards.root}: translation shards (with BOLD) cannot feed pretraining; "
-                    "give folders written by `brainxl shard --eeg-only`"
-                )
+            shards = ShardSet.open_eeg_only(src.path)
             if shards.sfreq != PATCH_SIZE:
                 raise ValueError(
                     f"{shards.root}: stored at {shards.sfreq:g} Hz, pretraining needs "

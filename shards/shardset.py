@@ -108,6 +108,33 @@ class ShardSet:
         return shards
 
     @classmethod
+    def open_eeg_only(cls, root: str | os.PathLike) -> ShardSet:
+        """``ShardSet(root)`` for pretraining: fail in one line unless it holds EEG-only shards.
+
+        The counterpart of :meth:`require_translation`.
+
+        Raises
+        ------
+        FileNotFoundError
+            No manifest (names ``brainxl shard --eeg-only``, which writes one).
+        ValueError
+            Translation shards (with BOLD).
+        """
+        if not _manifest_path(root).is_file():
+            raise FileNotFoundError(
+                f"{root}: no shard manifest; pretraining reads EEG-only shards: run "
+                f"`brainxl shard --eeg-only SRC {root}` first (SRC: a BIDS folder or a "
+                "quoted glob of recordings)"
+            )
+        shards = cls(root)
+        if not shards.eeg_only:
+            raise ValueError(
+                f"{shards.root}: translation shards (with BOLD) cannot feed pretraining; "
+                "give folders written by `brainxl shard --eeg-only`"
+            )
+        return shards
+
+    @classmethod
     def forget(cls, root: str | os.PathLike) -> None:
         """Drop ``root`` from the sets :meth:`open` remembers (after rewriting it)."""
         _OPENED.pop(_manifest_path(root).resolve(), None)
