@@ -130,6 +130,7 @@ def _run_eeg_only(args: argparse.Namespace) -> int:
             montages=args.montages,
             rates=args.rates,
             brain=brain,
+            brain_name=f"those of {args.brain_of}" if args.brain_of else None,
             task=args.task,
             overwrite=args.overwrite,
             progress=progress,

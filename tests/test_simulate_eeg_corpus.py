@@ -109,7 +109,8 @@ def test_corpus_records_the_brains_of_a_dataset(sim_bids: Path, tmp_path: Path, 
     assert main([*args, *small, "--brain-of", str(sim_bids)]) == 0
     assert sorted(p.name for p in out.glob("sub-*")) == ["sub-01", "sub-02"]
     assert f"brains: those of {sim_bids}" in capsys.readouterr().out
-    assert "every montage records the same population of brains" in (out / "README").read_text()
+    readme = (out / "README").read_text()
+    assert f"every montage records the same population of brains (those of {sim_bids})" in readme
     assert main(["simulate", str(tmp_path / "c"), "--brain-of", str(sim_bids)]) == 2
     assert "--brain-of goes with --eeg-only" in capsys.readouterr().err
     assert main([*args[:1], str(tmp_path / "d"), *args[2:], "--brain-of", str(tmp_path)]) == 2

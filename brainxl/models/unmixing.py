@@ -126,15 +126,16 @@ def fit_unmixing(
         channel_norm="recording",
         bucket_batches=0,
     )
-    keep, missing = [], {}
+    keep, infos, missing = [], {}, {}
     for w in range(stream.n_windows):
-        have = stream.window_info(w)["ch_names"]
-        lacking = [c for c in names if c not in have]
+        info = stream.window_info(w)
+        lacking = [c for c in names if c not in info["ch_names"]]
         if lacking:
             for c in lacking:
                 missing[c] = missing.get(c, 0) + 1
         else:
             keep.append(w)
+            infos[w] = info
     if not keep:
         worst = sorted(missing, key=missing.get, reverse=True)[:5]
         raise ValueError(
@@ -148,7 +149,7 @@ def fit_unmixing(
         keep = sorted(rng.choice(keep, size=n_keep, replace=False).tolist())
     parts, recordings = [], set()
     for w in keep:
-        info = stream.window_info(w)
+        info = infos[w]
         rows = [info["ch_names"].index(c) for c in names]
         parts.append(stream.scaled_window(w)[rows])
         recordings.add(info["recording"])

@@ -246,6 +246,7 @@ def simulate_eeg_corpus(
     rates: Sequence[float] | str = DEFAULT_RATES,
     n_parcels: int = 32,
     brain: TemplateHead | None = None,
+    brain_name: str | None = None,
     task: str = "rest",
     line_freq: float = 50.0,
     overwrite: bool = False,
@@ -274,6 +275,8 @@ def simulate_eeg_corpus(
         One brain for every montage (e.g. the population of an EEG-fMRI dataset,
         :func:`brainxl.simulator.truth.dataset_brain`); by default each montage gets a
         brain of its own.
+    brain_name : str, optional
+        Where ``brain`` comes from (e.g. the dataset folder), named in the corpus README.
     task : str
         BIDS task label.
     line_freq : float
@@ -330,7 +333,8 @@ def simulate_eeg_corpus(
         summary.montage[sub] = name
         summary.sfreq[sub] = sfreq
         say(f"sub-{sub}: {name} at {sfreq:g} Hz, {minutes:g} min")
-    _write_description(out, n_subjects, seed, mont, rate_list, shared_brain=brain is not None)
+    shared = None if brain is None else (brain_name or "given by the caller")
+    _write_description(out, n_subjects, seed, mont, rate_list, shared_brain=shared)
     summary.timings = {
         "models": t_models,
         "subjects": time.perf_counter() - t0 - t_models,
@@ -345,11 +349,11 @@ def _write_description(
     seed: int,
     montages: list[str],
     rates: list[float],
-    shared_brain: bool = False,
+    shared_brain: str | None = None,
 ) -> None:
     bids_io.write_raw_description(out, "brainxl simulated EEG pretraining corpus", seed)
     brains = (
-        "every montage records the same population of brains (given by the caller)"
+        f"every montage records the same population of brains ({shared_brain})"
         if shared_brain
         else "each montage records a brain of its own"
     )
