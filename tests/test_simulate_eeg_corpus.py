@@ -73,6 +73,9 @@ def test_bad_arguments_fail_clearly(tmp_path: Path) -> None:
         simulate_eeg_corpus(tmp_path / "a", 1, 0.1, rates=[50])
     with pytest.raises(ValueError, match="rates='fast'"):
         simulate_eeg_corpus(tmp_path / "a", 1, 0.1, rates="fast")
+    with pytest.raises(ValueError, match="pass brain= as well"):
+        simulate_eeg_corpus(tmp_path / "a", 1, 0.1, brain_name="those of data/bids")
+    assert not (tmp_path / "a").exists()
     assert main(["simulate", str(tmp_path / "b"), "--eeg-only", "--meg"]) == 2
 
 

@@ -276,7 +276,9 @@ def simulate_eeg_corpus(
         :func:`brainxl.simulator.truth.dataset_brain`); by default each montage gets a
         brain of its own.
     brain_name : str, optional
-        Where ``brain`` comes from (e.g. the dataset folder), named in the corpus README.
+        Words naming where ``brain`` comes from, put in parentheses in the corpus README
+        (``brainxl simulate --brain-of BIDS`` passes ``"those of BIDS"``); only with
+        ``brain``.
     task : str
         BIDS task label.
     line_freq : float
@@ -300,6 +302,8 @@ def simulate_eeg_corpus(
     except ValueError as err:
         raise ValueError(f"rates={rates!r}: {err}; give numbers in Hz (250,500)") from None
     _check(out, n_subjects, minutes, mont, rate_list, task, overwrite)
+    if brain_name is not None and brain is None:
+        raise ValueError("brain_name names the origin of `brain`; pass brain= as well or drop it")
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     models: dict[str, MontageModel] = {}
