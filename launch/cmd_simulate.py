@@ -109,11 +109,12 @@ def _run_eeg_only(args: argparse.Namespace) -> int:
 
     if args.meg:
         raise ValueError("--meg is not available with --eeg-only; drop one of them")
-    brain = None
+    brain = brain_name = None
     if args.brain_of:
         from brainxl.simulator.truth import dataset_brain
 
         brain = dataset_brain(args.brain_of)
+        brain_name = f"those of {args.brain_of}"
     n_models = len(dict.fromkeys(m for m in args.montages.split(",") if m.strip()))
     bar = progress_bar(args.subjects + n_models, "simulate", unit="step")
 
@@ -130,12 +131,12 @@ def _run_eeg_only(args: argparse.Namespace) -> int:
             montages=args.montages,
             rates=args.rates,
             brain=brain,
-            brain_name=f"those of {args.brain_of}" if args.brain_of else None,
+            brain_name=brain_name,
             task=args.task,
             overwrite=args.overwrite,
             progress=progress,
         )
     print(summary.format())
-    if args.brain_of:
-        print(f"brains: those of {args.brain_of} (its sources and parcels) for every montage")
+    if brain_name:
+        print(f"brains: {brain_name} (its sources and parcels) for every montage")
     return 0

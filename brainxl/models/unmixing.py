@@ -126,7 +126,7 @@ def fit_unmixing(
         channel_norm="recording",
         bucket_batches=0,
     )
-    keep, infos, missing = [], {}, {}
+    infos, missing = {}, {}  # window -> its info, for windows with every channel
     for w in range(stream.n_windows):
         info = stream.window_info(w)
         lacking = [c for c in names if c not in info["ch_names"]]
@@ -134,9 +134,8 @@ def fit_unmixing(
             for c in lacking:
                 missing[c] = missing.get(c, 0) + 1
         else:
-            keep.append(w)
             infos[w] = info
-    if not keep:
+    if not infos:
         worst = sorted(missing, key=missing.get, reverse=True)[:5]
         raise ValueError(
             f"model.spatial_init: no recording of {', '.join(folders)} has all "
@@ -145,6 +144,7 @@ def fit_unmixing(
         )
     rng = np.random.default_rng(seed)
     n_keep = max(1, int(max_seconds // window_s))
+    keep = list(infos)
     if len(keep) > n_keep:
         keep = sorted(rng.choice(keep, size=n_keep, replace=False).tolist())
     parts, recordings = [], set()
